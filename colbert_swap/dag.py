@@ -1,0 +1,153 @@
+"""The indexing DAG: stages are plain functions, and their signatures *are* the graph.
+
+A stage is a function named after the artifact it produces; its parameters name what it reads.
+Parameters that are not artifacts are *resources* the engine hands over (the collection, the model,
+the colbert-ai config, the random generators). Per-chunk stages (`embs.N`, `codes.N`, ...) are templates
+that `Dag.nodes(num_chunks)` expands; a parameter mapped to `NAME.*` receives every chunk, in order.
+
+    >>> from colbert_swap.stages import DAG
+    >>> [node.name for node in DAG.nodes(num_chunks=1)][:3]
+    ['num_passages', 'num_chunks', 'sample_pids']
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+RESOURCES = ("corpus", "checkpoint", "colbert_config", "rng", "index_config", "device", "chunk")
+PHASES = ("setup", "train", "index", "finalize")
+
+
+@dataclass(frozen=True)
+class Stage:
+    fn: Callable
+    phase: str
+    outputs: tuple[str, ...]  # artifact names; per-chunk ones end in '.N'
+    inputs: tuple[tuple[str, str], ...]  # (parameter, artifact name: 'x', 'x.N' or 'x.*')
+    resources: tuple[str, ...]
+    per_chunk: bool
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage bound to one chunk (or to none)."""
+
+    stage: Stage
+    chunk: int | None
+    outputs: tuple[str, ...]
+    inputs: tuple[tuple[str, tuple[str, ...] | str], ...]  # parameter -> artifact, or all chunks' artifacts
+
+    @property
+    def name(self) -> str:
+        return self.stage.name if self.chunk is None else f"{self.stage.name}.{self.chunk}"
+
+    def input_names(self) -> list[str]:
+        names: list[str] = []
+        for _, source in self.inputs:
+            names.extend(source if isinstance(source, tuple) else [source])
+        return names
+
+
+def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = False,
+          inputs: dict[str, str] | None = None) -> Callable[[Callable], Stage]:
+    """Declare a stage. Outputs default to the function's name; parameters default to artifacts of the
+    same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`)."""
+    assert phase in PHASES, phase
+
+    def wrap(fn: Callable) -> Stage:
+        params = list(inspect.signature(fn).parameters)
+        mapping = dict(inputs or {})
+        art = tuple((p, mapping.get(p, p)) for p in params if p not in RESOURCES)
+        res = tuple(p for p in params if p in RESOURCES)
+        outs = tuple(outputs or (fn.__name__ + (".N" if per_chunk else ""),))
+        return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk)
+
+    return wrap
+
+
+@dataclass
+class Dag:
+    stages: list[Stage]
+    _producer: dict[str, Stage] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._producer = {}
+        for s in self.stages:
+            for out in s.outputs:
+                assert out not in self._producer, f"artifact {out} produced twice"
+                self._producer[out] = s
+        for s in self.stages:  # every input is produced upstream: the list order is a topological order
+            seen = {o for t in self.stages[: self.stages.index(s)] for o in t.outputs}
+            for _, name in s.inputs:
+                assert _template(name) in seen, f"{s.name} reads {name} before it is produced"
+
+    def artifact_templates(self) -> list[str]:
+        return [o for s in self.stages for o in s.outputs]
+
+    def producer(self, artifact: str) -> Stage:
+        return self._producer[_template(artifact)]
+
+    def nodes(self, num_chunks: int) -> list[Node]:
+        """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk)."""
+        nodes: list[Node] = []
+        pending_chunk: list[Stage] = []
+        for s in self.stages + [None]:  # type: ignore[list-item]
+            if s is not None and s.per_chunk:
+                pending_chunk.append(s)
+                continue
+            for chunk in range(num_chunks):  # flush a run of per-chunk stages, chunk-major
+                nodes.extend(_bind(t, chunk, num_chunks) for t in pending_chunk)
+            pending_chunk = []
+            if s is not None:
+                nodes.append(_bind(s, None, num_chunks))
+        return nodes
+
+    def artifacts(self, num_chunks: int) -> list[str]:
+        return [o for n in self.nodes(num_chunks) for o in n.outputs]
+
+    def downstream_of(self, injected: Iterable[str], num_chunks: int) -> list[Node]:
+        """The nodes that must be re-run when `injected` artifacts are replaced, in execution order."""
+        dirty = set(injected)
+        out = []
+        for node in self.nodes(num_chunks):
+            if any(name in dirty for name in node.input_names()):
+                out.append(node)
+                dirty.update(node.outputs)
+        return out
+
+    def expand(self, names: Iterable[str], num_chunks: int) -> list[str]:
+        """'codes' means the concatenated artifact when it exists, else every chunk's `codes.N`."""
+        known = self.artifacts(num_chunks)
+        out: list[str] = []
+        for name in names:
+            if name in known:
+                out.append(name)
+            elif f"{name}.N" in self.artifact_templates():
+                out.extend(f"{name}.{c}" for c in range(num_chunks))
+            else:
+                raise KeyError(name)
+        return out
+
+
+def _template(name: str) -> str:
+    head, _, tail = name.rpartition(".")
+    return f"{head}.N" if head and (tail.isdigit() or tail in ("N", "*")) else name
+
+
+def _bind(s: Stage, chunk: int | None, num_chunks: int) -> Node:
+    def concrete(name: str) -> tuple[str, ...] | str:
+        if name.endswith(".*"):
+            return tuple(f"{name[:-2]}.{c}" for c in range(num_chunks))
+        if name.endswith(".N"):
+            assert chunk is not None, f"{s.name} reads {name} outside a per-chunk stage"
+            return f"{name[:-2]}.{chunk}"
+        return name
+
+    outputs = tuple(str(concrete(o)) for o in s.outputs)
+    return Node(stage=s, chunk=chunk, outputs=outputs, inputs=tuple((p, concrete(a)) for p, a in s.inputs))

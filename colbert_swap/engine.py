@@ -1,0 +1,151 @@
+"""The engine: runs DAG nodes, feeds them artifacts and resources, and is the only place that persists.
+
+    run = Engine(store, resources, manifest)
+    run.execute(DAG.nodes(num_chunks))                    # a capture: every node
+    run.execute(DAG.downstream_of(["centroids"], n), overrides={"centroids": t})   # a replay
+
+After every node the manifest is saved, so a crash loses at most the node in flight, and running the
+same command again resumes after the last node that finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from colbert_swap import colbert_env
+from colbert_swap.config import Config
+from colbert_swap.corpus import Corpus, load_corpus
+from colbert_swap.dag import Node
+from colbert_swap.models import checkpoint_path
+from colbert_swap.rng import RngStream
+from colbert_swap.store import ArtifactRecord, RunManifest, Store
+from colbert_swap.store.blobs import BlobRef
+
+
+class Resources:
+    """Non-artifact inputs, built on first use: a replay downstream of the centroids never loads the model."""
+
+    def __init__(self, cfg: Config, store: Store, run_dir: Path):
+        self.cfg, self.store, self.run_dir = cfg, store, run_dir
+        self.log = run_dir / "capture.log"
+
+    @cached_property
+    def device(self) -> str:
+        return colbert_env.resolve_device(self.cfg.index.device)
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        return load_corpus(self.cfg.collection, self.store.root / "collections")
+
+    @cached_property
+    def checkpoint_path(self) -> str:
+        with colbert_env.quiet(self.log):
+            return checkpoint_path(self.cfg.model, self.store.root / "models")
+
+    @cached_property
+    def colbert_config(self):
+        with colbert_env.quiet(self.log):
+            return colbert_env.colbert_config(self.checkpoint_path, self.cfg.index, self.corpus.path,
+                                              str(self.run_dir.resolve()))
+
+    @cached_property
+    def _model(self):
+        return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, self.cfg.index.amp,
+                                           self.cfg.seed, self.device, self.log)
+
+    @property
+    def checkpoint(self):
+        return self._model[0]
+
+    def initial_rng(self) -> RngStream:
+        """The generators as colbert-ai's worker has them after building its model."""
+        return self._model[1]
+
+    def get(self, name: str, node: Node) -> Any:
+        if name == "chunk":
+            return node.chunk
+        if name == "index_config":
+            return self.cfg.index
+        return getattr(self, name)
+
+
+class Engine:
+    def __init__(self, store: Store, resources: Resources, manifest: RunManifest,
+                 progress: Callable[[str], None] = lambda msg: None):
+        self.store, self.resources, self.manifest = store, resources, manifest
+        self.progress = progress
+        self.memory: dict[str, Any] = {}
+
+    # artifacts ---------------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        if name not in self.memory:
+            value = self.store.get(self.manifest, name)
+            ref = self.manifest.artifacts[name].ref
+            if isinstance(value, torch.Tensor) and ref.device == "cuda" and torch.cuda.is_available():
+                value = value.cuda()
+            return value
+        return self.memory[name]
+
+    def put(self, name: str, value: Any, stage: str, inputs: Iterable[str], seconds: float) -> None:
+        ref = self.store.blobs.put(value)
+        hashes = {n: self.manifest.artifacts[n].ref.hash for n in inputs}
+        self.manifest.artifacts[name] = ArtifactRecord(ref=ref, stage=stage, inputs=hashes, seconds=seconds)
+        self.memory[name] = value
+
+    def record_rng(self, node: Node, rng: RngStream) -> None:
+        state = rng.state()
+        self.manifest.rng[node.name] = {k: self.store.blobs.put(v).hash for k, v in state.items()}
+
+    def load_rng(self, refs: dict[str, str]) -> RngStream:
+        state = {"python": self.store.blobs.get(BlobRef(hash=refs["python"], kind="json"), "rng state"),
+                 "torch": self.store.blobs.get(BlobRef(hash=refs["torch"], kind="tensor"), "rng state")}
+        return RngStream.from_state(state)
+
+    # execution ---------------------------------------------------------------------------------
+    def done(self, node: Node) -> bool:
+        return all(o in self.manifest.artifacts for o in node.outputs)
+
+    def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None) -> None:
+        """Run `nodes` in order, skipping those whose outputs are already recorded.
+
+        `rng_states` maps node -> generator state at its start (a replay takes the target's); without
+        it the generators run on from the previous node, as in colbert-ai."""
+        pending = [n for n in nodes if not self.done(n)]
+        uses = Counter(name for n in pending for name in n.input_names())
+        rng: RngStream | None = None
+        for i, node in enumerate(pending, start=1):
+            known = (rng_states or {}).get(node.name) or self.manifest.rng.get(node.name)
+            if known:
+                rng = self.load_rng(known)
+            elif rng is None:
+                rng = self.resources.initial_rng()
+            self.record_rng(node, rng)
+            self.progress(f"[{i}/{len(pending)}] {node.name}")
+            kwargs = {}
+            for param, source in node.inputs:
+                kwargs[param] = [self.get(s) for s in source] if isinstance(source, tuple) else self.get(source)
+            for name in node.stage.resources:
+                kwargs[name] = rng if name == "rng" else self.resources.get(name, node)
+            start = time.perf_counter()
+            with colbert_env.quiet(self.resources.log), torch.inference_mode():
+                result = node.stage.fn(**kwargs)
+            seconds = time.perf_counter() - start
+            values = result if len(node.outputs) > 1 else (result,)
+            for name, value in zip(node.outputs, values):
+                self.put(name, value, node.name, node.input_names(), seconds)
+            if i < len(pending):  # the state the next node starts from
+                self.record_rng(pending[i], rng)
+            self.store.save(self.manifest)
+            for name in node.input_names():  # stream: drop what no later node reads
+                uses[name] -= 1
+                if uses[name] <= 0:
+                    self.memory.pop(name, None)
+            for name in node.outputs:
+                if uses[name] <= 0:
+                    self.memory.pop(name, None)

@@ -1,0 +1,69 @@
+"""Write a run's artifacts as the index directory colbert-ai's `Indexer` writes (and `Searcher` reads).
+
+Every file is written with the same colbert-ai call or the same `ujson`/`torch.save` line as
+colbert-ai 0.2.22, so the files are equal to the reference's: `ResidualCodec.save` (centroids.pt,
+buckets.pt, avg_residual.pt), `ResidualEmbeddings.save` (N.codes.pt, N.residuals.pt), `IndexSaver`
+(doclens.N.json, N.metadata.json), `optimize_ivf` (ivf.pid.pt), `_save_plan` / `_update_metadata`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+import ujson
+
+FILES = ("plan.json", "centroids.pt", "buckets.pt", "avg_residual.pt", "ivf.pid.pt", "metadata.json")
+
+
+def write_index(dest: Path, get: Callable[[str], object], colbert_config, num_chunks: int) -> Path:
+    """`get(name)` returns an artifact; chunks are read one at a time. The directory appears whole."""
+    from colbert.indexing.codecs.residual_embeddings import ResidualEmbeddings
+
+    from colbert_swap.stages.train import codec
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        config = colbert_config.export()
+        num_passages = get("num_passages")
+        _write_json(tmp / "plan.json", {"config": config, "num_chunks": num_chunks,
+                                         "num_partitions": get("num_partitions"),
+                                         "num_embeddings_est": get("num_embeddings_est"),
+                                         "avg_doclen_est": get("avg_doclen_est")})
+        codec(colbert_config, get("centroids"), avg_residual=get("avg_residual"),
+              bucket_cutoffs=get("bucket_cutoffs"), bucket_weights=get("bucket_weights")).save(index_path=str(tmp))
+        passage_offset = embedding_offset = 0
+        for chunk in range(num_chunks):
+            codes, residuals = get(f"codes.{chunk}"), get(f"residuals.{chunk}")
+            ResidualEmbeddings(codes, residuals).save(str(tmp / str(chunk)))
+            doclens = get(f"doclens.{chunk}").tolist()
+            with open(tmp / f"doclens.{chunk}.json", "w") as f:
+                ujson.dump(doclens, f)
+            meta = {"passage_offset": passage_offset, "num_passages": len(doclens),
+                    "num_embeddings": int(codes.numel()), "embedding_offset": embedding_offset}
+            _write_json(tmp / f"{chunk}.metadata.json", meta)
+            passage_offset += len(doclens)
+            embedding_offset += int(codes.numel())
+        torch.save((get("ivf_pid"), get("ivf_pid_lengths")), tmp / "ivf.pid.pt")
+        num_embeddings = get("num_embeddings")
+        _write_json(tmp / "metadata.json", {"config": config, "num_chunks": num_chunks,
+                                             "num_partitions": get("num_partitions"),
+                                             "num_embeddings": num_embeddings,
+                                             "avg_doclen": num_embeddings / num_passages})
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _write_json(path: Path, value: dict) -> None:
+    with open(path, "w") as f:
+        f.write(ujson.dumps(value, indent=4) + "\n")

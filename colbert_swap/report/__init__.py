@@ -1,0 +1,1 @@
+"""Writers of what a person reads: tables, reports."""

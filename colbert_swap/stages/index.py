@@ -1,0 +1,54 @@
+"""Index: per chunk, encode then compress. Mirrors collection_indexer.py `index` and
+ResidualCodec.compress, split into `codes` and `residuals` so either can be injected."""
+
+from __future__ import annotations
+
+import torch
+
+from colbert_swap.dag import stage
+from colbert_swap.stages.setup import chunksize
+from colbert_swap.stages.train import codec
+
+BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this many
+
+
+@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"))
+def embs(corpus, num_passages, index_config, chunk, checkpoint, colbert_config, device):
+    from colbert.indexing.collection_encoder import CollectionEncoder
+
+    size = chunksize(num_passages, index_config)
+    passages = corpus.passages[chunk * size:(chunk + 1) * size]
+    embs_, doclens = CollectionEncoder(colbert_config, checkpoint).encode_passages(passages)
+    if device != "cuda":
+        assert embs_.dtype == torch.float32
+        embs_ = embs_.half()
+    return embs_, torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim) fp16, (passages,)
+
+
+def index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights):
+    """The codec IndexSaver.thread() reloads from disk: fp16 centroids, cpu tensors, then moved."""
+    return codec(colbert_config, half_centroids.cpu(), avg_residual=None,
+                 bucket_cutoffs=bucket_cutoffs.cpu(), bucket_weights=bucket_weights.cpu())
+
+
+@stage("index", per_chunk=True, inputs={"embs": "embs.N"})
+def codes(embs, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
+    compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
+    out = []
+    for batch in embs.split(BATCH):
+        if device == "cuda":
+            batch = batch.cuda().half()
+        out.append(compressor.compress_into_codes(batch, out_device=batch.device).cpu())
+    return torch.cat(out).to(torch.int32)  # (tokens,)
+
+
+@stage("index", per_chunk=True, inputs={"embs": "embs.N", "codes": "codes.N"})
+def residuals(embs, codes, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
+    compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
+    out = []
+    for batch, batch_codes in zip(embs.split(BATCH), codes.split(BATCH)):
+        if device == "cuda":
+            batch = batch.cuda().half()
+        centroids_ = compressor.lookup_centroids(batch_codes, out_device=batch.device)
+        out.append(compressor.binarize(batch - centroids_).cpu())
+    return torch.cat(out)  # (tokens, dim * nbits / 8) uint8

@@ -1,0 +1,67 @@
+"""The store: `blobs/` (hash -> bytes) and `runs/<label>/` (manifest, colbert-ai index, log)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from colbert_swap.errors import UserError
+from colbert_swap.store.blobs import BlobRef, BlobStore
+from colbert_swap.store.manifest import ArtifactRecord, RunManifest
+
+__all__ = ["Store", "BlobRef", "ArtifactRecord", "RunManifest", "check_label"]
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$")
+
+
+def check_label(label: str) -> str:
+    if not isinstance(label, str) or not _LABEL.match(label) or ".." in label or len(label) > 200:
+        raise UserError(f"run name {label!r} is not allowed: use letters, digits and . _ + = , @ - "
+                        "(no path separators, no '..')")
+    return label
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.blobs = BlobStore(self.root / "blobs")
+
+    def run_dir(self, label: str) -> Path:
+        return self.root / "runs" / check_label(label)
+
+    def manifest_path(self, label: str) -> Path:
+        return self.run_dir(label) / "manifest.json"
+
+    def runs(self) -> list[str]:
+        base = self.root / "runs"
+        return sorted(p.parent.name for p in base.glob("*/manifest.json")) if base.exists() else []
+
+    def has_run(self, label: str) -> bool:
+        return self.manifest_path(label).exists()
+
+    def load(self, label: str) -> RunManifest:
+        path = self.manifest_path(label)
+        if not path.exists():
+            runs = ", ".join(self.runs()) or "none"
+            raise UserError(f"run {label!r} is not in the store {self.root.resolve()} (runs there: {runs})")
+        try:
+            return RunManifest.load(path)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"run {label!r}: manifest {path} cannot be read ({exc})") from exc
+
+    def save(self, manifest: RunManifest) -> None:
+        manifest.save(self.manifest_path(manifest.label))
+
+    def get(self, manifest: RunManifest, artifact: str) -> Any:
+        if artifact not in manifest.artifacts:
+            raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
+        return self.blobs.get(manifest.artifacts[artifact].ref, what=f"run {manifest.label!r} artifact {artifact!r}")
+
+    def write_json(self, label: str, name: str, value: Any) -> Path:
+        from colbert_swap.store.blobs import atomic_write
+
+        path = self.run_dir(label) / name
+        atomic_write(path, (json.dumps(value, indent=1) + "\n").encode())
+        return path

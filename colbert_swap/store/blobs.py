@@ -1,0 +1,117 @@
+"""Content-addressed blobs: tensors as safetensors, everything else as JSON, never pickle.
+
+A blob's address is xxh3-128 over its kind, dtype, shape and bytes, so identical tensors are stored
+once and a tensor cannot collide with another of the same bytes but a different dtype or shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import xxhash
+from safetensors.torch import load_file, save_file
+
+from colbert_swap.errors import UserError
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    hash: str
+    kind: str  # "tensor" | "json"
+    dtype: str | None = None  # e.g. "float16"
+    shape: tuple[int, ...] | None = None
+    device: str | None = None  # where the tensor lived when captured (cpu | cuda)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape) if self.shape is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BlobRef":
+        shape = tuple(d["shape"]) if d.get("shape") is not None else None
+        return cls(hash=d["hash"], kind=d["kind"], dtype=d.get("dtype"), shape=shape, device=d.get("device"))
+
+
+def tensor_hash(t: torch.Tensor) -> str:
+    t = t.detach().to("cpu").contiguous()
+    h = xxhash.xxh3_128()
+    h.update(f"tensor|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def json_hash(value: Any) -> str:
+    return xxhash.xxh3_128_hexdigest(b"json|" + json_bytes(value))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, ref: BlobRef) -> Path:
+        ext = "safetensors" if ref.kind == "tensor" else "json"
+        return self.root / ref.hash[:2] / f"{ref.hash}.{ext}"
+
+    def put(self, value: Any) -> BlobRef:
+        if isinstance(value, torch.Tensor):
+            cpu = value.detach().to("cpu").contiguous()
+            ref = BlobRef(hash=tensor_hash(cpu), kind="tensor", dtype=str(cpu.dtype).removeprefix("torch."),
+                          shape=tuple(cpu.shape), device=value.device.type)
+            path = self.path(ref)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                os.close(fd)
+                try:
+                    save_file({"tensor": cpu}, tmp)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            return ref
+        ref = BlobRef(hash=json_hash(value), kind="json")
+        if not self.path(ref).exists():
+            atomic_write(self.path(ref), json_bytes(value))
+        return ref
+
+    def get(self, ref: BlobRef, what: str = "") -> Any:
+        path = self.path(ref)
+        if not path.exists():
+            raise UserError(f"{what or 'blob'}: file {path} is missing from the store")
+        try:
+            if ref.kind == "tensor":
+                value = load_file(str(path))["tensor"]
+                actual = tensor_hash(value)
+            else:
+                value = json.loads(path.read_bytes())
+                actual = json_hash(value)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise UserError(f"{what or 'blob'}: file {path} cannot be read ({exc}); the store is damaged") from exc
+        if actual != ref.hash:
+            raise UserError(f"{what or 'blob'}: file {path} does not match its content hash "
+                            f"(expected {ref.hash}, found {actual}); the store is damaged")
+        return value

@@ -1,0 +1,59 @@
+"""Run manifests: one JSON file per run mapping each artifact to its blob, with where it came from."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from colbert_swap.store.blobs import BlobRef, atomic_write
+
+
+@dataclass
+class ArtifactRecord:
+    ref: BlobRef
+    stage: str  # the node that produced it ("embs.0") or "inject:<run>" for an injected artifact
+    inputs: dict[str, str] = field(default_factory=dict)  # input artifact -> blob hash
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ArtifactRecord":
+        return cls(ref=BlobRef.from_json(d), stage=d["stage"], inputs=d.get("inputs", {}), seconds=d.get("seconds", 0.0))
+
+
+@dataclass
+class RunManifest:
+    label: str
+    config: dict
+    config_hash: str
+    provenance: dict
+    origin: dict  # {"kind": "capture"} or {"kind": "replay", "target": ..., "source": ..., "injected": [...]}
+    artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)
+    rng: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {"python": hash, "torch": hash}
+    complete: bool = False
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label, "created": self.created, "complete": self.complete,
+            "config_hash": self.config_hash, "config": self.config, "provenance": self.provenance,
+            "origin": self.origin, "artifacts": {k: v.to_json() for k, v in self.artifacts.items()},
+            "rng": self.rng,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunManifest":
+        return cls(label=d["label"], config=d["config"], config_hash=d["config_hash"], provenance=d["provenance"],
+                   origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
+                   rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""))
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> "RunManifest":
+        return cls.from_json(json.loads(path.read_text()))

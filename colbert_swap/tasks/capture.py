@@ -1,0 +1,84 @@
+"""task=capture (the default): run the whole indexing DAG in-process and keep every artifact.
+
+    python -m colbert_swap run=a        # then run=b: identical hashes in one environment
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+
+from colbert_swap.config import Config, config_hash, result_config
+from colbert_swap.engine import Engine, Resources
+from colbert_swap.errors import UserError
+from colbert_swap.index_files import write_index
+from colbert_swap.provenance import default_run_label, environment
+from colbert_swap.report.tables import artifact_table
+from colbert_swap.stages import DAG
+from colbert_swap.store import RunManifest, Store, check_label
+
+# Provenance keys that must match for a partial run to be resumed in this environment.
+RESUME_KEYS = ("python", "torch", "cuda", "gpu", "cpu_capability", "transformers", "colbert-ai", "faiss")
+
+
+def progress_printer(stream=sys.stderr):
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=stream, flush=True)
+
+    return say
+
+
+def capture(cfg: Config, progress=None) -> RunManifest:
+    progress = progress or progress_printer()
+    store = Store(cfg.store.root)
+    label = check_label(cfg.run or default_run_label())
+    run_dir = store.run_dir(label)
+    result = result_config(cfg)
+    digest = config_hash(result)
+    env = environment()
+    manifest = store.load(label) if store.has_run(label) else None
+    if manifest is not None and manifest.config_hash != digest:
+        if not cfg.force:
+            raise UserError(f"run {label!r} already exists in {store.root} with another config "
+                            f"({manifest.config_hash} != {digest}); choose another run=NAME or pass force=true "
+                            "to replace it")
+        shutil.rmtree(run_dir)
+        manifest = None
+    if manifest is not None and manifest.complete:
+        progress(f"run {label!r} is already captured with this config; nothing to do")
+        return manifest
+    if manifest is not None:
+        changed = [k for k in RESUME_KEYS if manifest.provenance.get(k) != env.get(k)]
+        if changed:
+            raise UserError(f"run {label!r} was started in another environment ({', '.join(changed)} differ); "
+                            "resume it there, or pass force=true to start it over here")
+        progress(f"resuming run {label!r}: {len(manifest.artifacts)} artifacts already stored")
+    else:
+        manifest = RunManifest(label=label, config=result, config_hash=digest, provenance=env,
+                               origin={"kind": "capture"})
+        store.save(manifest)
+    resources = Resources(cfg, store, run_dir)
+    engine = Engine(store, resources, manifest, progress)
+    progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
+    engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
+    num_chunks = engine.get("num_chunks")
+    engine.execute(DAG.nodes(num_chunks))
+    progress("writing the colbert-ai index files")
+    write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
+    manifest.complete = True
+    store.save(manifest)
+    return manifest
+
+
+def run(cfg: Config) -> int:
+    manifest = capture(cfg)
+    store = Store(cfg.store.root)
+    num_chunks = store.get(manifest, "num_chunks")
+    print(artifact_table(manifest, DAG.artifacts(num_chunks)))
+    run_dir = store.run_dir(manifest.label)
+    print(f"\nrun {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}")
+    print(f"colbert-ai index: {run_dir / 'index'}")
+    return 0

@@ -1,0 +1,21 @@
+"""task=stages: print the DAG (stages, inputs, outputs) in execution order. Needs no model or data."""
+
+from __future__ import annotations
+
+from colbert_swap.config import Config
+from colbert_swap.report.tables import table
+from colbert_swap.stages import DAG
+
+
+def rows() -> list[list[str]]:
+    out = []
+    for s in DAG.stages:
+        inputs = [a for _, a in s.inputs] + [f"<{r}>" for r in s.resources]
+        out.append([s.phase, s.name + (".N" if s.per_chunk else ""), ", ".join(inputs) or "-", ", ".join(s.outputs)])
+    return out
+
+
+def run(cfg: Config) -> int:
+    print(table(["phase", "stage", "inputs (<resource>)", "outputs"], rows()))
+    print("\n.N: one per chunk; .*: every chunk, in order.")
+    return 0
