@@ -67,3 +67,43 @@ def write_index(dest: Path, get: Callable[[str], object], colbert_config, num_ch
 def _write_json(path: Path, value: dict) -> None:
     with open(path, "w") as f:
         f.write(ujson.dumps(value, indent=4) + "\n")
+
+
+# Config keys that name places and times (index folder, experiment root, run timestamp), not results.
+PLACE_KEYS = ("root", "experiment", "index_root", "index_name", "index_path", "name")
+
+
+def read_index_file(path: Path, ignore: tuple[str, ...] = PLACE_KEYS):
+    """colbert-ai writes .pt files with torch.save; read them without unpickling code."""
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with open(path) as f:
+        value = ujson.load(f)
+    if isinstance(value, dict) and isinstance(value.get("config"), dict):
+        value = {**value, "config": {k: v for k, v in value["config"].items() if k not in ignore}}
+    return value
+
+
+def index_differences(a: Path, b: Path, ignore: tuple[str, ...] = PLACE_KEYS) -> dict[str, str]:
+    """Files of two colbert-ai index directories that are not equal (tensors: dtype, shape and
+    `torch.equal`; JSON: equal after dropping the `ignore` keys from `config`). Empty means identical."""
+    names_a = {p.name for p in Path(a).iterdir()}
+    names_b = {p.name for p in Path(b).iterdir()}
+    diffs = {n: "only in " + str(a) for n in names_a - names_b}
+    diffs.update({n: "only in " + str(b) for n in names_b - names_a})
+    for name in sorted(names_a & names_b):
+        why = _difference(read_index_file(Path(a) / name, ignore), read_index_file(Path(b) / name, ignore))
+        if why:
+            diffs[name] = why
+    return diffs
+
+
+def _difference(x, y) -> str:
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return f"{x.dtype}{list(x.shape)} vs {y.dtype}{list(y.shape)}"
+        return "" if torch.equal(x, y) else f"{int((x != y).sum())} of {x.numel()} elements differ"
+    if isinstance(x, (tuple, list)) and isinstance(y, (tuple, list)) and len(x) == len(y):
+        parts = [_difference(p, q) for p, q in zip(x, y)]
+        return "; ".join(f"[{i}] {w}" for i, w in enumerate(parts) if w)
+    return "" if x == y else "values differ"
