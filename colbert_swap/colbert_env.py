@@ -86,6 +86,16 @@ def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: P
     return model, RngStream.from_state(state)
 
 
+_CONSOLE = []
+
+
+def console():
+    """The terminal's stderr, kept open beside fd 2, which `quiet` points at the log while a stage runs."""
+    if not _CONSOLE:
+        _CONSOLE.append(os.fdopen(os.dup(2), "w", buffering=1))
+    return _CONSOLE[0]
+
+
 @contextmanager
 def quiet(log: Path) -> Iterator[None]:
     """Send everything written to fd 1 and 2 (Python, C++ faiss, tqdm, warnings) to the run's log."""

@@ -130,12 +130,15 @@ class Engine:
             kwargs = {}
             for param, source in node.inputs:
                 kwargs[param] = [self.get(s) for s in source] if isinstance(source, tuple) else self.get(source)
+            bar = _Bar(node.name)
             for name in node.stage.resources:
-                kwargs[name] = rng if name == "rng" else self.resources.get(name, node)
+                kwargs[name] = rng if name == "rng" else bar.update if name == "progress" else \
+                    self.resources.get(name, node)
             start = time.perf_counter()
             with colbert_env.quiet(self.resources.log), torch.inference_mode():
                 result = node.stage.fn(**kwargs)
             seconds = time.perf_counter() - start
+            bar.close()
             values = result if len(node.outputs) > 1 else (result,)
             for name, value in zip(node.outputs, values):
                 self.put(name, value, node.name, node.input_names(), seconds)
@@ -149,3 +152,22 @@ class Engine:
             for name in node.outputs:
                 if uses[name] <= 0:
                     self.memory.pop(name, None)
+
+
+class _Bar:
+    """A progress bar on the terminal for a long stage, shown once the stage reports progress."""
+
+    def __init__(self, name: str):
+        self.name, self.bar = name, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="passage", file=colbert_env.console(), leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -6,23 +6,21 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.dag import stage
-from colbert_swap.stages.setup import chunksize
+from colbert_swap.stages.setup import chunksize, encode
 from colbert_swap.stages.train import codec
 
 BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this many
 
 
 @stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"))
-def embs(corpus, num_passages, index_config, chunk, checkpoint, colbert_config, device):
-    from colbert.indexing.collection_encoder import CollectionEncoder
-
+def embs(corpus, num_passages, index_config, chunk, checkpoint, colbert_config, device, progress):
     size = chunksize(num_passages, index_config)
     passages = corpus.passages[chunk * size:(chunk + 1) * size]
-    embs_, doclens = CollectionEncoder(colbert_config, checkpoint).encode_passages(passages)
+    embs_, doclens = encode(passages, checkpoint, colbert_config, progress)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()
-    return embs_, torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim) fp16, (passages,)
+    return embs_, doclens  # (tokens, dim) fp16, (passages,)
 
 
 def index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights):

@@ -32,14 +32,29 @@ def sample_pids(num_passages, rng) -> torch.Tensor:
     return torch.tensor(sorted(pids), dtype=torch.int64)  # (count,) colbert-ai keeps a set
 
 
-@stage("setup", outputs=("local_sample_embs", "sample_doclens"))
-def local_sample_embs(corpus, sample_pids, checkpoint, colbert_config):
+def encode(passages: list[str], checkpoint, colbert_config, progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """CollectionEncoder.encode_passages, called once per group of index_bsize * 50 passages: the very
+    groups it forms itself (each is padded to its longest passage), so the result is the same, and
+    `progress(done, total)` can be reported between groups."""
     from colbert.indexing.collection_encoder import CollectionEncoder
 
+    encoder = CollectionEncoder(colbert_config, checkpoint)
+    group = colbert_config.index_bsize * 50
+    embs, doclens = [], []
+    progress(0, len(passages))
+    for start in range(0, len(passages), group):
+        embs_, doclens_ = encoder.encode_passages(passages[start:start + group])
+        embs.append(embs_)
+        doclens.extend(doclens_)
+        progress(min(start + group, len(passages)), len(passages))
+    return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim), (passages,)
+
+
+@stage("setup", outputs=("local_sample_embs", "sample_doclens"))
+def local_sample_embs(corpus, sample_pids, checkpoint, colbert_config, progress):
     wanted = set(sample_pids.tolist())
     passages = [p for pid, p in enumerate(corpus.passages) if pid in wanted]
-    embs, doclens = CollectionEncoder(colbert_config, checkpoint).encode_passages(passages)
-    return embs, torch.tensor(doclens, dtype=torch.int64)  # (num_tokens, dim) fp32 on CPU, fp16 on CUDA
+    return encode(passages, checkpoint, colbert_config, progress)  # fp32 on CPU, fp16 on CUDA
 
 
 @stage("setup")

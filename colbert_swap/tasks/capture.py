@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 
+from colbert_swap.colbert_env import console
 from colbert_swap.config import Config, config_hash, result_config
 from colbert_swap.engine import Engine, Resources
 from colbert_swap.errors import UserError
@@ -22,8 +22,9 @@ from colbert_swap.store import RunManifest, Store, check_label
 RESUME_KEYS = ("python", "torch", "cuda", "gpu", "cpu_capability", "transformers", "colbert-ai", "faiss")
 
 
-def progress_printer(stream=sys.stderr):
+def progress_printer(stream=None):
     start = time.perf_counter()
+    stream = stream or console()
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=stream, flush=True)
