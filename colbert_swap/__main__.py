@@ -8,14 +8,15 @@ from pathlib import Path
 
 import hydra
 
-from colbert_swap.config import Config, register
+from colbert_swap.config import Config, register, task_name
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-TASKS = ("capture", "stages")
+TASKS = ("capture", "stages", "compare", "inject", "locate")
 
 
 def run(cfg: Config) -> int:
+    cfg.task = task_name(cfg.task, cfg.inject)  # `inject=NAME source=RUN` is the inject task
     if cfg.task not in TASKS:
         raise UserError(f"task={cfg.task!r} is unknown; expected one of: {', '.join(TASKS)}")
     return importlib.import_module(f"colbert_swap.tasks.{cfg.task}").run(cfg)

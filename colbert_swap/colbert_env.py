@@ -36,7 +36,8 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, index_root: str):
+def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, index_root: str,
+                   index_bsize: int | None = None):
     """The config colbert-ai's `Indexer(checkpoint, config).index(name, collection)` hands its worker.
 
     Mirrors colbert/indexer.py (__init__, index) and colbert/infra/launcher.py (launch_without_fork)."""
@@ -44,7 +45,7 @@ def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, in
 
     with Run().context(RunConfig(nranks=1, experiment="colbert_swap", root=index_root)):
         user = ColBERTConfig(doc_maxlen=index.doc_maxlen, nbits=index.nbits, kmeans_niters=index.kmeans_niters,
-                             index_bsize=index.index_bsize, index_root=index_root)
+                             index_bsize=index_bsize or index.index_bsize, index_root=index_root)
         config = ColBERTConfig.from_existing(ColBERTConfig.load_from_checkpoint(checkpoint), user, Run().config)
         config.configure(checkpoint=checkpoint)
         config.configure(collection=collection_path, index_name=INDEX_NAME, resume=False)
@@ -64,7 +65,7 @@ def _check_codec_shape(config) -> None:
 _MODELS: dict[tuple, tuple[object, dict]] = {}
 
 
-def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path):
+def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path, attn: str | None = None):
     """colbert-ai's `Checkpoint`, built right after seeding the globals as its Launcher does.
 
     Returns the model and the generator state right after it was built (what `sample_pids` and
@@ -73,17 +74,55 @@ def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: P
     from colbert.modeling.checkpoint import Checkpoint
     from colbert.utils.amp import MixedPrecisionManager
 
-    key = (path, amp, seed, device, config.doc_maxlen, config.dim, config.query_maxlen)
+    key = (path, amp, seed, device, attn, config.doc_maxlen, config.dim, config.query_maxlen)
     if key not in _MODELS:
         seed_globals(seed)
         with quiet(log):
             model = Checkpoint(path, colbert_config=config)
             model.amp_manager = MixedPrecisionManager(amp)
+            if attn:
+                set_attention(model.bert, "sdpa" if attn == "sdpa_math" else attn)
             if device == "cuda":
                 model = model.cuda()
         _MODELS[key] = (model, RngStream.from_globals().state())
     model, state = _MODELS[key]
     return model, RngStream.from_state(state)
+
+
+def set_attention(bert, impl: str) -> None:
+    """Switch a loaded BERT between eager and SDPA attention (same weights: the SDPA class only
+    overrides forward), as `from_pretrained(attn_implementation=...)` would have built it."""
+    import importlib
+
+    if impl not in ("eager", "sdpa"):
+        raise UserError(f"perturb.attn={impl!r} is unknown; expected eager, sdpa or sdpa_math")
+    module = importlib.import_module(type(bert).__module__)
+    classes = getattr(module, "BERT_SELF_ATTENTION_CLASSES", None)
+    if classes is None or not hasattr(bert, "encoder"):
+        if impl == "eager" and classes is None and hasattr(module, "BertSelfAttention"):
+            return  # transformers < 4.41: BERT has eager attention only
+        raise UserError(f"perturb.attn={impl} needs a BERT model on transformers >= 4.41 (found {type(bert).__name__})")
+    for layer in bert.encoder.layer:
+        layer.attention.self.__class__ = classes[impl]
+    bert.config._attn_implementation = impl
+    if hasattr(bert, "attn_implementation"):
+        bert.attn_implementation = impl
+
+
+@contextmanager
+def attention_backend(attn: str | None) -> Iterator[None]:
+    """perturb.attn=sdpa_math: scaled_dot_product_attention restricted to its math backend."""
+    if attn != "sdpa_math":
+        yield
+        return
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        context = sdpa_kernel(SDPBackend.MATH)
+    except ImportError:  # torch < 2.3
+        context = torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
+    with context:
+        yield
 
 
 _CONSOLE = []

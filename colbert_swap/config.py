@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -50,6 +50,16 @@ class IndexConfig:
 
 
 @dataclass
+class PerturbConfig:
+    """Deliberate changes of the environment: "would this setting explain it?" (null = as colbert-ai)."""
+
+    attn: Optional[str] = None  # eager | sdpa | sdpa_math: BERT's attention implementation / SDPA backend
+    kmeans_seed: Optional[int] = None  # colbert-ai seeds faiss k-means with 123
+    normalize: Optional[str] = None  # fp16: normalize the centroids in half precision
+    index_bsize: Optional[int] = None  # encoder batch size, overriding index.index_bsize
+
+
+@dataclass
 class StoreConfig:
     root: str = "outputs"
 
@@ -60,16 +70,28 @@ class Config:
     run: Optional[str] = None  # run label; default: this environment's torch version
     source: Optional[str] = None
     target: Optional[str] = None
-    inject: List[str] = field(default_factory=list)
+    inject: Any = field(default_factory=list)  # an artifact name or a list of them
     force: bool = False
+    reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
+    out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder
     seed: int = 12345  # colbert-ai's Launcher seeds python, numpy and torch with 12345
     model: ModelConfig = field(default_factory=ModelConfig)
     collection: CollectionConfig = field(default_factory=CollectionConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
 
 
+def task_name(task: str, inject: Any) -> str:
+    """The task a command line asks for: `inject=NAME` alone means task=inject."""
+    return "inject" if inject and task == "capture" else task
+
+
 def register() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("task_name"):
+        OmegaConf.register_new_resolver("task_name", task_name)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
 
@@ -79,7 +101,7 @@ def result_config(cfg: Any) -> dict:
     from omegaconf import OmegaConf
 
     return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-            for k in ("model", "collection", "index", "seed")}
+            for k in ("model", "collection", "index", "perturb", "seed")}
 
 
 def config_hash(result: dict) -> str:

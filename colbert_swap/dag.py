@@ -16,7 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-RESOURCES = ("corpus", "checkpoint", "colbert_config", "rng", "index_config", "device", "chunk", "progress")
+RESOURCES = ("corpus", "checkpoint", "colbert_config", "rng", "index_config", "device", "chunk", "progress", "perturb")
 PHASES = ("setup", "train", "index", "finalize")
 
 

@@ -52,12 +52,12 @@ class Resources:
     def colbert_config(self):
         with colbert_env.quiet(self.log):
             return colbert_env.colbert_config(self.checkpoint_path, self.cfg.index, self.corpus.path,
-                                              str(self.run_dir.resolve()))
+                                              str(self.run_dir.resolve()), self.cfg.perturb.index_bsize)
 
     @cached_property
     def _model(self):
         return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, self.cfg.index.amp,
-                                           self.cfg.seed, self.device, self.log)
+                                           self.cfg.seed, self.device, self.log, self.cfg.perturb.attn)
 
     @property
     def checkpoint(self):
@@ -72,6 +72,8 @@ class Resources:
             return node.chunk
         if name == "index_config":
             return self.cfg.index
+        if name == "perturb":
+            return self.cfg.perturb
         return getattr(self, name)
 
 
@@ -111,15 +113,35 @@ class Engine:
     def done(self, node: Node) -> bool:
         return all(o in self.manifest.artifacts for o in node.outputs)
 
-    def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None) -> None:
+    def reusable(self, node: Node, other: RunManifest | None) -> bool:
+        """`other` ran this node on the very same inputs (by hash): its outputs are this node's outputs."""
+        if other is None or not all(o in other.artifacts for o in node.outputs):
+            return False
+        inputs = {n: self.manifest.artifacts[n].ref.hash for n in node.input_names()}
+        return all(other.artifacts[o].stage == node.name and other.artifacts[o].inputs == inputs
+                   for o in node.outputs)
+
+    def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None,
+                pinned: frozenset[str] = frozenset(), reuse_from: RunManifest | None = None) -> None:
         """Run `nodes` in order, skipping those whose outputs are already recorded.
 
         `rng_states` maps node -> generator state at its start (a replay takes the target's); without
-        it the generators run on from the previous node, as in colbert-ai."""
+        it the generators run on from the previous node, as in colbert-ai. `pinned` artifacts (the
+        injected ones) are never overwritten. With `reuse_from`, a node whose inputs are unchanged
+        takes that run's outputs instead of running again (deterministic stages, same environment)."""
         pending = [n for n in nodes if not self.done(n)]
         uses = Counter(name for n in pending for name in n.input_names())
         rng: RngStream | None = None
         for i, node in enumerate(pending, start=1):
+            if self.reusable(node, reuse_from):
+                for name in node.outputs:
+                    if name not in pinned:
+                        self.manifest.artifacts[name] = reuse_from.artifacts[name]
+                self.manifest.rng[node.name] = (rng_states or {}).get(node.name) or reuse_from.rng.get(node.name, {})
+                self.progress(f"[{i}/{len(pending)}] {node.name} (inputs unchanged: reused)")
+                self.store.save(self.manifest)
+                self._release(node, uses)
+                continue
             known = (rng_states or {}).get(node.name) or self.manifest.rng.get(node.name)
             if known:
                 rng = self.load_rng(known)
@@ -135,23 +157,29 @@ class Engine:
                 kwargs[name] = rng if name == "rng" else bar.update if name == "progress" else \
                     self.resources.get(name, node)
             start = time.perf_counter()
-            with colbert_env.quiet(self.resources.log), torch.inference_mode():
+            with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
+                    colbert_env.attention_backend(self.resources.cfg.perturb.attn):
                 result = node.stage.fn(**kwargs)
             seconds = time.perf_counter() - start
             bar.close()
             values = result if len(node.outputs) > 1 else (result,)
             for name, value in zip(node.outputs, values):
-                self.put(name, value, node.name, node.input_names(), seconds)
+                if name not in pinned:
+                    self.put(name, value, node.name, node.input_names(), seconds)
             if i < len(pending):  # the state the next node starts from
                 self.record_rng(pending[i], rng)
             self.store.save(self.manifest)
-            for name in node.input_names():  # stream: drop what no later node reads
-                uses[name] -= 1
-                if uses[name] <= 0:
-                    self.memory.pop(name, None)
-            for name in node.outputs:
-                if uses[name] <= 0:
-                    self.memory.pop(name, None)
+            self._release(node, uses)
+
+    def _release(self, node: Node, uses: Counter) -> None:
+        """Stream: drop from memory what no later node reads (it stays in the store)."""
+        for name in node.input_names():
+            uses[name] -= 1
+            if uses[name] <= 0:
+                self.memory.pop(name, None)
+        for name in node.outputs:
+            if uses[name] <= 0:
+                self.memory.pop(name, None)
 
 
 class _Bar:

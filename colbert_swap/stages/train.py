@@ -19,14 +19,23 @@ def sample(local_sample_embs, rng):
 
 
 @stage("train")
-def prenorm_centroids(sample, num_partitions, colbert_config):
-    from colbert.indexing.collection_indexer import compute_faiss_kmeans
+def prenorm_centroids(sample, num_partitions, colbert_config, perturb):
+    """colbert.indexing.collection_indexer.compute_faiss_kmeans, line for line, with its seed exposed."""
+    import faiss
 
-    return compute_faiss_kmeans(colbert_config.dim, num_partitions, colbert_config.kmeans_niters, [[sample]])
+    seed = 123 if perturb.kmeans_seed is None else perturb.kmeans_seed
+    kmeans = faiss.Kmeans(colbert_config.dim, num_partitions, niter=colbert_config.kmeans_niters,
+                          gpu=torch.cuda.is_available(), verbose=True, seed=seed)
+    kmeans.train(sample.float().numpy())
+    return torch.from_numpy(kmeans.centroids)  # (num_partitions, dim) fp32
 
 
 @stage("train")
-def postnorm_centroids(prenorm_centroids):
+def postnorm_centroids(prenorm_centroids, perturb):
+    if perturb.normalize == "fp16":
+        return torch.nn.functional.normalize(prenorm_centroids.half(), dim=-1).float()
+    if perturb.normalize is not None:
+        raise ValueError(f"perturb.normalize={perturb.normalize!r}; expected null or fp16")
     return torch.nn.functional.normalize(prenorm_centroids, dim=-1)  # (num_partitions, dim) fp32
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from colbert_swap.errors import UserError
 from colbert_swap.store.blobs import BlobRef, BlobStore
@@ -58,6 +60,18 @@ class Store:
         if artifact not in manifest.artifacts:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
         return self.blobs.get(manifest.artifacts[artifact].ref, what=f"run {manifest.label!r} artifact {artifact!r}")
+
+    @contextmanager
+    def lock(self, label: str) -> Iterator[None]:
+        """One writer per run label at a time, across processes (parallel sweep jobs)."""
+        path = self.root / "runs" / f".{check_label(label)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def write_json(self, label: str, name: str, value: Any) -> Path:
         from colbert_swap.store.blobs import atomic_write

@@ -33,9 +33,13 @@ def progress_printer(stream=None):
 
 
 def capture(cfg: Config, progress=None) -> RunManifest:
-    progress = progress or progress_printer()
     store = Store(cfg.store.root)
     label = check_label(cfg.run or default_run_label())
+    with store.lock(label):
+        return _capture(cfg, store, label, progress or progress_printer())
+
+
+def _capture(cfg: Config, store: Store, label: str, progress) -> RunManifest:
     run_dir = store.run_dir(label)
     result = result_config(cfg)
     digest = config_hash(result)

@@ -1,0 +1,1 @@
+"""Comparisons: per value (`comparators`), per run (`runs`), with per-dtype tolerances (`tolerances`)."""

@@ -1,0 +1,139 @@
+"""Compare two values of one artifact: one frozen result with a status and the numbers behind it.
+
+    >>> c = compare("centroids", torch.ones(3), torch.tensor([1.0, 1.0, 1.0001]))
+    >>> c.status, c.mismatches, c.allclose["bnb"], c.max_ulp
+    ('diverged', 1, False, 839)
+
+Statuses, best first: `equal` (bitwise, same dtype and shape), `order_only` (same elements per segment
+where order carries no meaning, e.g. embedding ids per centroid), `allclose` (torch.allclose defaults),
+`diverged`, `missing` (absent from one side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from colbert_swap.compare.tolerances import TABLES, tolerance
+
+STATUSES = ("equal", "order_only", "allclose", "diverged", "missing")
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+             torch.float64: torch.int64}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    status: str
+    stage: str = ""
+    dtype: str = ""  # "float16", "json", or "float16 vs float32"
+    shape: str = ""  # "34653x32" or "34653x32 vs 34640x32"
+    numel: int = 0
+    mismatches: int = 0  # elements that are not bitwise equal
+    max_abs: float | None = None
+    mad: float | None = None  # mean absolute difference over all elements
+    max_ulp: int | None = None
+    allclose: dict[str, bool] = field(default_factory=dict)  # per tolerance table
+    first_mismatch: list[int] | None = None
+    note: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.mismatches / self.numel if self.numel else 0.0
+
+    @property
+    def same(self) -> bool:
+        """Nothing left to explain: bitwise equal, or equal up to an order that carries no meaning."""
+        return self.status in ("equal", "order_only")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["fraction"] = self.fraction
+        return d
+
+
+def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor | None = None) -> Comparison:
+    """`segments`: lengths of consecutive runs within which order carries no meaning (both sides agree)."""
+    if a is None or b is None:
+        return Comparison(name, "missing", stage, note="only in " + ("the second" if a is None else "the first"))
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return _compare_json(name, a, b, stage)
+    dtype = _fmt_dtype(a) if a.dtype == b.dtype else f"{_fmt_dtype(a)} vs {_fmt_dtype(b)}"
+    shape = _fmt_shape(a) if a.shape == b.shape else f"{_fmt_shape(a)} vs {_fmt_shape(b)}"
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return Comparison(name, "diverged", stage, dtype, shape, a.numel(), max(a.numel(), b.numel()),
+                          note=f"{'shape' if a.shape != b.shape else 'dtype'} mismatch")
+    a, b = a.detach().cpu(), b.detach().cpu()
+    differ = ~((a == b) | (_isnan(a) & _isnan(b)))
+    mismatches = int(differ.sum())
+    tables = {t: _close(a, b, t) for t in TABLES}
+    if mismatches == 0:
+        return Comparison(name, "equal", stage, dtype, shape, a.numel(), 0, 0.0, 0.0, 0 if a.dtype in FLOATS else None,
+                          tables)
+    first = [int(i) for i in differ.nonzero()[0]] if a.dim() else []
+    diff = (a.double() - b.double()).abs() if a.dtype != torch.bool else differ.double()
+    max_ulp = int(ulp_distance(a, b).max()) if a.dtype in FLOATS else None
+    status, note = "diverged", ""
+    if segments is not None and a.dim() == 1 and _same_per_segment(a, b, segments):
+        status, note = "order_only", f"same elements in each of {segments.numel()} segments, in another order"
+    elif tables["torch"]:
+        status = "allclose"
+    return Comparison(name, status, stage, dtype, shape, a.numel(), mismatches, float(diff.max()), float(diff.mean()),
+                      max_ulp, tables, first, note)
+
+
+def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Units in the last place between same-dtype floats (0 for +0 vs -0), as int64."""
+    view = _INT_VIEW[a.dtype]
+    bits = torch.finfo(a.dtype).bits
+
+    def ordered(t: torch.Tensor) -> torch.Tensor:
+        i = t.contiguous().view(view).long()
+        magnitude = i & ((1 << (bits - 1)) - 1)
+        return torch.where(i < 0, -magnitude, i)
+
+    return (ordered(a) - ordered(b)).abs()
+
+
+def _same_per_segment(a: torch.Tensor, b: torch.Tensor, segments: torch.Tensor) -> bool:
+    if int(segments.sum()) != a.numel():
+        return False
+    seg = torch.repeat_interleave(torch.arange(segments.numel()), segments.cpu().long())
+
+    def canonical(t: torch.Tensor) -> torch.Tensor:
+        order = torch.argsort(t, stable=True)
+        order = order[torch.argsort(seg[order], stable=True)]
+        return t[order]
+
+    return torch.equal(canonical(a), canonical(b))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, table: str) -> bool:
+    if a.dtype not in FLOATS:
+        return torch.equal(a, b)
+    rtol, atol = tolerance(TABLES[table], a.dtype)
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _compare_json(name: str, a: Any, b: Any, stage: str) -> Comparison:
+    if a == b:
+        return Comparison(name, "equal", stage, "json", numel=1, mismatches=0)
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    max_abs = abs(float(a) - float(b)) if numbers else None
+    return Comparison(name, "diverged", stage, "json", numel=1, mismatches=1, max_abs=max_abs, mad=max_abs,
+                      note=f"{a!r} vs {b!r}" if numbers else "values differ")
+
+
+def _isnan(t: torch.Tensor) -> torch.Tensor:
+    return torch.isnan(t) if t.dtype in FLOATS else torch.zeros_like(t, dtype=torch.bool)
+
+
+def _fmt_dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _fmt_shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"

@@ -1,0 +1,91 @@
+"""Compare two stored runs artifact by artifact, in pipeline order.
+
+    comparison = compare_runs(store, store.load("2.0.1"), store.load("2.1.0"))
+    comparison.first_diverged()   # ['local_sample_embs', 'sample_doclens'] or []
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from colbert_swap.compare.comparators import Comparison, compare
+from colbert_swap.errors import UserError
+from colbert_swap.stages import DAG
+from colbert_swap.store import RunManifest, Store
+
+# Artifacts whose order within segments (given by the second name) carries no meaning.
+ORDER_FREE = {"ivf": "ivf_lengths", "ivf_pid": "ivf_pid_lengths"}
+# Config groups that may differ between compared runs: they are the cause under study, not the question.
+CAUSES = ("perturb",)
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    a: str
+    b: str
+    results: tuple[Comparison, ...]
+
+    def __getitem__(self, name: str) -> Comparison:
+        return next(r for r in self.results if r.name == name)
+
+    def diverged(self) -> list[str]:
+        return [r.name for r in self.results if not r.same]
+
+    def first_diverged(self) -> list[str]:
+        """The earliest diverging artifacts, with every other output of the same stage template."""
+        names = self.diverged()
+        if not names:
+            return []
+        stage = DAG.producer(names[0])
+        return [n for n in names if DAG.producer(n) is stage]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += config_differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} vs {y!r}")
+    return out
+
+
+def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
+    """Runs of different models, collections or index settings are refused unless forced."""
+    strip = lambda c: {k: v for k, v in c.items() if k not in CAUSES}  # noqa: E731
+    diffs = config_differences(strip(a.config), strip(b.config))
+    if diffs and not force:
+        raise UserError(f"runs {a.label!r} and {b.label!r} were made from different configs "
+                        f"({'; '.join(diffs[:6])}); their artifacts answer different questions. "
+                        "Pass force=true to compare them anyway")
+    return diffs
+
+
+def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
+    chunks = max(store.get(m, "num_chunks") for m in manifests if "num_chunks" in m.artifacts)
+    return DAG.artifacts(chunks)
+
+
+def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
+                 force: bool = False) -> RunComparison:
+    check_comparable(a, b, force)
+    names = names if names is not None else artifact_order(store, a, b)
+    results = []
+    for name in names:
+        va = store.get(a, name) if name in a.artifacts else None
+        vb = store.get(b, name) if name in b.artifacts else None
+        segments = None
+        if name in ORDER_FREE and ORDER_FREE[name] in a.artifacts and ORDER_FREE[name] in b.artifacts:
+            la, lb = store.get(a, ORDER_FREE[name]), store.get(b, ORDER_FREE[name])
+            segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
+        stage = (a.artifacts.get(name) or b.artifacts.get(name)).stage if (name in a.artifacts or name in b.artifacts) else ""
+        results.append(compare(name, va, vb, stage=stage, segments=segments))
+    return RunComparison(a.label, b.label, tuple(results))

@@ -1,0 +1,119 @@
+"""Injection and replay: put the source run's tensors into the target run and recompute only what is
+downstream of them, in this environment, with the target's config and random states.
+
+    replayed = replay(cfg, store, target=store.load("2.1.0"), source=store.load("2.0.1"),
+                      names=["local_sample_embs"])
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+
+from omegaconf import OmegaConf
+
+from colbert_swap.engine import Engine, Resources
+from colbert_swap.errors import UserError
+from colbert_swap.index_files import write_index
+from colbert_swap.provenance import environment
+from colbert_swap.stages import DAG
+from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
+
+
+def as_names(inject) -> list[str]:
+    """`inject=x`, `inject=[x,y]` or `inject=x,y` (a sweep hands one string per job)."""
+    if inject is None:
+        return []
+    if isinstance(inject, str):
+        return [n.strip() for n in inject.split("+") if n.strip()]
+    return [str(n) for n in inject]
+
+
+def resolve(names: list[str], num_chunks: int) -> list[str]:
+    """Expand names ('embs' -> every chunk's embs.N) or fail with a did-you-mean list."""
+    valid = DAG.artifacts(num_chunks)
+    choices = sorted(set(valid) | {t[:-2] for t in DAG.artifact_templates() if t.endswith(".N")})
+    out: list[str] = []
+    for name in names:
+        try:
+            out += [n for n in DAG.expand([name], num_chunks) if n not in out]
+        except KeyError:
+            close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UserError(f"unknown artifact {name!r}.{hint} Valid names: {', '.join(choices)}") from None
+    return out
+
+
+def compact(names: list[str], num_chunks: int) -> list[str]:
+    """Every chunk of a per-chunk artifact is written once, without its suffix: embs.0..N -> embs."""
+    out: list[str] = []
+    for name in names:
+        base, _, tail = name.rpartition(".")
+        if base and tail.isdigit() and all(f"{base}.{c}" in names for c in range(num_chunks)):
+            name = base
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def replay_label(target: str, names: list[str], source: str) -> str:
+    return check_label(f"{target}+{'+'.join(names)}@{source}")
+
+
+def run_config(cfg, manifest: RunManifest):
+    """This invocation's config with the run's own model/collection/index/perturb/seed."""
+    return OmegaConf.merge(cfg, manifest.config)
+
+
+def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: list[str],
+           label: str | None = None, progress=lambda message: None) -> RunManifest:
+    num_chunks = store.get(target, "num_chunks")
+    if store.get(source, "num_chunks") != num_chunks:
+        raise UserError(f"runs {source.label!r} and {target.label!r} have different numbers of chunks")
+    injected = resolve(names, num_chunks)
+    for name in injected:
+        for run in (source, target):
+            if name not in run.artifacts:
+                raise UserError(f"run {run.label!r} has no artifact {name!r} (is it complete?)")
+        a, b = source.artifacts[name].ref, target.artifacts[name].ref
+        if (a.dtype, a.shape, a.kind) != (b.dtype, b.shape, b.kind) and not cfg.force:
+            raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
+                            f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
+    label = label or replay_label(target.label, compact(injected, num_chunks), source.label)
+    with store.lock(label):
+        return _replay(cfg, store, target, source, injected, label, progress)
+
+
+def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], label: str,
+            progress) -> RunManifest:
+    num_chunks = store.get(target, "num_chunks")
+    names = compact(injected, num_chunks)
+    origin = {"kind": "replay", "target": target.label, "source": source.label, "names": names, "injected": injected,
+              "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse)}
+    if store.has_run(label):
+        existing = store.load(label)
+        if existing.complete and existing.origin == origin and existing.provenance.get("torch") == environment()["torch"]:
+            progress(f"replay {label!r} already in the store")
+            return existing
+        shutil.rmtree(store.run_dir(label))
+    manifest = RunManifest(label=label, config=target.config, config_hash=target.config_hash,
+                           provenance=environment(), origin=origin)
+    nodes = DAG.downstream_of(injected, num_chunks)
+    recomputed = {o for n in nodes for o in n.outputs} - set(injected)
+    for name, record in target.artifacts.items():
+        if name not in recomputed and name not in injected:
+            manifest.artifacts[name] = record
+    for name in injected:
+        ref = source.artifacts[name].ref
+        manifest.artifacts[name] = ArtifactRecord(ref=ref, stage=f"inject:{source.label}")
+    store.save(manifest)
+    run_dir = store.run_dir(label)
+    resources = Resources(run_config(cfg, target), store, run_dir)
+    engine = Engine(store, resources, manifest, progress)
+    progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
+    engine.execute(nodes, rng_states=target.rng, pinned=frozenset(injected),
+                   reuse_from=target if cfg.reuse else None)
+    write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
+    manifest.complete = True
+    store.save(manifest)
+    return manifest

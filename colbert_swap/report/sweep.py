@@ -1,0 +1,88 @@
+"""The summary of a Hydra multirun sweep: one row per injection point, one column per artifact.
+
+Registered as a Hydra callback in conf/config.yaml; it runs when the sweep ends and reads the
+`report.json` every job wrote into its own folder of the sweep directory.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from colbert_swap.report.tables import table
+from colbert_swap.store.blobs import atomic_write
+
+COLORS = {"equal": "#b7e1b0", "order_only": "#d9f0a3", "allclose": "#fee391", "diverged": "#f4a582",
+          "missing": "#dddddd", "": "#ffffff"}
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    reports = []
+    for path in sorted(sweep_dir.glob("*/report.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        report = json.loads(path.read_text())
+        report["job"] = path.parent.name
+        reports.append(report)
+    return reports
+
+
+def summarize(sweep_dir: Path) -> Path | None:
+    reports = collect(sweep_dir)
+    if not reports:
+        return None
+    columns: list[str] = []
+    for r in reports:
+        for name in [*r.get("before", {}), *r.get("artifacts", {})]:
+            if name not in columns:
+                columns.append(name)
+    rows = [_row(r, columns) for r in reports]
+    md = "\n\n".join([
+        f"# sweep: {len(reports)} injection experiments", "Status of every artifact after replay, "
+        "compared with the source run (`-`: upstream of the injection, taken from the target as it is).",
+        table(["job", "injected", "downstream same", "verdict"],
+              [[r["job"], ", ".join(r.get("injected", [])), _same_count(r), r.get("verdict", "")] for r in reports]),
+        table(["injected", *columns], rows), ""])
+    atomic_write(sweep_dir / "summary.md", md.encode())
+    atomic_write(sweep_dir / "summary.json", json.dumps({"jobs": reports, "columns": columns}, indent=1).encode())
+    atomic_write(sweep_dir / "summary.html", _html(reports, columns).encode())
+    return sweep_dir / "summary.md"
+
+
+def _status(report: dict, name: str) -> str:
+    return report.get("artifacts", {}).get(name, {}).get("status", "")
+
+
+def _row(report: dict, columns: list[str]) -> list[str]:
+    return [", ".join(report.get("injected", [])) or "-", *[_status(report, c) or "-" for c in columns]]
+
+
+def _same_count(report: dict) -> str:
+    arts = report.get("artifacts", {})
+    same = sum(1 for a in arts.values() if a["status"] in ("equal", "order_only"))
+    return f"{same}/{len(arts)}"
+
+
+def _html(reports: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th><div>{html.escape(c)}</div></th>" for c in columns)
+    body = []
+    for r in reports:
+        cells = "".join(f'<td style="background:{COLORS.get(_status(r, c), "#fff")}" title="{html.escape(c)}: '
+                        f'{_status(r, c) or "upstream"}">{_status(r, c)[:1]}</td>' for c in columns)
+        body.append(f"<tr><th>{html.escape(', '.join(r.get('injected', [])))}</th>{cells}</tr>")
+    legend = " ".join(f'<span style="background:{v};padding:2px 6px">{k}</span>' for k, v in COLORS.items() if k)
+    return f"""<!doctype html><meta charset="utf-8"><title>colbert_swap sweep</title>
+<style>body{{font-family:sans-serif}} td{{width:1.4em;text-align:center;font-size:11px}}
+th div{{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:11px}}</style>
+<h1>Injection point &times; artifact (status after replay vs the source run)</h1><p>{legend}</p>
+<table><tr><th>injected</th>{head}</tr>{''.join(body)}</table>
+"""
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        path = summarize(Path(config.hydra.sweep.dir))
+        if path:
+            print(f"sweep summary: {path} (and summary.html, summary.json)")

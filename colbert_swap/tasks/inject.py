@@ -1,0 +1,97 @@
+"""inject=NAME source=RUN: swap the source run's tensor into this environment's run, replay what is
+downstream, and compare every downstream artifact with both runs.
+
+    python -m colbert_swap inject=local_sample_embs source=2.0.1
+    python -m colbert_swap inject=[local_sample_embs,embs] source=2.0.1 target=2.1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+from colbert_swap.compare.runs import RunComparison, check_comparable, compare_runs
+from colbert_swap.report import proof
+from colbert_swap.report.tables import table
+from colbert_swap.replay import as_names, replay
+from colbert_swap.stages import DAG
+from colbert_swap.store import RunManifest, Store
+from colbert_swap.tasks.capture import capture, progress_printer
+from colbert_swap.tasks.common import environment_rows, source_run, target_label
+
+
+@dataclass
+class Injection:
+    source: RunManifest
+    target: RunManifest
+    replayed: RunManifest
+    injected: list[str]
+    downstream: list[str]
+    before: RunComparison  # source vs target
+    after: RunComparison  # replayed vs source
+    vs_target: RunComparison  # replayed vs target
+
+    @property
+    def names(self) -> list[str]:
+        """The injected artifacts, every chunk of a per-chunk one written once (`embs`)."""
+        return self.replayed.origin["names"]
+
+    @property
+    def verdict(self) -> str:
+        return proof.injection_verdict(self.names, self.source.label, self.target.label, self.after, self.downstream)
+
+
+def ensure_target(cfg, store: Store, progress) -> RunManifest:
+    """The target run, captured here first when it is not in the store yet."""
+    label = target_label(cfg)
+    if not store.has_run(label) or not store.load(label).complete:
+        progress(f"target run {label!r} is not in the store: capturing it in this environment first")
+        capture(OmegaConf.merge(cfg, {"run": label}), progress=progress)
+    return store.load(label)
+
+
+def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
+    progress = progress or progress_printer()
+    source = source_run(cfg, store)
+    target = ensure_target(cfg, store, progress)
+    check_comparable(source, target, cfg.force)
+    replayed = replay(cfg, store, target, source, names, progress=progress)
+    injected = replayed.origin["injected"]
+    num_chunks = store.get(target, "num_chunks")
+    downstream = [o for n in DAG.downstream_of(injected, num_chunks) for o in n.outputs if o not in injected]
+    return Injection(source, target, replayed, names, downstream,
+                     before=compare_runs(store, source, target, force=True),
+                     after=compare_runs(store, replayed, source, force=True),
+                     vs_target=compare_runs(store, replayed, target, force=True))
+
+
+def markdown(result: Injection) -> str:
+    s, t, r = result.source.label, result.target.label, result.replayed.label
+    return "\n\n".join([
+        f"# inject {', '.join(result.names)}: {s} into {t}", result.verdict,
+        "## Environments", table(["", s, t, "replayed here", ""], environment_rows(result.source, result.target,
+                                                                                   result.replayed)),
+        f"## Before injection ({s} vs {t})", proof.comparison_table(result.before),
+        f"## After injection (replayed `{r}` vs {s}), downstream artifacts",
+        proof.comparison_table(result.after, result.downstream),
+        f"## Replayed vs {t}, downstream artifacts", proof.comparison_table(result.vs_target, result.downstream), ""])
+
+
+def report_json(result: Injection) -> dict:
+    return {"task": "inject", "source": result.source.label, "target": result.target.label,
+            "injected": result.names, "injected_artifacts": result.replayed.origin["injected"], "root_cause": [],
+            "replay_run": result.replayed.label,
+            "downstream": result.downstream, "verdict": result.verdict,
+            "artifacts": proof.artifact_json([result.after[n] for n in result.downstream]),
+            "before": proof.artifact_json(result.before.results),
+            "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream])}
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    result = inject(cfg, store, as_names(cfg.inject))
+    path = proof.write(proof.out_dir(cfg, "inject"), report_json(result), markdown(result))
+    print(result.verdict)
+    print(f"\nreport: {path}")
+    return 0

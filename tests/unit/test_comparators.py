@@ -1,0 +1,78 @@
+"""Comparators: statuses, numbers and tolerance tables on hand-made tensors with known answers."""
+
+from __future__ import annotations
+
+import torch
+
+from colbert_swap.compare.comparators import compare, ulp_distance
+from colbert_swap.compare.tolerances import ASSERT_CLOSE, BNB, TORCH_DEFAULT, tolerance
+
+
+def test_equal_needs_same_bits_dtype_and_shape():
+    a = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    assert compare("x", a, a.clone()).status == "equal"
+    assert compare("x", a, a.double()).status == "diverged" and compare("x", a, a.double()).note == "dtype mismatch"
+    c = compare("x", a, a.reshape(3, 2))
+    assert c.status == "diverged" and c.note == "shape mismatch" and c.shape == "2x3 vs 3x2"
+
+
+def test_numbers_of_a_divergence():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    b = torch.tensor([1.0, 2.5, 3.0, 3.0])
+    c = compare("x", a, b)
+    assert (c.status, c.mismatches, c.numel, c.fraction) == ("diverged", 2, 4, 0.5)
+    assert c.max_abs == 1.0 and c.mad == 1.5 / 4 and c.first_mismatch == [1]
+
+
+def test_allclose_status_and_tables():
+    a = torch.ones(4)
+    tiny = torch.nextafter(a, torch.full_like(a, 2.0))  # one ULP above 1.0
+    c = compare("x", a, tiny)
+    assert c.status == "allclose" and c.max_ulp == 1 and c.allclose == {"torch": True, "bnb": True, "assert_close": True}
+    half = torch.tensor([1.0, 1.0], dtype=torch.float16)
+    off = torch.tensor([1.0, 1.0009765625], dtype=torch.float16)  # 1 ULP in fp16
+    c = compare("h", half, off)
+    assert c.status == "diverged" and c.allclose["torch"] is False and c.allclose["bnb"] is True
+    assert c.allclose["assert_close"] is True and c.max_ulp == 1
+
+
+def test_ulp_distance_across_zero_and_signs():
+    a = torch.tensor([0.0, -0.0, 1.0, -1.0], dtype=torch.float32)
+    b = torch.tensor([-0.0, 0.0, 1.0, -1.0], dtype=torch.float32)
+    assert ulp_distance(a, b).tolist() == [0, 0, 0, 0]
+    smallest = torch.tensor([1e-45])
+    assert ulp_distance(smallest, -smallest).tolist() == [2]
+    bf = torch.tensor([1.0], dtype=torch.bfloat16)
+    assert ulp_distance(bf, torch.nextafter(bf, torch.tensor([2.0], dtype=torch.bfloat16))).tolist() == [1]
+
+
+def test_order_only_within_segments_but_not_across():
+    a = torch.tensor([10, 11, 20, 30, 31, 32])
+    same_sets = torch.tensor([11, 10, 20, 32, 30, 31])
+    segments = torch.tensor([2, 1, 3])
+    c = compare("ivf", a, same_sets, segments=segments)
+    assert c.status == "order_only" and c.same and "3 segments" in c.note
+    across = torch.tensor([10, 20, 11, 30, 31, 32])  # 20 moved into the first segment
+    assert compare("ivf", a, across, segments=segments).status == "diverged"
+    assert compare("ivf", a, same_sets).status == "diverged"  # without segments order counts
+
+
+def test_integers_and_json():
+    assert compare("codes", torch.tensor([1, 2], dtype=torch.int32), torch.tensor([1, 3], dtype=torch.int32)).status == "diverged"
+    assert compare("n", 5, 5).status == "equal"
+    c = compare("avg_doclen_est", 50.25, 50.5)
+    assert c.status == "diverged" and c.max_abs == 0.25
+    assert compare("x", None, torch.ones(1)).status == "missing"
+
+
+def test_tolerance_tables():
+    assert tolerance(TORCH_DEFAULT, torch.float16) == (1e-5, 1e-8)
+    assert tolerance(BNB, torch.float32) == (1e-5, 1e-6) and tolerance(BNB, torch.float16) == (1e-3, 1e-4)
+    assert tolerance(BNB, torch.bfloat16) == (1e-2, 1e-3)
+    assert tolerance(ASSERT_CLOSE, torch.float16) == (1e-3, 1e-5) and tolerance(ASSERT_CLOSE, torch.int64) == (0.0, 0.0)
+
+
+def test_results_serialize():
+    c = compare("x", torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]))
+    d = c.to_json()
+    assert d["status"] == "diverged" and d["fraction"] == 1 / 3 and d["mismatches"] == 1
