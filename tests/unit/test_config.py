@@ -23,9 +23,21 @@ def test_every_option_of_every_group_composes(group):
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "experiments").glob("*.yaml")))
-def test_every_experiment_composes(experiment):
+def test_every_experiment_composes_with_its_values(experiment):
+    import yaml
+
+    text = (REPO / "experiments" / f"{experiment}.yaml").read_text()
+    assert text.startswith("# @package _global_\n# python -m colbert_swap"), "header: package line, then its command"
     cfg = make_cfg(f"+experiments={experiment}")
-    assert cfg.run, "an experiment names its run"
+
+    def check(expected, actual, path):
+        for key, value in expected.items():
+            if isinstance(value, dict):
+                check(value, actual[key], f"{path}{key}.")
+            else:
+                assert actual[key] == value, f"{path}{key}"
+
+    check({k: v for k, v in yaml.safe_load(text).items() if k not in ("defaults", "hydra")}, cfg, "")
 
 
 def test_default_is_the_tiny_seeded_model_on_synthetic_passages():
