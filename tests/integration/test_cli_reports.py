@@ -26,7 +26,7 @@ def pair(tiny_cfg, store_root):
 
 def cli(store_root: str, *args: str, out_dir: Path | None = None) -> subprocess.CompletedProcess:
     extra = [f"out_dir={out_dir}"] if out_dir else []
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-m", "colbert_swap", *args, f"store.root={store_root}", *TINY, *extra],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

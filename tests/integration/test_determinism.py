@@ -33,7 +33,7 @@ def test_two_captures_are_identical_and_stored_once(tiny_cfg):
 
 def test_cli_capture_in_a_fresh_process_matches(tiny_cfg, store_root):
     a = capture(tiny_cfg("run=det-a"), progress=quiet_progress)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-m", "colbert_swap", "run=det-cli", f"store.root={store_root}", *TINY],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

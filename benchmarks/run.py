@@ -1,0 +1,223 @@
+"""Benchmarks: colbert-ai's Indexer vs our capture, replay, sweep, locate, compare, k-means backends.
+
+    python benchmarks/run.py --passages 5000 --model base --out benchmarks/results/h100-5k
+    python benchmarks/run.py --passages 100000 --model base --kmeans fastkmeans --skip-indexer \\
+        --steps capture,perturbed,locate --out benchmarks/results/h100-100k
+    python benchmarks/run.py --kmeans-only 638000x128:8192,2000000x128:32768 --out benchmarks/results/h100-kmeans
+
+Writes results.json and results.md (the command, the GPU, versions, one row per step with wall
+seconds and peak GPU / host memory, and the per-stage seconds of each capture: where the time goes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+
+from colbert_swap.provenance import environment  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+@contextmanager
+def measured(step: str, **extra):
+    """Wall seconds, peak GPU memory (torch allocator) and peak host RSS (sampled every 50 ms)."""
+    proc, peak, stop = psutil.Process(), [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            peak[0] = max(peak[0], rss)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    row = {"step": step, **extra}
+    try:
+        yield row
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        stop.set()
+        thread.join()
+        row["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+        row["peak_host_gib"] = round(peak[0] / 2**30, 2)
+        ROWS.append(row)
+        print(f"[bench] {row}", flush=True)
+
+
+def cfg_for(args, store: str, *overrides: str):
+    from tests.conftest import make_cfg
+
+    return make_cfg(f"store.root={store}", f"model={args.model}", f"collection.num_passages={args.passages}",
+                    f"index.kmeans_niters={args.niters}", *overrides)
+
+
+def stage_profile(manifest) -> dict[str, float]:
+    """Seconds per stage (chunks summed: embs.0 + embs.1 -> embs), from the manifest: where time goes."""
+    per_node = {r.stage: r.seconds for r in manifest.artifacts.values() if not r.stage.startswith("inject:")}
+    out: dict[str, float] = {}
+    for node, seconds in per_node.items():
+        out[node.split(".")[0]] = out.get(node.split(".")[0], 0.0) + seconds
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def warm_up() -> None:
+    """Compile colbert-ai's C++/CUDA extensions once, untimed (both sides use the same cache)."""
+    from colbert.indexing.codecs.residual import ResidualCodec
+    from colbert.modeling.colbert import ColBERT
+
+    ResidualCodec.try_load_torch_extensions(torch.cuda.is_available())
+    ColBERT.try_load_torch_extensions(torch.cuda.is_available())
+
+
+def run_indexer(cfg, root: Path) -> Path:
+    from colbert import Indexer
+    from colbert.infra import ColBERTConfig, Run, RunConfig
+
+    from colbert_swap.engine import Resources
+    from colbert_swap.store import Store
+
+    res = Resources(cfg, Store(cfg.store.root), root)
+    i = cfg.index
+    with Run().context(RunConfig(nranks=1, experiment="indexer", root=str(root))):
+        config = ColBERTConfig(doc_maxlen=i.doc_maxlen, nbits=i.nbits, kmeans_niters=i.kmeans_niters,
+                               index_bsize=i.index_bsize, index_root=str(root))
+        return Path(Indexer(checkpoint=res.checkpoint_path, config=config, verbose=0)
+                    .index(name="indexer", collection=res.corpus.path, overwrite=True))
+
+
+def kmeans_bench(spec: str, niters: int) -> None:
+    import faiss
+
+    from colbert_swap.stages.train import _fastkmeans
+
+    for item in spec.split(","):
+        shape, k = item.split(":")
+        n, d = map(int, shape.split("x"))
+        k = int(k)
+        data = torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+        data = data.half().float().numpy()  # what colbert-ai clusters: fp16 embeddings, as fp32
+        with measured("kmeans fastkmeans", shape=f"{n}x{d}->{k}", iterations=niters) as row:
+            _fastkmeans(data, k, niters, 123)
+        row["per_iteration"] = round(row["seconds"] / niters, 3) if "seconds" in row else None
+        with measured("kmeans faiss-cpu", shape=f"{n}x{d}->{k}", iterations=1) as row:
+            km = faiss.Kmeans(d, k, niter=1, gpu=False, verbose=False, seed=123)
+            km.train(data)
+    for row in ROWS:
+        if row["step"].startswith("kmeans"):
+            row["per_iteration"] = round(row["seconds"] / row["iterations"], 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--passages", type=int, default=5000)
+    ap.add_argument("--model", default="base")
+    ap.add_argument("--niters", type=int, default=4)
+    ap.add_argument("--kmeans", default="faiss")
+    ap.add_argument("--skip-indexer", action="store_true")
+    ap.add_argument("--steps", default="capture,perturbed,compare,inject,sweep,locate,fastkmeans")
+    ap.add_argument("--kmeans-only", default="")
+    ap.add_argument("--store", default="/tmp/bench-store")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.steps.split(",")
+    profiles = {}
+
+    if args.kmeans_only:
+        kmeans_bench(args.kmeans_only, args.niters)
+    else:
+        from colbert_swap.compare.runs import compare_runs
+        from colbert_swap.index_files import index_differences
+        from colbert_swap.replay import replay
+        from colbert_swap.store import Store
+        from colbert_swap.tasks.capture import capture
+        from colbert_swap.tasks.locate import locate
+
+        quiet = lambda m: None  # noqa: E731
+        km = f"index.kmeans_backend={args.kmeans}"
+        base = cfg_for(args, args.store, "run=bench", km)
+        store = Store(args.store)
+        from colbert_swap.engine import Resources
+
+        Resources(base, store, Path(args.store)).checkpoint_path  # build model and collection, untimed
+        Resources(base, store, Path(args.store)).corpus
+        warm_up()
+        if not args.skip_indexer:
+            with measured("colbert-ai Indexer (spawned worker)", passages=args.passages):
+                ref = run_indexer(base, Path(args.store) / "indexer")
+        if "capture" in steps:
+            with measured("capture (all intermediates stored)", passages=args.passages, kmeans=args.kmeans):
+                target = capture(base, progress=quiet)
+            profiles["capture"] = stage_profile(target)
+            if not args.skip_indexer:
+                diffs = index_differences(store.run_dir("bench") / "index", ref)
+                ROWS[-1]["index_equal_to_indexer"] = not diffs
+                ROWS[-1]["index_differences"] = diffs
+        if "perturbed" in steps:
+            with measured("capture of a second run (perturb=eager)", passages=args.passages):
+                capture(cfg_for(args, args.store, "run=bench-eager", "perturb=eager", km), progress=quiet)
+        source = store.load("bench-eager") if "bench-eager" in store.runs() else None
+        if "compare" in steps and source:
+            with measured("compare (all artifacts)"):
+                compare_runs(store, source, target, force=True)
+        if "inject" in steps and source:
+            with measured("replay from local_sample_embs"):
+                replay(cfg_for(args, args.store, km), store, target, source, ["local_sample_embs"], progress=quiet)
+        if "sweep" in steps and source:
+            points = ["local_sample_embs", "sample", "prenorm_centroids", "postnorm_centroids", "centroids",
+                      "half_centroids", "embs", "codes", "residuals", "ivf"]
+            with measured("sweep over every injection point", points=len(points)):
+                for point in points:
+                    replay(cfg_for(args, args.store, km), store, target, source, [point], progress=quiet)
+        if "locate" in steps and source:
+            with measured("locate (rounds + pruning)") as row:
+                result = locate(cfg_for(args, args.store, km, "source=bench-eager", "target=bench"), store,
+                                progress=quiet)
+                row["root_cause"] = [n for g in result["minimal"] for n in g][:4]
+        if "fastkmeans" in steps and args.kmeans == "faiss":
+            with measured("capture with kmeans_backend=fastkmeans", passages=args.passages):
+                fk = capture(cfg_for(args, args.store, "run=bench-fastkmeans", "index.kmeans_backend=fastkmeans"),
+                             progress=quiet)
+            profiles["capture fastkmeans"] = stage_profile(fk)
+
+    env = environment()
+    result = {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "gpu": env["gpu"], "env": env,
+              "rows": ROWS, "stage_seconds": profiles}
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    lines = [f"# {out.name}", "", f"`{result['command']}`", "",
+             f"GPU: {env['gpu']}; torch {env['torch']} (CUDA {env['cuda']}); transformers {env['transformers']}; "
+             f"colbert-ai {env['colbert-ai']}; faiss {env['faiss']}; CPU threads {env['torch_threads']}", "",
+             "| step | seconds | peak GPU GiB | peak host GiB | notes |", "|---|---|---|---|---|"]
+    for row in ROWS:
+        notes = {k: v for k, v in row.items() if k not in ("step", "seconds", "peak_gpu_gib", "peak_host_gib")}
+        lines.append(f"| {row['step']} | {row['seconds']} | {row['peak_gpu_gib']} | {row['peak_host_gib']} | "
+                     f"{json.dumps(notes) if notes else ''} |")
+    for name, prof in profiles.items():
+        lines += ["", f"Seconds per stage, {name}: " + ", ".join(f"{k} {v}" for k, v in prof.items())]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""CUDA: the same guarantees as on CPU, where colbert-ai keeps fp16 embeddings and half centroids.
+Run on a GPU machine; on the CPU these skip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from colbert_swap.index_files import index_differences
+from colbert_swap.store import Store
+from colbert_swap.tasks.capture import capture
+from tests.conftest import quiet_progress
+from tests.integration.test_parity import reference_index
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device machine)")
+
+
+def hashes(manifest):
+    return {k: r.ref.hash for k, r in manifest.artifacts.items()}
+
+
+def test_cuda_capture_matches_colbert_indexer(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("run=cuda-parity")
+    manifest = capture(cfg, progress=quiet_progress)
+    store = Store(cfg.store.root)
+    assert manifest.provenance["gpu"] and manifest.artifacts["centroids"].ref.dtype == "float16"
+    assert manifest.artifacts["local_sample_embs"].ref.dtype == "float16"  # autocast on CUDA
+    assert manifest.artifacts["heldout_residual"].ref.device == "cuda"
+    reference = reference_index(cfg, manifest, tmp_path)
+    assert index_differences(store.run_dir("cuda-parity") / "index", reference) == {}
+
+
+def test_cuda_captures_are_deterministic(tiny_cfg):
+    a = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
+    b = capture(tiny_cfg("run=cuda-b"), progress=quiet_progress)
+    assert hashes(a) == hashes(b)
+
+
+def test_fastkmeans_on_the_gpu(tiny_cfg):
+    a = capture(tiny_cfg("run=cuda-fk-a", "index.kmeans_backend=fastkmeans"), progress=quiet_progress)
+    b = capture(tiny_cfg("run=cuda-fk-b", "index.kmeans_backend=fastkmeans"), progress=quiet_progress)
+    faiss = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
+    assert a.artifacts["prenorm_centroids"].ref.hash != faiss.artifacts["prenorm_centroids"].ref.hash
+    assert hashes(a) == hashes(b), "fastkmeans is not deterministic on this GPU"
