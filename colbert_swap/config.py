@@ -47,7 +47,7 @@ class IndexConfig:
     chunksize: Optional[int] = None  # null: colbert-ai's own min(25000, 1 + num_passages)
     device: str = "auto"  # auto (cuda when present, as colbert-ai) | cpu | cuda
     amp: bool = True  # colbert-ai's Checkpoint always runs under autocast; false turns it off
-    kmeans_backend: str = "faiss"  # faiss (colbert-ai's own) | fastkmeans (GPU, NOT colbert-ai's default)
+    kmeans_backend: str = "faiss"  # faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)
 
 
 @dataclass

@@ -20,33 +20,11 @@ def sample(local_sample_embs, rng):
 
 @stage("train")
 def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_config):
-    """colbert.indexing.collection_indexer.compute_faiss_kmeans, line for line, with its seed exposed;
-    or, with index.kmeans_backend=fastkmeans, the same iterations on the GPU (not colbert-ai's result)."""
+    """colbert-ai's compute_faiss_kmeans (seed 123), or another backend: see colbert_swap/kmeans.py."""
+    from colbert_swap.kmeans import kmeans
+
     seed = 123 if perturb.kmeans_seed is None else perturb.kmeans_seed
-    data = sample.float().numpy()  # (n, dim) fp32
-    if index_config.kmeans_backend == "fastkmeans":
-        return _fastkmeans(data, num_partitions, colbert_config.kmeans_niters, seed)
-    if index_config.kmeans_backend != "faiss":
-        raise ValueError(f"index.kmeans_backend={index_config.kmeans_backend!r}; expected faiss or fastkmeans")
-    import faiss
-
-    kmeans = faiss.Kmeans(colbert_config.dim, num_partitions, niter=colbert_config.kmeans_niters,
-                          gpu=torch.cuda.is_available(), verbose=True, seed=seed)
-    kmeans.train(data)
-    return torch.from_numpy(kmeans.centroids)  # (num_partitions, dim) fp32
-
-
-def _fastkmeans(data, k: int, niter: int, seed: int) -> torch.Tensor:
-    """fastkmeans with faiss's sampling cap (256 points per centroid) and every iteration run (tol < 0),
-    so it does the work faiss does. It seeds torch's global generators: they are restored after."""
-    from fastkmeans import FastKMeans
-
-    devices = list(range(torch.cuda.device_count()))
-    with torch.random.fork_rng(devices=devices):
-        kmeans = FastKMeans(data.shape[1], k, niter=niter, tol=-1.0, gpu=bool(devices), seed=seed,
-                            max_points_per_centroid=256, verbose=True)
-        kmeans.train(data)
-    return torch.from_numpy(kmeans.centroids)  # (k, dim) fp32
+    return kmeans(index_config.kmeans_backend, sample, num_partitions, colbert_config.kmeans_niters, seed)
 
 
 @stage("train")

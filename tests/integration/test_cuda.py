@@ -36,9 +36,17 @@ def test_cuda_captures_are_deterministic(tiny_cfg):
     assert hashes(a) == hashes(b)
 
 
-def test_fastkmeans_on_the_gpu(tiny_cfg):
-    a = capture(tiny_cfg("run=cuda-fk-a", "index.kmeans_backend=fastkmeans"), progress=quiet_progress)
-    b = capture(tiny_cfg("run=cuda-fk-b", "index.kmeans_backend=fastkmeans"), progress=quiet_progress)
+def test_torch_kmeans_on_the_gpu_is_deterministic(tiny_cfg):
+    a = capture(tiny_cfg("run=cuda-tk-a", "index.kmeans_backend=torch"), progress=quiet_progress)
+    b = capture(tiny_cfg("run=cuda-tk-b", "index.kmeans_backend=torch"), progress=quiet_progress)
     faiss = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
     assert a.artifacts["prenorm_centroids"].ref.hash != faiss.artifacts["prenorm_centroids"].ref.hash
-    assert hashes(a) == hashes(b), "fastkmeans is not deterministic on this GPU"
+    assert hashes(a) == hashes(b)
+
+
+def test_torch_kmeans_large_on_the_gpu_is_deterministic():
+    from colbert_swap.kmeans import torch_kmeans
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.nn.functional.normalize(torch.randn(300_000, 128, generator=g), dim=-1).half().float()
+    assert torch.equal(torch_kmeans(data, 4096, 4, 123), torch_kmeans(data, 4096, 4, 123))
