@@ -30,6 +30,8 @@ import torch  # noqa: E402
 from colbert_swap.provenance import environment  # noqa: E402
 
 ROWS: list[dict] = []
+PROFILES: dict[str, dict] = {}
+OUT: list[Path] = []
 
 
 @contextmanager
@@ -62,6 +64,8 @@ def measured(step: str, **extra):
         row["peak_host_gib"] = round(peak[0] / 2**30, 2)
         ROWS.append(row)
         print(f"[bench] {row}", flush=True)
+        if OUT:
+            write_results(OUT[0])  # after every step: a run cut short keeps what it measured
 
 
 def cfg_for(args, store: str, *overrides: str):
@@ -155,8 +159,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    OUT.append(out)
     steps = args.steps.split(",")
-    profiles = {}
+    profiles = PROFILES
 
     if args.kmeans_only:
         kmeans_bench(args.kmeans_only, args.niters)
@@ -215,9 +220,14 @@ def main() -> None:
                              progress=quiet)
             profiles["capture, torch k-means"] = stage_profile(fk)
 
+    write_results(out)
+    print((out / "results.md").read_text())
+
+
+def write_results(out: Path) -> None:
     env = environment()
     result = {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "gpu": env["gpu"], "env": env,
-              "rows": ROWS, "stage_seconds": profiles}
+              "rows": ROWS, "stage_seconds": PROFILES}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     lines = [f"# {out.name}", "", f"`{result['command']}`", "",
              f"GPU: {env['gpu']}; torch {env['torch']} (CUDA {env['cuda']}); transformers {env['transformers']}; "
@@ -227,10 +237,9 @@ def main() -> None:
         notes = {k: v for k, v in row.items() if k not in ("step", "seconds", "peak_gpu_gib", "peak_host_gib")}
         lines.append(f"| {row['step']} | {row['seconds']} | {row['peak_gpu_gib']} | {row['peak_host_gib']} | "
                      f"{json.dumps(notes) if notes else ''} |")
-    for name, prof in profiles.items():
+    for name, prof in PROFILES.items():
         lines += ["", f"Seconds per stage, {name}: " + ", ".join(f"{k} {v}" for k, v in prof.items())]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
