@@ -85,10 +85,17 @@ def read_tsv(path: str | os.PathLike) -> list[str]:
             if not rest:
                 raise UserError(f"{path}:{line_idx + 1}: expected 'pid<TAB>text', found no tab")
             passage, *title = rest
-            if pid != "id" and (not pid.isdigit() or int(pid) != line_idx):
+            if pid != "id" and _int(pid) != line_idx:  # colbert-ai: pid == 'id' or int(pid) == line_idx
                 raise UserError(f"{path}:{line_idx + 1}: pid {pid!r} must equal the 0-based line number {line_idx}")
             passages.append(title[0] + " | " + passage if title else passage)
     return passages
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def read_jsonl(path: str | os.PathLike, text_field: str) -> list[str]:

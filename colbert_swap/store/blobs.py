@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import xxhash
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from colbert_swap.errors import UserError
@@ -109,7 +110,7 @@ class BlobStore:
             else:
                 value = json.loads(path.read_bytes())
                 actual = json_hash(value)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             raise UserError(f"{what or 'blob'}: file {path} cannot be read ({exc}); the store is damaged") from exc
         if actual != ref.hash:
             raise UserError(f"{what or 'blob'}: file {path} does not match its content hash "

@@ -1,0 +1,167 @@
+"""The indexing DAG: artifact order, chunk expansion, downstream sets, and the topological-order check."""
+
+from __future__ import annotations
+
+import pytest
+
+from colbert_swap.dag import Dag, stage
+from colbert_swap.stages import DAG
+
+EXPECTED_ARTIFACTS_2 = [
+    "num_passages", "num_chunks", "sample_pids", "local_sample_embs", "sample_doclens", "avg_doclen_est",
+    "num_embeddings_est", "num_partitions",
+    "sample", "sample_heldout", "prenorm_centroids", "postnorm_centroids", "centroids", "heldout_residual",
+    "avg_residual", "bucket_cutoffs", "bucket_weights", "half_centroids",
+    "embs.0", "doclens.0", "codes.0", "residuals.0",
+    "embs.1", "doclens.1", "codes.1", "residuals.1",
+    "all_codes", "num_embeddings", "ivf", "values", "ivf_lengths", "ivf_pid", "ivf_pid_lengths",
+]
+
+
+def names(nodes):
+    return [n.name for n in nodes]
+
+
+def test_artifacts_golden_two_chunks():
+    assert DAG.artifacts(num_chunks=2) == EXPECTED_ARTIFACTS_2
+
+
+def test_artifacts_are_unique():
+    arts = DAG.artifacts(num_chunks=3)
+    assert len(arts) == len(set(arts))
+
+
+def test_nodes_are_chunk_major():
+    assert names(DAG.nodes(2)) == [
+        "num_passages", "num_chunks", "sample_pids", "local_sample_embs", "avg_doclen_est", "num_embeddings_est",
+        "num_partitions", "sample", "prenorm_centroids", "postnorm_centroids", "centroids", "heldout_residual",
+        "avg_residual", "bucket_cutoffs", "bucket_weights", "half_centroids",
+        "embs.0", "codes.0", "residuals.0", "embs.1", "codes.1", "residuals.1",
+        "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
+    ]
+
+
+def test_nodes_bind_chunk_inputs():
+    by_name = {n.name: n for n in DAG.nodes(2)}
+    assert dict(by_name["residuals.1"].inputs)["embs"] == "embs.1"
+    assert dict(by_name["residuals.1"].inputs)["codes"] == "codes.1"
+    assert by_name["codes.0"].chunk == 0 and by_name["all_codes"].chunk is None
+    assert dict(by_name["all_codes"].inputs)["chunk_codes"] == ("codes.0", "codes.1")
+    assert dict(by_name["ivf_pid"].inputs)["chunk_doclens"] == ("doclens.0", "doclens.1")
+    assert by_name["embs.1"].outputs == ("embs.1", "doclens.1")
+
+
+def test_every_node_input_is_produced_earlier():
+    produced: set[str] = set()
+    for node in DAG.nodes(3):
+        for name in node.input_names():
+            assert name in produced, f"{node.name} reads {name} before it is produced"
+        produced.update(node.outputs)
+
+
+def test_downstream_of_half_centroids():
+    assert names(DAG.downstream_of(["half_centroids"], 2)) == [
+        "codes.0", "residuals.0", "codes.1", "residuals.1",
+        "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
+    ]
+
+
+def test_downstream_of_local_sample_embs():
+    got = names(DAG.downstream_of(["local_sample_embs"], 1))
+    all_names = names(DAG.nodes(1))
+    from_sample = all_names[all_names.index("sample"):]
+    assert "embs.0" not in got
+    assert got == [n for n in from_sample if n != "embs.0"]
+    # avg_doclen_est reads sample_doclens, not the embeddings: not dirty
+    assert "avg_doclen_est" not in got and "num_partitions" not in got
+
+
+def test_downstream_of_nothing_is_empty():
+    assert DAG.downstream_of([], 2) == []
+
+
+def test_downstream_of_one_chunk_only():
+    assert names(DAG.downstream_of(["embs.1"], 2)) == [
+        "codes.1", "residuals.1", "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
+    ]
+
+
+def test_expand():
+    assert DAG.expand(["embs"], 3) == ["embs.0", "embs.1", "embs.2"]
+    assert DAG.expand(["all_codes", "codes"], 2) == ["all_codes", "codes.0", "codes.1"]
+    assert DAG.expand(["codes.1"], 2) == ["codes.1"]
+    with pytest.raises(KeyError):
+        DAG.expand(["no_such_artifact"], 2)
+    with pytest.raises(KeyError):
+        DAG.expand(["embs.5"], 2)
+
+
+def test_producer():
+    assert DAG.producer("codes.7").name == "codes"
+    assert DAG.producer("sample_heldout").name == "sample"
+    assert DAG.producer("doclens.0").name == "embs"
+
+
+# --- toy DAGs ---------------------------------------------------------------------------------------------
+
+
+@stage("setup")
+def alpha(corpus):
+    return 1
+
+
+@stage("train")
+def beta(alpha):
+    return alpha + 1
+
+
+@stage("index", per_chunk=True, inputs={"beta": "beta"})
+def gamma(beta, chunk):
+    return beta * chunk
+
+
+@stage("finalize", inputs={"parts": "gamma.*"})
+def delta(parts):
+    return sum(parts)
+
+
+def test_stage_decorator_splits_artifacts_and_resources():
+    assert alpha.inputs == () and alpha.resources == ("corpus",)
+    assert beta.inputs == (("alpha", "alpha"),)
+    assert gamma.outputs == ("gamma.N",) and gamma.per_chunk and gamma.resources == ("chunk",)
+    assert delta.inputs == (("parts", "gamma.*"),)
+
+
+def test_toy_dag_in_order():
+    dag = Dag([alpha, beta, gamma, delta])
+    assert dag.artifacts(2) == ["alpha", "beta", "gamma.0", "gamma.1", "delta"]
+    assert names(dag.downstream_of(["alpha"], 2)) == ["beta", "gamma.0", "gamma.1", "delta"]
+    assert names(dag.downstream_of(["gamma.0"], 2)) == ["delta"]
+
+
+def test_dag_reading_before_produced_fails():
+    with pytest.raises(AssertionError, match="beta reads alpha before it is produced"):
+        Dag([beta, alpha])
+
+
+def test_dag_reading_chunks_before_produced_fails():
+    with pytest.raises(AssertionError, match="delta reads gamma"):
+        Dag([alpha, beta, delta, gamma])
+
+
+def test_dag_reading_unknown_artifact_fails():
+    @stage("train")
+    def lonely(missing):
+        return missing
+
+    with pytest.raises(AssertionError, match="lonely reads missing"):
+        Dag([alpha, lonely])
+
+
+def test_dag_artifact_produced_twice_fails():
+    @stage("train", outputs=("alpha",))
+    def again(corpus):
+        return 2
+
+    with pytest.raises(AssertionError, match="produced twice"):
+        Dag([alpha, again])
