@@ -115,3 +115,18 @@ def test_runs_of_different_configs_are_refused_unless_forced(runs, tiny_cfg):
         compare_runs(store, runs["target"], other)
     forced = compare_runs(store, runs["target"], other, force=True)
     assert forced["residuals.0"].status == "diverged" and "shape" in forced["residuals.0"].note
+
+
+def test_a_replay_downstream_of_the_centroids_runs_neither_kmeans_nor_the_encoder(runs, tiny_cfg, monkeypatch):
+    import colbert_swap.colbert_env
+    import colbert_swap.kmeans
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("this replay must not build the model or run k-means")
+
+    monkeypatch.setattr(colbert_swap.colbert_env, "load_checkpoint", forbidden)
+    monkeypatch.setattr(colbert_swap.kmeans, "kmeans", forbidden)
+    cfg = tiny_cfg("reuse=false")
+    store = Store(cfg.store.root)
+    replayed = replay(cfg, store, runs["target"], runs["eager"], ["centroids"], label="no-encoder")
+    assert replayed.complete and replayed.artifacts["codes.0"].stage == "codes.0"
