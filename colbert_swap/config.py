@@ -72,6 +72,7 @@ class Config:
     source: Optional[str] = None
     target: Optional[str] = None
     inject: Any = field(default_factory=list)  # an artifact name or a list of them
+    stage: Optional[str] = None  # task=isolate: the stage to run alone
     force: bool = False
     reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
     out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder

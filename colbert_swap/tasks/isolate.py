@@ -1,0 +1,90 @@
+"""task=isolate stage=STAGE source=A: run one stage here on run A's own inputs and compare its outputs
+with A's (the shadow comparison of torch.ao.ns: B's stage fed A's inputs).
+
+    python -m colbert_swap task=isolate stage=local_sample_embs source=2.0.1
+
+Equal inputs and different outputs mean the stage itself depends on the environment. "Here" is this
+invocation: its installed packages and its `perturb` knobs; model, collection and index settings are A's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+
+from omegaconf import OmegaConf
+
+from colbert_swap.compare.runs import RunComparison, compare_runs
+from colbert_swap.engine import Engine, Resources
+from colbert_swap.errors import UserError
+from colbert_swap.provenance import environment
+from colbert_swap.report import proof
+from colbert_swap.report.tables import table
+from colbert_swap.stages import DAG
+from colbert_swap.store import RunManifest, Store, check_label
+from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import environment_rows, source_run
+
+
+def find_stage(name: str | None):
+    names = [s.name for s in DAG.stages]
+    if name in names:
+        return DAG.stages[names.index(name)]
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UserError(f"stage={name!r} is not a stage.{hint} Stages: {', '.join(names)}")
+
+
+def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest, RunComparison]:
+    progress = progress or progress_printer()
+    source = source_run(cfg, store)
+    stage = find_stage(cfg.get("stage"))
+    num_chunks = store.get(source, "num_chunks")
+    nodes = [n for n in DAG.nodes(num_chunks) if n.stage is stage]
+    here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
+    label = check_label(f"{source.label}+isolate={stage.name}")
+    with store.lock(label):
+        if store.has_run(label):
+            shutil.rmtree(store.run_dir(label))
+        perturb = OmegaConf.to_container(here.perturb)
+        manifest = RunManifest(label=label, config={**source.config, "perturb": perturb},
+                               config_hash=source.config_hash, provenance=environment(),
+                               origin={"kind": "isolate", "source": source.label, "stage": stage.name})
+        for node in nodes:
+            for name in node.input_names():
+                manifest.artifacts[name] = source.artifacts[name]
+        progress(f"running stage {stage.name} ({len(nodes)} node(s)) here on {source.label!r}'s inputs")
+        engine = Engine(store, Resources(here, store, store.run_dir(label)), manifest, progress)
+        engine.execute(nodes, rng_states=source.rng)
+        manifest.complete = True
+        store.save(manifest)
+    outputs = [o for n in nodes for o in n.outputs]
+    return source, manifest, compare_runs(store, manifest, source, names=outputs, force=True)
+
+
+def verdict(stage: str, source: str, comparison: RunComparison) -> str:
+    left = comparison.diverged()
+    if not left:
+        return (f"Stage `{stage}` run here on {source}'s inputs reproduces {source}'s outputs bit for bit: the "
+                "stage does not depend on what differs between the environments.")
+    worst = max((comparison[n] for n in left), key=lambda r: r.max_abs or 0)
+    return (f"Stage `{stage}` run here on {source}'s own inputs gives different outputs ({proof.describe(left)}; "
+            f"up to {proof._num(worst.max_abs)} in `{worst.name}`): the inputs are equal, so the stage itself "
+            "depends on the environment.")
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    source, isolated, comparison = isolate(cfg, store)
+    stage = isolated.origin["stage"]
+    text = verdict(stage, source.label, comparison)
+    md = "\n\n".join([f"# isolate {stage}: here vs {source.label}", text, "## Environments",
+                      table(["", source.label, "here", ""], environment_rows(source, isolated)),
+                      f"## Outputs of `{stage}` (here vs {source.label})", proof.comparison_table(comparison), ""])
+    report = {"task": "isolate", "source": source.label, "target": isolated.label, "stage": stage, "injected": [],
+              "root_cause": [], "verdict": text, "stage_depends_on_environment": bool(comparison.diverged()),
+              "artifacts": proof.artifact_json(comparison.results)}
+    path = proof.write(proof.out_dir(cfg, "isolate"), report, md)
+    print(text)
+    print(f"\nreport: {path}")
+    return 0
