@@ -12,7 +12,7 @@ from colbert_swap.config import Config, register, task_name
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-TASKS = ("capture", "stages", "compare", "inject", "locate", "isolate")
+TASKS = ("capture", "stages", "compare", "inject", "locate", "isolate", "drill")
 
 
 def run(cfg: Config) -> int:

@@ -1,0 +1,126 @@
+"""task=drill: from "this stage diverges" to "this module diverges".
+
+    python -m colbert_swap task=drill run=2.0.1              # in 2.0.1's environment: its drill capture
+    python -m colbert_swap task=drill source=2.0.1           # here: this run's drill capture, then compare
+
+Each environment records its own model's module outputs on the same probe passages (stored as run
+`<run>+drill`); the report names the first module, in execution order, whose output differs, with
+per-module numbers and the divergence per batch (size and padded length).
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import OmegaConf
+
+from colbert_swap import colbert_env
+from colbert_swap.compare.comparators import compare
+from colbert_swap.drill import DOC, module_outputs, probe_passages
+from colbert_swap.engine import Resources
+from colbert_swap.errors import UserError
+from colbert_swap.provenance import environment
+from colbert_swap.report import proof
+from colbert_swap.report.tables import table
+from colbert_swap.store import ArtifactRecord, RunManifest, Store
+from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import source_run, target_label
+
+
+def drill_label(run: str) -> str:
+    return f"{run}+drill"
+
+
+def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None) -> RunManifest:
+    """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
+    label = drill_label(run.label)
+    here = OmegaConf.merge(cfg, run.config)
+    resources = Resources(here, store, store.run_dir(label))
+    passages = probe_passages(resources.corpus.passages, probes or cfg.probes)
+    if store.has_run(label):
+        existing = store.load(label)
+        if existing.complete and existing.origin.get("probes") == len(passages):
+            return existing
+    progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
+    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.attention_backend(here.perturb.attn):
+        outputs, batches = module_outputs(resources.checkpoint, passages, resources.colbert_config.index_bsize)
+    manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
+                           origin={"kind": "drill", "run": run.label, "probes": len(passages)})
+    for name, tensor in outputs.items():
+        manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(tensor), stage="drill")
+    manifest.artifacts["batches"] = ArtifactRecord(ref=store.blobs.put(batches), stage="drill")
+    manifest.complete = True
+    store.save(manifest)
+    return manifest
+
+
+def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> tuple[list[dict], list[dict]]:
+    """Per module (execution order, all batches pooled) and per batch (the model's final output)."""
+    batches = store.get(a, "batches")
+    if batches != store.get(b, "batches"):
+        raise UserError(f"drill captures {a.label!r} and {b.label!r} batched their probes differently")
+    modules = [n.split("/", 1)[1] for n in a.artifacts if n.startswith("0/")]
+    modules += [n.split("/", 1)[1] for n in b.artifacts if n.startswith("0/") and n.split("/", 1)[1] not in modules]
+    rows = []
+    for module in modules:
+        only = [m.label for m in (a, b) if f"0/{module}" in m.artifacts]
+        if len(only) == 1:  # the module ran in one environment only (e.g. eager attention's dropout)
+            rows.append({"module": module, "mismatches": 0, "numel": 0, "max_abs": 0.0, "max_ulp": 0,
+                         "batches_differing": [], "only_in": only[0]})
+            continue
+        results = [compare(module, store.get(a, f"{i['batch']}/{module}"), store.get(b, f"{i['batch']}/{module}"))
+                   for i in batches]
+        rows.append({"module": module, "mismatches": sum(r.mismatches for r in results),
+                     "numel": sum(r.numel for r in results),
+                     "max_abs": max(r.max_abs or 0 for r in results),
+                     "max_ulp": max(r.max_ulp or 0 for r in results),
+                     "batches_differing": [i["batch"] for i, r in zip(batches, results) if not r.same]})
+    per_batch = []
+    for info in batches:
+        r = compare(DOC, store.get(a, f"{info['batch']}/{DOC}"), store.get(b, f"{info['batch']}/{DOC}"))
+        per_batch.append({**info, "mismatches": r.mismatches, "numel": r.numel, "max_abs": r.max_abs or 0.0})
+    return rows, per_batch
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    progress = progress_printer()
+    if not cfg.source:
+        manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
+        print(f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored")
+        return 0
+    source = source_run(cfg, store)
+    if not store.has_run(drill_label(source.label)):
+        raise UserError(f"run {source.label!r} has no drill capture: run `python -m colbert_swap task=drill "
+                        f"run={source.label}` in {source.label}'s environment first")
+    a = store.load(drill_label(source.label))
+    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"])
+    rows, per_batch = compare_drills(store, a, target)
+    first = next((r for r in rows if r["mismatches"]), None)
+    s, t = source.label, target.origin["run"]
+    if first is None:
+        text = f"All {len(rows)} module outputs are bitwise equal between {s} and {t} on the probe passages."
+    else:
+        text = (f"The first module whose output differs between {s} and {t} is `{first['module']}` "
+                f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof._num(first['max_abs'])}, "
+                f"max ULP {first['max_ulp']}); every module before it is bitwise equal.")
+        lengths = sorted({b["padded_len"] for b in per_batch if b["mismatches"]})
+        text += f" The final output differs in batches of padded length {lengths}." if lengths else ""
+    only = [f"`{r['module']}` (only in {r['only_in']})" for r in rows if r.get("only_in")]
+    if only:
+        text += f" Modules that ran in one environment only: {', '.join(only[:4])}."
+    md = "\n\n".join([
+        f"# drill: {s} vs {t}", text, "## Modules, in execution order",
+        table(["module", "mismatches", "max abs", "max ULP", "batches differing"],
+              [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
+                f"{r['mismatches']:,} / {r['numel']:,}", proof._num(r["max_abs"]), r["max_ulp"],
+                ",".join(map(str, r["batches_differing"]))] for r in rows]),
+        "## Final output per batch", table(["batch", "size", "padded length", "mismatches", "max abs"],
+                                           [[b["batch"], b["size"], b["padded_len"], f"{b['mismatches']:,} / "
+                                             f"{b['numel']:,}", proof._num(b["max_abs"])] for b in per_batch]), ""])
+    report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
+              "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
+              "verdict": text, "artifacts": {}}
+    path = proof.write(proof.out_dir(cfg, "drill"), report, md)
+    print(text)
+    print(f"\nreport: {path}")
+    return 0
