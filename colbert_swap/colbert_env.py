@@ -125,6 +125,26 @@ def attention_backend(attn: str | None) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def perturbed(perturb) -> Iterator[None]:
+    """The perturb knobs that are global torch switches, set while a stage runs and restored after."""
+    switches = []
+    if perturb.get("tf32") is not None:
+        switches += [(torch.backends.cuda.matmul, "allow_tf32", perturb.tf32),
+                     (torch.backends.cudnn, "allow_tf32", perturb.tf32)]
+    if perturb.get("fp16_reduction") is not None:
+        switches.append((torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction", perturb.fp16_reduction))
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in switches]
+    try:
+        for obj, name, value in switches:
+            setattr(obj, name, bool(value))
+        with attention_backend(perturb.get("attn")):
+            yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
 _CONSOLE = []
 
 

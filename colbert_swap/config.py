@@ -58,6 +58,10 @@ class PerturbConfig:
     kmeans_seed: Optional[int] = None  # colbert-ai seeds faiss k-means with 123
     normalize: Optional[str] = None  # fp16: normalize the centroids in half precision
     index_bsize: Optional[int] = None  # encoder batch size, overriding index.index_bsize
+    autocast: Optional[bool] = None  # the encoder's fp16 autocast (colbert-ai: on; CUDA only), overriding index.amp
+    tf32: Optional[bool] = None  # TF32 matmuls and convolutions on CUDA (torch default: off)
+    fp16_reduction: Optional[bool] = None  # cuBLAS fp16 reduced-precision reductions (torch default: on)
+    stable_sort: Optional[bool] = None  # sort the codes stably when building the IVF (colbert-ai: codes.sort())
 
 
 @dataclass

@@ -56,7 +56,8 @@ class Resources:
 
     @cached_property
     def _model(self):
-        return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, self.cfg.index.amp,
+        amp = self.cfg.index.amp if self.cfg.perturb.get("autocast") is None else self.cfg.perturb.autocast
+        return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
                                            self.cfg.seed, self.device, self.log, self.cfg.perturb.attn)
 
     @property
@@ -158,7 +159,7 @@ class Engine:
                     self.resources.get(name, node)
             start = time.perf_counter()
             with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
-                    colbert_env.attention_backend(self.resources.cfg.perturb.attn):
+                    colbert_env.perturbed(self.resources.cfg.perturb):
                 result = node.stage.fn(**kwargs)
             seconds = time.perf_counter() - start
             bar.close()

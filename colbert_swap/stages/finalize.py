@@ -19,8 +19,8 @@ def num_embeddings(chunk_codes) -> int:
 
 
 @stage("finalize", outputs=("ivf", "values"))
-def ivf(all_codes):
-    ordered = all_codes.sort()
+def ivf(all_codes, perturb):
+    ordered = all_codes.sort() if perturb.get("stable_sort") is None else all_codes.sort(stable=perturb.stable_sort)
     return ordered.indices, ordered.values  # embedding ids grouped by centroid, their centroid ids
 
 

@@ -41,7 +41,7 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
         if existing.complete and existing.origin.get("probes") == len(passages):
             return existing
     progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
-    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.attention_backend(here.perturb.attn):
+    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
         outputs, batches = module_outputs(resources.checkpoint, passages, resources.colbert_config.index_bsize)
     manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
                            origin={"kind": "drill", "run": run.label, "probes": len(passages)})

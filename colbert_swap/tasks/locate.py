@@ -74,6 +74,10 @@ def verdict(result: dict) -> str:
     source, target, minimal = result["source"].label, result["target"].label, result["minimal"]
     final: RunComparison = result["final_cmp"]
     if not minimal:
+        order = [r for r in final.results if r.status == "order_only"]
+        if order:
+            return (f"Runs {source} and {target} do not diverge: every artifact is bitwise equal except the order "
+                    "of " + "; ".join(f"`{r.name}` ({r.note})" for r in order) + ". Nothing to locate.")
         return f"Runs {source} and {target} do not diverge: nothing to locate."
     names = [compact(g, result["num_chunks"]) for g in minimal]
     causes = "; ".join(f"{proof.describe(n)} (stage `{DAG.producer(g[0]).name}`)" for n, g in zip(names, minimal))

@@ -16,6 +16,7 @@ from colbert_swap.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.inject import inject
 from colbert_swap.tasks.locate import locate
+from colbert_swap.tasks.locate import verdict as locate_verdict
 from tests.conftest import quiet_progress
 
 CAUSES = {  # perturb preset -> the artifact it changes first (measured on CPU, see README)
@@ -29,7 +30,7 @@ CAUSES = {  # perturb preset -> the artifact it changes first (measured on CPU, 
 def runs(tiny_cfg):
     """The target (as the environment is) and one source per cause."""
     out = {"target": capture(tiny_cfg("run=target"), progress=quiet_progress)}
-    for preset in [*CAUSES, "sdpa_math", "index_bsize"]:
+    for preset in [*CAUSES, "sdpa_math", "index_bsize", "no_autocast", "tf32", "no_fp16_reduction", "stable_sort"]:
         out[preset] = capture(tiny_cfg(f"run={preset}", f"perturb={preset}"), progress=quiet_progress)
     return out
 
@@ -90,10 +91,25 @@ def test_locate_with_sdpa_math_finds_the_encoder(runs, tiny_cfg):
     assert result["final_cmp"].diverged() == []
 
 
-def test_a_knob_that_changes_nothing_on_cpu_is_reported_as_such(runs, tiny_cfg):
-    cfg = tiny_cfg("source=index_bsize", "target=target")
+@pytest.mark.parametrize("preset", ["index_bsize", "no_autocast", "tf32", "no_fp16_reduction"])
+def test_a_knob_that_changes_nothing_on_cpu_is_reported_as_such(runs, tiny_cfg, preset):
+    cfg = tiny_cfg(f"source={preset}", "target=target")
     result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
     assert result["minimal"] == [] and result["rounds"][0]["diverged"] == 0
+    assert hashes(runs[preset]) == hashes(runs["target"])
+    assert "do not diverge: nothing to locate" in locate_verdict(result)
+
+
+def test_a_stable_sort_reorders_ivf_only(runs, tiny_cfg):
+    """The seed post's observation, for real: the codes' sort order differs, the pid-level IVF does not."""
+    cfg = tiny_cfg("source=stable_sort", "target=target")
+    store = Store(cfg.store.root)
+    comparison = compare_runs(store, runs["stable_sort"], runs["target"])
+    assert comparison["ivf"].status == "order_only" and comparison["ivf"].mismatches > 0
+    assert comparison["ivf_pid"].status == "equal" and comparison["values"].status == "equal"
+    assert comparison.diverged() == []
+    result = locate(cfg, store, progress=quiet_progress)
+    assert result["minimal"] == [] and "except the order of `ivf`" in locate_verdict(result)
 
 
 def test_unknown_artifact_gets_did_you_mean(runs, tiny_cfg):
