@@ -69,9 +69,9 @@ def measured(step: str, **extra):
 
 
 def cfg_for(args, store: str, *overrides: str):
-    from tests.conftest import make_cfg
+    from colbert_swap.config import compose
 
-    return make_cfg(f"store.root={store}", f"model={args.model}", f"collection.num_passages={args.passages}",
+    return compose(f"store.root={store}", f"model={args.model}", f"collection.num_passages={args.passages}",
                     f"index.kmeans_niters={args.niters}", *overrides)
 
 

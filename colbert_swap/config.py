@@ -113,3 +113,15 @@ def result_config(cfg: Any) -> dict:
 
 def config_hash(result: dict) -> str:
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compose(*overrides: str):
+    """The config `python -m colbert_swap OVERRIDES...` would run with, for library use and tests."""
+    from pathlib import Path
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))

@@ -8,19 +8,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from colbert_swap.__main__ import CONF_DIR  # noqa: E402
-from colbert_swap.config import register  # noqa: E402
+from colbert_swap.config import compose  # noqa: E402
 
 # Small but real: several hundred k-means partitions, a real heldout split, every stage exercised.
 TINY = ["collection.num_passages=120", "index.doc_maxlen=64", "index.index_bsize=16"]
 
 
 def make_cfg(*overrides: str):
-    register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(*overrides)
 
 
 @pytest.fixture(scope="session")

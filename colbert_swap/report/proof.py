@@ -27,7 +27,7 @@ def out_dir(cfg, task: str) -> Path:
     return path
 
 
-def _num(x: float | None) -> str:
+def num(x: float | None) -> str:
     if x is None:
         return ""
     return "0" if x == 0 else f"{x:.3g}"
@@ -42,7 +42,7 @@ def comparison_table(comparison: RunComparison, names: list[str] | None = None) 
         mismatch = f"{r.mismatches:,} ({r.fraction:.2%})" if r.mismatches else "0"
         status = r.status if r.same else f"**{r.status}**"
         rows.append([f"`{r.name}`", r.stage, r.dtype, r.shape, status, mark(r.allclose.get("torch")),
-                     mark(r.allclose.get("bnb")), mismatch, _num(r.max_abs), _num(r.mad),
+                     mark(r.allclose.get("bnb")), mismatch, num(r.max_abs), num(r.mad),
                      "" if r.max_ulp is None else str(r.max_ulp)])
     return table(["artifact", "stage", "dtype", "shape", "status", "allclose", "bnb", "mismatches", "max abs",
                   "MAD", "max ULP"], rows)

@@ -101,7 +101,7 @@ def run(cfg) -> int:
         text = f"All {len(rows)} module outputs are bitwise equal between {s} and {t} on the probe passages."
     else:
         text = (f"The first module whose output differs between {s} and {t} is `{first['module']}` "
-                f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof._num(first['max_abs'])}, "
+                f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof.num(first['max_abs'])}, "
                 f"max ULP {first['max_ulp']}); every module before it is bitwise equal.")
         lengths = sorted({b["padded_len"] for b in per_batch if b["mismatches"]})
         text += f" The final output differs in batches of padded length {lengths}." if lengths else ""
@@ -112,11 +112,11 @@ def run(cfg) -> int:
         f"# drill: {s} vs {t}", text, "## Modules, in execution order",
         table(["module", "mismatches", "max abs", "max ULP", "batches differing"],
               [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
-                f"{r['mismatches']:,} / {r['numel']:,}", proof._num(r["max_abs"]), r["max_ulp"],
+                f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), r["max_ulp"],
                 ",".join(map(str, r["batches_differing"]))] for r in rows]),
         "## Final output per batch", table(["batch", "size", "padded length", "mismatches", "max abs"],
                                            [[b["batch"], b["size"], b["padded_len"], f"{b['mismatches']:,} / "
-                                             f"{b['numel']:,}", proof._num(b["max_abs"])] for b in per_batch]), ""])
+                                             f"{b['numel']:,}", proof.num(b["max_abs"])] for b in per_batch]), ""])
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
               "verdict": text, "artifacts": {}}

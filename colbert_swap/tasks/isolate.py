@@ -69,7 +69,7 @@ def verdict(stage: str, source: str, comparison: RunComparison) -> str:
                 "stage does not depend on what differs between the environments.")
     worst = max((comparison[n] for n in left), key=lambda r: r.max_abs or 0)
     return (f"Stage `{stage}` run here on {source}'s own inputs gives different outputs ({proof.describe(left)}; "
-            f"up to {proof._num(worst.max_abs)} in `{worst.name}`): the inputs are equal, so the stage itself "
+            f"up to {proof.num(worst.max_abs)} in `{worst.name}`): the inputs are equal, so the stage itself "
             "depends on the environment.")
 
 

@@ -99,7 +99,7 @@ def run(cfg) -> int:
     root = [compact(g, result["num_chunks"]) for g in result["minimal"]]
     cause_rows = [[", ".join(f"`{n}`" for n in names), f"`{DAG.producer(g[0]).name}`",
                    result["before"][g[0]].status, f"{result['before'][g[0]].mismatches:,}",
-                   proof._num(result["before"][g[0]].max_abs)] for names, g in zip(root, result["minimal"])]
+                   proof.num(result["before"][g[0]].max_abs)] for names, g in zip(root, result["minimal"])]
     md = "\n\n".join([
         f"# locate: {s} vs {t}", text,
         "## Environments", table(["", s, t, ""], environment_rows(result["source"], result["target"])),
