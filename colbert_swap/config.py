@@ -78,6 +78,7 @@ class Config:
     inject: Any = field(default_factory=list)  # an artifact name or a list of them
     stage: Optional[str] = None  # task=isolate: the stage to run alone
     probes: int = 24  # task=drill: probe passages, spread over the collection's lengths
+    module: Optional[str] = None  # task=drill: record the aten operations inside this module
     force: bool = False
     reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
     out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder

@@ -47,3 +47,48 @@ def module_outputs(checkpoint, passages: list[str], bsize: int) -> tuple[dict[st
         for h in handles:
             h.remove()
     return outputs, info
+
+
+def op_trace(checkpoint, passages: list[str], bsize: int, module_name: str):
+    """Every aten operation run inside `module_name`, per batch: its name, the content hashes of its
+    tensor inputs, its first tensor output, and the kernel context (device, autocast, TF32, SDPA)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from colbert_swap.store.blobs import tensor_hash
+
+    modules = dict(checkpoint.model.named_modules())
+    if module_name not in modules:
+        from colbert_swap.errors import UserError
+
+        raise UserError(f"module={module_name!r} is not a module of this model (see the drill report's list)")
+
+    class Recorder(TorchDispatchMode):
+        active = False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if self.active:
+                first = out[0] if isinstance(out, (tuple, list)) else out
+                if isinstance(first, torch.Tensor):
+                    ins = [tensor_hash(a) for a in tree_flatten((args, kwargs or {}))[0] if isinstance(a, torch.Tensor)]
+                    ops.append({"op": str(func), "inputs": ins, "output": first.detach().to("cpu").clone()})
+            return out
+
+    ops: list[dict] = []
+    recorder = Recorder()
+    module = modules[module_name]
+    handles = [module.register_forward_pre_hook(lambda *a: setattr(recorder, "active", True)),
+               module.register_forward_hook(lambda *a: setattr(recorder, "active", False))]
+    batches, _ = checkpoint.doc_tokenizer.tensorize(passages, bsize=bsize)
+    context = {"device": str(checkpoint.device), "autocast": bool(checkpoint.amp_manager.activated),
+               "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+               "fp16_reduction": bool(torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)}
+    try:
+        with recorder:
+            for ids, mask in batches:
+                checkpoint.doc(ids, mask, keep_dims="return_mask")
+    finally:
+        for h in handles:
+            h.remove()
+    return ops, context

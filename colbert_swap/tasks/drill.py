@@ -23,7 +23,7 @@ from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import ArtifactRecord, RunManifest, Store
 from colbert_swap.tasks.capture import progress_printer
-from colbert_swap.tasks.common import source_run, target_label
+from colbert_swap.tasks.common import environment_rows, source_run, target_label
 
 
 def drill_label(run: str) -> str:
@@ -51,6 +51,46 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
     manifest.complete = True
     store.save(manifest)
     return manifest
+
+
+def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, progress) -> RunManifest:
+    """The aten operations inside `module` for `run`'s probes, recorded in this environment."""
+    from colbert_swap.drill import op_trace
+
+    label = f"{run.label}+ops={module}"
+    here = OmegaConf.merge(cfg, run.config)
+    resources = Resources(here, store, store.run_dir(label))
+    passages = probe_passages(resources.corpus.passages, probes)
+    if store.has_run(label) and store.load(label).complete and store.load(label).origin.get("probes") == len(passages):
+        return store.load(label)
+    progress(f"recording the aten operations inside {module} for run {run.label!r}")
+    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
+        ops, context = op_trace(resources.checkpoint, passages, resources.colbert_config.index_bsize, module)
+    manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
+                           origin={"kind": "ops", "run": run.label, "module": module, "probes": len(passages),
+                                   "context": {**context, "sdpa": here.perturb.get("attn") or "default"}})
+    for i, op in enumerate(ops):
+        manifest.artifacts[f"op/{i}"] = ArtifactRecord(ref=store.blobs.put(op["output"]), stage=op["op"],
+                                                       inputs={str(k): h for k, h in enumerate(op["inputs"])})
+    manifest.complete = True
+    store.save(manifest)
+    return manifest
+
+
+def first_op_difference(store: Store, a: RunManifest, b: RunManifest) -> dict:
+    """Walk both traces in order: the first place where the operations differ, or where one operation
+    gets bitwise equal inputs and gives different outputs (the kernel itself differs)."""
+    n = min(len(a.artifacts), len(b.artifacts))
+    for i in range(n):
+        ra, rb = a.artifacts[f"op/{i}"], b.artifacts[f"op/{i}"]
+        if ra.stage != rb.stage:
+            return {"index": i, "kind": "different operations", "op": ra.stage, "other_op": rb.stage}
+        if ra.ref != rb.ref and ra.inputs == rb.inputs:
+            r = compare(ra.stage, store.get(a, f"op/{i}"), store.get(b, f"op/{i}"))
+            return {"index": i, "kind": "equal inputs, different output", "op": ra.stage, "shape": r.shape,
+                    "dtype": r.dtype, "mismatches": r.mismatches, "numel": r.numel, "max_abs": r.max_abs,
+                    "max_ulp": r.max_ulp}
+    return {"index": None, "kind": "no operation differs on equal inputs", "ops": n}
 
 
 def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> tuple[list[dict], list[dict]]:
@@ -87,6 +127,10 @@ def run(cfg) -> int:
     if not cfg.source:
         manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
         print(f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored")
+        if cfg.get("module"):
+            ops = capture_ops(cfg, store, store.load(manifest.origin["run"]), cfg.module, manifest.origin["probes"],
+                              progress)
+            print(f"operation trace {ops.label!r}: {len(ops.artifacts)} aten operations inside {cfg.module}")
         return 0
     source = source_run(cfg, store)
     if not store.has_run(drill_label(source.label)):
@@ -94,6 +138,8 @@ def run(cfg) -> int:
                         f"run={source.label}` in {source.label}'s environment first")
     a = store.load(drill_label(source.label))
     target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"])
+    if cfg.get("module"):
+        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin["probes"], progress)
     rows, per_batch = compare_drills(store, a, target)
     first = next((r for r in rows if r["mismatches"]), None)
     s, t = source.label, target.origin["run"]
@@ -120,6 +166,38 @@ def run(cfg) -> int:
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
               "verdict": text, "artifacts": {}}
+    path = proof.write(proof.out_dir(cfg, "drill"), report, md)
+    print(text)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, progress) -> int:
+    label = f"{source.label}+ops={cfg.module}"
+    if not store.has_run(label):
+        raise UserError(f"run {source.label!r} has no operation trace of {cfg.module}: run `python -m colbert_swap "
+                        f"task=drill run={source.label} module={cfg.module}` in {source.label}'s environment first")
+    a, b = store.load(label), capture_ops(cfg, store, target, cfg.module, probes, progress)
+    found = first_op_difference(store, a, b)
+    s, t = source.label, target.label
+    if found["index"] is None:
+        text = (f"Inside `{cfg.module}`, all {found['ops']} aten operations of {s} and {t} give equal outputs "
+                "whenever their inputs are equal.")
+    elif found["kind"] == "different operations":
+        text = (f"Inside `{cfg.module}`, {s} and {t} run different operations at op {found['index']}: "
+                f"`{found['op']}` in {s}, `{found['other_op']}` in {t} (another implementation, not another kernel "
+                "result).")
+    else:
+        text = (f"Inside `{cfg.module}`, operation {found['index']} `{found['op']}` ({found['dtype']} {found['shape']}) "
+                f"gets bitwise equal inputs in {s} and {t} and gives different outputs ({found['mismatches']:,} of "
+                f"{found['numel']:,} elements, max abs {proof.num(found['max_abs'])}, max ULP {found['max_ulp']}): "
+                "the kernel itself differs between the environments.")
+    contexts = [a.origin["context"], b.origin["context"]]
+    md = "\n\n".join([f"# drill {cfg.module}: {s} vs {t}, aten operations", text, "## Kernel context",
+                       table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)] for k in contexts[0]]),
+                       "## Environments", table(["", s, t, ""], environment_rows(source, target)), ""])
+    report = {"task": "drill", "source": s, "target": t, "module": cfg.module, "injected": [], "root_cause": [],
+              "first_op": found, "contexts": contexts, "verdict": text, "artifacts": {}}
     path = proof.write(proof.out_dir(cfg, "drill"), report, md)
     print(text)
     print(f"\nreport: {path}")

@@ -42,3 +42,41 @@ def test_drill_of_identical_environments_finds_nothing(runs, tiny_cfg, tmp_path)
     drill.run(tiny_cfg("task=drill", "source=twin", "target=target", f"out_dir={tmp_path}"))
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["first_module"] is None and all(r["mismatches"] == 0 for r in report["modules"])
+
+
+def test_operation_drill_sees_another_implementation(runs, tiny_cfg, tmp_path):
+    module = "module=bert.encoder.layer.0.attention.self"
+    drill.run(tiny_cfg("task=drill", "run=eager", module))
+    drill.run(tiny_cfg("task=drill", "source=eager", "target=target", module, f"out_dir={tmp_path}"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["first_op"]["kind"] == "different operations"
+    assert "scaled_dot_product_attention" in report["first_op"]["other_op"]  # target: SDPA; eager: matmuls
+
+
+def test_operation_drill_finds_the_kernel_under_another_cpu_capability(tiny_cfg, store_root, tmp_path):
+    """ATEN_CPU_CAPABILITY is read when torch loads: the other environment is a subprocess."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("needs a CPU whose best kernels are AVX512, to compare with AVX2")
+    repo = Path(__file__).resolve().parents[2]
+    from tests.conftest import TINY
+
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    module = "module=bert.encoder.layer.0.attention.self"
+    for args in (["run=avx2"], ["task=drill", "run=avx2", module]):
+        out = subprocess.run([sys.executable, "-m", "colbert_swap", *args, f"store.root={store_root}", *TINY],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert Store(store_root).load("avx2").provenance["cpu_capability"] == "AVX2"
+    capture(tiny_cfg("run=target"), progress=quiet_progress)
+    drill.run(tiny_cfg("task=drill", "source=avx2", "target=target", module, f"out_dir={tmp_path}"))
+    found = json.loads((tmp_path / "report.json").read_text())["first_op"]
+    assert found["kind"] == "equal inputs, different output" and "scaled_dot_product_attention" in found["op"]
+    assert 0 < found["mismatches"] < found["numel"] and found["max_ulp"] <= 16
