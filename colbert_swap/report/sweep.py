@@ -39,9 +39,14 @@ def summarize(sweep_dir: Path) -> Path | None:
             if name not in columns:
                 columns.append(name)
     rows = [_row(r, columns) for r in reports]
+    from colbert_swap.report.plots import sweep_heatmap
+
+    heatmap = sweep_heatmap([(", ".join(r.get("injected", [])), [_status(r, c) for c in columns]) for r in reports],
+                            columns, sweep_dir / "heatmap.png")
     md = "\n\n".join([
         f"# sweep: {len(reports)} injection experiments", "Status of every artifact after replay, "
         "compared with the source run (`-`: upstream of the injection, taken from the target as it is).",
+        f"![heatmap]({heatmap.name})" if heatmap else "",
         table(["job", "injected", "downstream same", "verdict"],
               [[r["job"], ", ".join(r.get("injected", [])), _same_count(r), r.get("verdict", "")] for r in reports]),
         table(["injected", *columns], rows), ""])

@@ -19,7 +19,7 @@ from colbert_swap.drill import DOC, module_outputs, probe_passages
 from colbert_swap.engine import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import environment
-from colbert_swap.report import proof
+from colbert_swap.report import plots, proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import ArtifactRecord, RunManifest, Store
 from colbert_swap.tasks.capture import progress_printer
@@ -154,8 +154,11 @@ def run(cfg) -> int:
     only = [f"`{r['module']}` (only in {r['only_in']})" for r in rows if r.get("only_in")]
     if only:
         text += f" Modules that ran in one environment only: {', '.join(only[:4])}."
+    folder = proof.out_dir(cfg, "drill")
+    figures = [p for p in (plots.divergence_per_layer(rows, folder / "layers.png"),
+                           plots.divergence_per_padded_length(per_batch, folder / "padded_lengths.png")) if p]
     md = "\n\n".join([
-        f"# drill: {s} vs {t}", text, "## Modules, in execution order",
+        f"# drill: {s} vs {t}", text, *[f"![{p.stem}]({p.name})" for p in figures], "## Modules, in execution order",
         table(["module", "mismatches", "max abs", "max ULP", "batches differing"],
               [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
                 f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), r["max_ulp"],
@@ -165,8 +168,8 @@ def run(cfg) -> int:
                                              f"{b['numel']:,}", proof.num(b["max_abs"])] for b in per_batch]), ""])
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
-              "verdict": text, "artifacts": {}}
-    path = proof.write(proof.out_dir(cfg, "drill"), report, md)
+              "verdict": text, "artifacts": {}, "plots": [p.name for p in figures]}
+    path = proof.write(folder, report, md)
     print(text)
     print(f"\nreport: {path}")
     return 0

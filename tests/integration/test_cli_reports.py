@@ -77,6 +77,7 @@ def test_sweep_writes_a_summary_across_jobs(pair, launcher):
     summary = json.loads((sweep / "summary.json").read_text())
     assert [j["injected"] for j in summary["jobs"]] == [["local_sample_embs"], ["centroids"], ["codes"]]
     assert (sweep / "summary.md").read_text().count("\n| ") >= 6
+    assert (sweep / "heatmap.png").read_bytes()[:4] == b"\x89PNG" and "](heatmap.png)" in (sweep / "summary.md").read_text()
     html = (sweep / "summary.html").read_text()
     assert html.count("<tr>") == 4 and "#b7e1b0" in html  # header + 3 rows, with equal (green) cells
 

@@ -35,6 +35,10 @@ def test_drill_names_the_attention_of_the_first_layer(runs, tiny_cfg, tmp_path):
     assert len(report["batches"]) == 3 and {b["size"] for b in report["batches"]} == {16, 8}  # index_bsize 16
     assert "padded length" in report["verdict"]
     assert store.load("eager+drill").origin["probes"] == 40
+    assert report["plots"] == ["layers.png", "padded_lengths.png"]
+    for png in report["plots"]:
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in (tmp_path / "report.md").read_text()
 
 
 def test_drill_of_identical_environments_finds_nothing(runs, tiny_cfg, tmp_path):

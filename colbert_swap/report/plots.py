@@ -1,0 +1,80 @@
+"""PNG figures for the reports, where a person would rather look than read a table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+STATUS_COLORS = {"equal": "#4daf4a", "order_only": "#a6d96a", "allclose": "#fee08b", "diverged": "#d73027",
+                 "missing": "#bbbbbb", "": "#ffffff"}
+_LAYER = re.compile(r"^bert\.(embeddings|encoder\.layer\.\d+)$|^linear$|^colbert\.doc$")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def divergence_per_layer(rows: list[dict], path: Path) -> Path | None:
+    """Mismatching fraction and max abs difference of each layer's output, in execution order."""
+    layers = [r for r in rows if _LAYER.match(r["module"]) and r.get("numel")]
+    if not layers:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers)), 4))
+    names = [re.sub(r"^bert\.(encoder\.layer\.)?", lambda m: "layer " if m.group(1) else "", r["module"])
+             for r in layers]
+    ax.plot(names, [r["mismatches"] / r["numel"] for r in layers], marker="o", color="#d73027")
+    ax.set_ylabel("fraction of elements that differ", color="#d73027")
+    ax.set_ylim(0, 1)
+    twin = ax.twinx()
+    twin.plot(names, [r["max_abs"] or float("nan") for r in layers], marker="s", color="#4575b4")  # 0: no point
+    twin.set_yscale("log")
+    twin.set_ylabel("max abs difference", color="#4575b4")
+    ax.tick_params(axis="x", rotation=45)
+    ax.set_title("Divergence per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def divergence_per_padded_length(batches: list[dict], path: Path) -> Path | None:
+    if not batches:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(batches)), 3.5))
+    labels = [f"b{b['batch']}\nlen {b['padded_len']}\nsize {b['size']}" for b in batches]
+    ax.bar(labels, [b["mismatches"] / b["numel"] if b["numel"] else 0 for b in batches], color="#d73027")
+    ax.set_ylabel("fraction of output elements that differ")
+    ax.set_ylim(0, 1)
+    ax.set_title("Final output divergence per batch (padded length, batch size)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_heatmap(rows: list[tuple[str, list[str]]], columns: list[str], path: Path) -> Path | None:
+    """Injection point (row) x artifact (column), coloured by status after the replay."""
+    if not rows:
+        return None
+    from matplotlib.colors import to_rgb
+
+    plt = _pyplot()
+    grid = [[to_rgb(STATUS_COLORS.get(status, "#ffffff")) for status in statuses] for _, statuses in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(columns)), max(2.5, 0.4 * len(rows) + 1.5)))
+    ax.imshow(grid, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for s, c in STATUS_COLORS.items() if s]
+    ax.legend(handles, [s for s in STATUS_COLORS if s] + [], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    ax.set_title("Status after replay, vs the source run (white: upstream, untouched)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
