@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -79,6 +79,7 @@ class Config:
     stage: Optional[str] = None  # task=isolate: the stage to run alone
     probes: int = 24  # task=drill: probe passages, spread over the collection's lengths
     module: Optional[str] = None  # task=drill: record the aten operations inside this module
+    bsizes: Optional[List[int]] = None  # task=drill: batch the probes at each size (default: index_bsize)
     force: bool = False
     reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
     out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder

@@ -1,8 +1,8 @@
 """Module drill-down: every named module's output of the ColBERT model on a fixed probe set.
 
-Probe passages are spread over the collection's length range and batched exactly as colbert-ai's
-encoder batches them (`DocTokenizer.tensorize` pads the group, sorts by length, cuts `index_bsize`
-batches), so each batch has the padded length colbert-ai would give it. Hook names are the model's
+Probe passages are spread over the collection's length range, split by length into a few calls, and
+batched exactly as colbert-ai's encoder batches a call (`DocTokenizer.tensorize` pads the call, sorts by
+length, cuts batches), so each batch has the padded length colbert-ai would give it. Hook names are the model's
 `named_modules()` paths (`bert.encoder.layer.3.intermediate.dense`); `colbert.doc` is the normalized
 output of `Checkpoint.doc`. Outputs are recorded in the order modules finish.
 """
@@ -22,9 +22,18 @@ def probe_passages(passages: list[str], count: int) -> list[str]:
     return [passages[pid] for pid in picked]
 
 
-def module_outputs(checkpoint, passages: list[str], bsize: int) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """{'<batch>/<module>': output}, in finishing order, and per batch its size and padded length."""
-    batches, _ = checkpoint.doc_tokenizer.tensorize(passages, bsize=bsize)
+def module_outputs(checkpoint, passages: list[str], bsizes: list[int],
+                   groups: int = 3) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """{'<batch>/<module>': output}, in finishing order, and per batch its size and padded length.
+
+    colbert-ai pads a whole `docFromText` call to its longest passage before cutting batches, so the
+    padded length belongs to the call: the probes are split by length into `groups` calls (short to
+    long) to cover several padded lengths, each batched once per size in `bsizes`."""
+    ordered = sorted(passages, key=len)
+    size = -(-len(ordered) // max(1, min(groups, len(ordered))))
+    calls = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    batches = [(bsize, batch) for call in calls for bsize in bsizes
+               for batch in checkpoint.doc_tokenizer.tensorize(call, bsize=bsize)[0]]
     outputs: dict[str, torch.Tensor] = {}
     current = [0]
 
@@ -38,11 +47,11 @@ def module_outputs(checkpoint, passages: list[str], bsize: int) -> tuple[dict[st
     handles = [m.register_forward_hook(hook(name)) for name, m in checkpoint.model.named_modules() if name]
     info = []
     try:
-        for b, (ids, mask) in enumerate(batches):
+        for b, (bsize, (ids, mask)) in enumerate(batches):
             current[0] = b
             D, _ = checkpoint.doc(ids, mask, keep_dims="return_mask")  # (B, L, dim), normalized
             outputs[f"{b}/{DOC}"] = D.detach().to("cpu").clone()
-            info.append({"batch": b, "size": int(ids.shape[0]), "padded_len": int(ids.shape[1])})
+            info.append({"batch": b, "bsize": bsize, "size": int(ids.shape[0]), "padded_len": int(ids.shape[1])})
     finally:
         for h in handles:
             h.remove()

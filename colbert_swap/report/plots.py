@@ -48,7 +48,7 @@ def divergence_per_padded_length(batches: list[dict], path: Path) -> Path | None
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(batches)), 3.5))
-    labels = [f"b{b['batch']}\nlen {b['padded_len']}\nsize {b['size']}" for b in batches]
+    labels = [f"b{b['batch']}\nlen {b['padded_len']}\nbsize {b.get('bsize', b['size'])}" for b in batches]
     ax.bar(labels, [b["mismatches"] / b["numel"] if b["numel"] else 0 for b in batches], color="#d73027")
     ax.set_ylabel("fraction of output elements that differ")
     ax.set_ylim(0, 1)

@@ -30,21 +30,23 @@ def drill_label(run: str) -> str:
     return f"{run}+drill"
 
 
-def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None) -> RunManifest:
+def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None,
+                  bsizes: list[int] | None = None) -> RunManifest:
     """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
     label = drill_label(run.label)
     here = OmegaConf.merge(cfg, run.config)
     resources = Resources(here, store, store.run_dir(label))
     passages = probe_passages(resources.corpus.passages, probes or cfg.probes)
+    bsizes = list(bsizes or cfg.get("bsizes") or [resources.colbert_config.index_bsize])
     if store.has_run(label):
         existing = store.load(label)
-        if existing.complete and existing.origin.get("probes") == len(passages):
+        if existing.complete and existing.origin.get("probes") == len(passages) and existing.origin.get("bsizes") == bsizes:
             return existing
     progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
     with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
-        outputs, batches = module_outputs(resources.checkpoint, passages, resources.colbert_config.index_bsize)
+        outputs, batches = module_outputs(resources.checkpoint, passages, bsizes)
     manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
-                           origin={"kind": "drill", "run": run.label, "probes": len(passages)})
+                           origin={"kind": "drill", "run": run.label, "probes": len(passages), "bsizes": bsizes})
     for name, tensor in outputs.items():
         manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(tensor), stage="drill")
     manifest.artifacts["batches"] = ArtifactRecord(ref=store.blobs.put(batches), stage="drill")
@@ -137,7 +139,8 @@ def run(cfg) -> int:
         raise UserError(f"run {source.label!r} has no drill capture: run `python -m colbert_swap task=drill "
                         f"run={source.label}` in {source.label}'s environment first")
     a = store.load(drill_label(source.label))
-    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"])
+    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"],
+                           bsizes=a.origin.get("bsizes"))
     if cfg.get("module"):
         return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin["probes"], progress)
     rows, per_batch = compare_drills(store, a, target)
@@ -150,7 +153,10 @@ def run(cfg) -> int:
                 f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof.num(first['max_abs'])}, "
                 f"max ULP {first['max_ulp']}); every module before it is bitwise equal.")
         lengths = sorted({b["padded_len"] for b in per_batch if b["mismatches"]})
-        text += f" The final output differs in batches of padded length {lengths}." if lengths else ""
+        sizes = sorted({b["bsize"] for b in per_batch if b["mismatches"]})
+        same = sorted({b["padded_len"] for b in per_batch if not b["mismatches"]})
+        text += (f" The final output differs in batches of padded length {lengths} (batch sizes {sizes})"
+                 + (f" and is equal in batches of padded length {same}." if same else ".")) if lengths else ""
     only = [f"`{r['module']}` (only in {r['only_in']})" for r in rows if r.get("only_in")]
     if only:
         text += f" Modules that ran in one environment only: {', '.join(only[:4])}."
@@ -163,8 +169,8 @@ def run(cfg) -> int:
               [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
                 f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), r["max_ulp"],
                 ",".join(map(str, r["batches_differing"]))] for r in rows]),
-        "## Final output per batch", table(["batch", "size", "padded length", "mismatches", "max abs"],
-                                           [[b["batch"], b["size"], b["padded_len"], f"{b['mismatches']:,} / "
+        "## Final output per batch", table(["batch", "batch size", "passages", "padded length", "mismatches", "max abs"],
+                                           [[b["batch"], b["bsize"], b["size"], b["padded_len"], f"{b['mismatches']:,} / "
                                              f"{b['numel']:,}", proof.num(b["max_abs"])] for b in per_batch]), ""])
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,

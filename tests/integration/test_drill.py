@@ -32,7 +32,8 @@ def test_drill_names_the_attention_of_the_first_layer(runs, tiny_cfg, tmp_path):
     assert before and all(r["mismatches"] == 0 for r in before)  # embeddings, query, key, value: equal
     assert {r["module"] for r in report["modules"] if r.get("only_in")} == {
         "bert.encoder.layer.0.attention.self.dropout", "bert.encoder.layer.1.attention.self.dropout"}
-    assert len(report["batches"]) == 3 and {b["size"] for b in report["batches"]} == {16, 8}  # index_bsize 16
+    assert {b["bsize"] for b in report["batches"]} == {16}  # index_bsize
+    assert sum(b["size"] for b in report["batches"]) == 40
     assert "padded length" in report["verdict"]
     assert store.load("eager+drill").origin["probes"] == 40
     assert report["plots"] == ["layers.png", "padded_lengths.png"]
@@ -84,3 +85,16 @@ def test_operation_drill_finds_the_kernel_under_another_cpu_capability(tiny_cfg,
     found = json.loads((tmp_path / "report.json").read_text())["first_op"]
     assert found["kind"] == "equal inputs, different output" and "scaled_dot_product_attention" in found["op"]
     assert 0 < found["mismatches"] < found["numel"] and found["max_ulp"] <= 16
+
+
+def test_drill_reports_each_batch_size(runs, tiny_cfg, tmp_path):
+    drill.run(tiny_cfg("task=drill", "run=eager", "probes=12", "bsizes=[12,3]"))
+    drill.run(tiny_cfg("task=drill", "source=eager", "target=target", f"out_dir={tmp_path}"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    # 3 calls of 4 probes (short, medium, long), each batched at 12 (1 batch) and at 3 (2 batches)
+    assert [b["bsize"] for b in report["batches"]] == [12, 3, 3] * 3  # the target used the source's batching
+    assert [b["size"] for b in report["batches"]] == [4, 3, 1] * 3
+    lengths = [b["padded_len"] for b in report["batches"]]
+    assert lengths[0] == lengths[1] == lengths[2]  # colbert-ai pads the whole call, whatever the batch size
+    assert lengths[0] <= lengths[3] <= lengths[6] <= 64  # short to long calls, capped by doc_maxlen
+    assert "batch sizes" in report["verdict"]
