@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,10 +71,3 @@ class Store:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-    def write_json(self, label: str, name: str, value: Any) -> Path:
-        from colbert_swap.store.blobs import atomic_write
-
-        path = self.run_dir(label) / name
-        atomic_write(path, (json.dumps(value, indent=1) + "\n").encode())
-        return path
