@@ -30,18 +30,31 @@ def drill_label(run: str) -> str:
     return f"{run}+drill"
 
 
+def _probing(cfg, store: Store, run: RunManifest, label: str, probes: int):
+    """`run`'s config in this environment, its resources, and its probe passages."""
+    here = OmegaConf.merge(cfg, run.config)
+    resources = Resources(here, store, store.run_dir(label))
+    return here, resources, probe_passages(resources.corpus.passages, probes)
+
+
+def _stored(store: Store, label: str, **origin) -> RunManifest | None:
+    """A complete capture under `label` made with these origin values, if the store has one."""
+    if store.has_run(label):
+        existing = store.load(label)
+        if existing.complete and all(existing.origin.get(k) == v for k, v in origin.items()):
+            return existing
+    return None
+
+
 def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None,
                   bsizes: list[int] | None = None) -> RunManifest:
     """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
     label = drill_label(run.label)
-    here = OmegaConf.merge(cfg, run.config)
-    resources = Resources(here, store, store.run_dir(label))
-    passages = probe_passages(resources.corpus.passages, probes or cfg.probes)
+    here, resources, passages = _probing(cfg, store, run, label, probes or cfg.probes)
     bsizes = list(bsizes or cfg.get("bsizes") or [resources.colbert_config.index_bsize])
-    if store.has_run(label):
-        existing = store.load(label)
-        if existing.complete and existing.origin.get("probes") == len(passages) and existing.origin.get("bsizes") == bsizes:
-            return existing
+    existing = _stored(store, label, probes=len(passages), bsizes=bsizes)
+    if existing:
+        return existing
     progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
     with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
         outputs, batches = module_outputs(resources.checkpoint, passages, bsizes)
@@ -60,11 +73,10 @@ def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, p
     from colbert_swap.drill import op_trace
 
     label = f"{run.label}+ops={module}"
-    here = OmegaConf.merge(cfg, run.config)
-    resources = Resources(here, store, store.run_dir(label))
-    passages = probe_passages(resources.corpus.passages, probes)
-    if store.has_run(label) and store.load(label).complete and store.load(label).origin.get("probes") == len(passages):
-        return store.load(label)
+    here, resources, passages = _probing(cfg, store, run, label, probes)
+    existing = _stored(store, label, probes=len(passages))
+    if existing:
+        return existing
     progress(f"recording the aten operations inside {module} for run {run.label!r}")
     with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
         ops, context = op_trace(resources.checkpoint, passages, resources.colbert_config.index_bsize, module)
