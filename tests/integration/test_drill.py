@@ -98,3 +98,24 @@ def test_drill_reports_each_batch_size(runs, tiny_cfg, tmp_path):
     assert lengths[0] == lengths[1] == lengths[2]  # colbert-ai pads the whole call, whatever the batch size
     assert lengths[0] <= lengths[3] <= lengths[6] <= 64  # short to long calls, capped by doc_maxlen
     assert "batch sizes" in report["verdict"]
+
+
+@pytest.mark.parametrize("preset,module,first_op", [
+    ("sdpa_math", "bert.encoder.layer.0.attention.self", "scaled_dot_product_attention"),
+    ("kmeans_seed", None, None),  # k-means is outside the model: every module output is equal
+    ("normalize_fp16", None, None),
+])
+def test_each_cpu_knob_is_drilled_to_the_right_place(tiny_cfg, tmp_path, preset, module, first_op):
+    capture(tiny_cfg("run=target"), progress=quiet_progress)
+    capture(tiny_cfg(f"run={preset}", f"perturb={preset}"), progress=quiet_progress)
+    drill.run(tiny_cfg("task=drill", f"run={preset}"))
+    drill.run(tiny_cfg("task=drill", f"source={preset}", "target=target", f"out_dir={tmp_path}"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["first_module"] == module
+    if module:
+        drill.run(tiny_cfg("task=drill", f"run={preset}", f"module={module}"))
+        drill.run(tiny_cfg("task=drill", f"source={preset}", "target=target", f"module={module}",
+                           f"out_dir={tmp_path / 'ops'}"))
+        found = json.loads((tmp_path / "ops" / "report.json").read_text())["first_op"]
+        # the same aten op on bitwise equal inputs, another SDPA backend: the kernel itself differs
+        assert found["kind"] == "equal inputs, different output" and first_op in found["op"]
