@@ -12,7 +12,7 @@ from colbert_swap.config import Config, register, task_name
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-TASKS = ("capture", "stages", "compare", "inject", "locate", "isolate", "drill")
+TASKS = ("capture", "stages", "compare", "inject", "locate", "isolate", "drill", "verify", "gc")
 
 
 def run(cfg: Config) -> int:
@@ -28,10 +28,13 @@ register()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: Config) -> int:
     try:
-        return run(cfg)
+        status = run(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if status:
+        sys.exit(status)
+    return status
 
 
 if __name__ == "__main__":

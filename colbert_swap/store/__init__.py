@@ -71,3 +71,18 @@ class Store:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def referenced(self) -> dict[str, BlobRef]:
+        """Every blob some run's manifest points at (artifacts and generator states), by hash."""
+        refs: dict[str, BlobRef] = {}
+        for label in self.runs():
+            manifest = self.load(label)
+            for record in manifest.artifacts.values():
+                refs[record.ref.hash] = record.ref
+            for state in manifest.rng.values():
+                for kind, digest in state.items():
+                    refs[digest] = BlobRef(hash=digest, kind="tensor" if kind == "torch" else "json")
+        return refs
+
+    def blob_files(self) -> list[Path]:
+        return sorted(p for p in self.blobs.root.glob("*/*") if p.is_file()) if self.blobs.root.exists() else []
