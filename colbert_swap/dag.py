@@ -85,13 +85,13 @@ class Dag:
         for s in self.stages:  # every input is produced upstream: the list order is a topological order
             seen = {o for t in self.stages[: self.stages.index(s)] for o in t.outputs}
             for _, name in s.inputs:
-                assert _template(name) in seen, f"{s.name} reads {name} before it is produced"
+                assert template(name) in seen, f"{s.name} reads {name} before it is produced"
 
     def artifact_templates(self) -> list[str]:
         return [o for s in self.stages for o in s.outputs]
 
     def producer(self, artifact: str) -> Stage:
-        return self._producer[_template(artifact)]
+        return self._producer[template(artifact)]
 
     def nodes(self, num_chunks: int) -> list[Node]:
         """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk)."""
@@ -135,7 +135,8 @@ class Dag:
         return out
 
 
-def _template(name: str) -> str:
+def template(name: str) -> str:
+    """The per-chunk template of a name: embs.3, embs.N and embs.* are all embs.N; others are themselves."""
     head, _, tail = name.rpartition(".")
     return f"{head}.N" if head and (tail.isdigit() or tail in ("N", "*")) else name
 

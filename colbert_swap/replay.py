@@ -79,15 +79,14 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
         if (a.dtype, a.shape, a.kind) != (b.dtype, b.shape, b.kind) and not cfg.force:
             raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
-    label = label or replay_label(target.label, compact(injected, num_chunks), source.label)
-    with store.lock(label):
-        return _replay(cfg, store, target, source, injected, label, progress)
-
-
-def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], label: str,
-            progress) -> RunManifest:
-    num_chunks = store.get(target, "num_chunks")
     names = compact(injected, num_chunks)
+    label = label or replay_label(target.label, names, source.label)
+    with store.lock(label):
+        return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
+
+
+def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], names: list[str],
+            num_chunks: int, label: str, progress) -> RunManifest:
     origin = {"kind": "replay", "target": target.label, "source": source.label, "names": names, "injected": injected,
               "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse)}
     if store.has_run(label):

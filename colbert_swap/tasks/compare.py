@@ -8,6 +8,7 @@ from __future__ import annotations
 from colbert_swap.compare.runs import RunComparison, compare_runs
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
+from colbert_swap.dag import template
 from colbert_swap.stages import DAG
 from colbert_swap.store import Store
 from colbert_swap.tasks.common import environment_rows, source_run, target_label
@@ -23,18 +24,13 @@ def verdict(comparison: RunComparison) -> str:
     first = comparison.first_diverged()
     stage = DAG.producer(first[0])
     inputs = [a for _, a in stage.inputs]
-    inputs_same = all(r.same for r in comparison.results if any(_matches(r.name, i) for i in inputs))
+    inputs_same = all(r.same for r in comparison.results if any(template(r.name) == template(i) for i in inputs))
     why = ("its input artifacts are identical in both runs, so the stage itself depends on the environment"
            if inputs_same else "some of its inputs differ too")
     return (f"{len(left)} of {n} artifacts differ between {comparison.a} and {comparison.b}. The first divergence "
             f"is {proof.describe(first)} (stage `{stage.name}`): {why}. To test whether it explains everything "
             f"downstream: `python -m colbert_swap inject={stage.outputs[0].removesuffix('.N')} "
             f"source={comparison.a} target={comparison.b}`.")
-
-
-def _matches(name: str, pattern: str) -> bool:
-    base = pattern[:-2] if pattern.endswith((".N", ".*")) else None
-    return name == pattern or (base is not None and name.rpartition(".")[0] == base)
 
 
 def run(cfg) -> int:
