@@ -12,7 +12,9 @@ from colbert_swap.config import Config, register, task_name
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-TASKS = ("capture", "stages", "compare", "inject", "locate", "isolate", "drill", "verify", "gc")
+# Every module of colbert_swap/tasks/ with a `run(cfg)` is a task; `common` holds their shared helpers.
+TASKS = tuple(sorted(p.stem for p in (Path(__file__).resolve().parent / "tasks").glob("*.py")
+                     if p.stem not in ("__init__", "common")))
 
 
 def run(cfg: Config) -> int:
