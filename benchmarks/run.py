@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from colbert_swap.provenance import environment  # noqa: E402
 
 ROWS: list[dict] = []
+PROFILED: list[str] = []  # step names (their first word) run under cProfile
 PROFILES: dict[str, dict] = {}
 OUT: list[Path] = []
 
@@ -52,9 +53,18 @@ def measured(step: str, **extra):
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     row = {"step": step, **extra}
+    profiler = None
+    if step.split()[0] in PROFILED:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         yield row
     finally:
+        if profiler is not None:
+            profiler.disable()
+            write_profile(profiler, step)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -66,6 +76,15 @@ def measured(step: str, **extra):
         print(f"[bench] {row}", flush=True)
         if OUT:
             write_results(OUT[0])  # after every step: a run cut short keeps what it measured
+
+
+def write_profile(profiler, step: str) -> None:
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(45)
+    (OUT[0] / f"profile-{step.split()[0]}.txt").write_text(f"# cProfile of step: {step}\n{text.getvalue()}")
 
 
 def cfg_for(args, store: str, *overrides: str):
@@ -156,10 +175,13 @@ def main() -> None:
     ap.add_argument("--kmeans-only", default="")
     ap.add_argument("--store", default="/tmp/bench-store")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--profile", default="", help="comma-separated steps to run under cProfile (top functions "
+                                                  "by cumulative time go to OUT/profile-STEP.txt)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     OUT.append(out)
+    PROFILED.extend(args.profile.split(",") if args.profile else [])
     steps = args.steps.split(",")
     profiles = PROFILES
 
@@ -196,6 +218,8 @@ def main() -> None:
         if "perturbed" in steps:
             with measured("capture of a second run (perturb=eager)", passages=args.passages):
                 capture(cfg_for(args, args.store, "run=bench-eager", "perturb=eager", km), progress=quiet)
+        if "capture" not in steps and "bench" in store.runs():
+            target = store.load("bench")  # captured by an earlier call into the same store
         source = store.load("bench-eager") if "bench-eager" in store.runs() else None
         if "compare" in steps and source:
             with measured("compare (all artifacts)"):

@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import xxhash
@@ -39,13 +40,14 @@ class Corpus:
 
 def load_corpus(cfg: CollectionConfig, collections_root: str | os.PathLike) -> Corpus:
     if cfg.kind == "synthetic":
-        path = _write_once(Path(collections_root) / f"synthetic-{_synthetic_key(cfg)}.tsv", synthetic_passages(cfg))
+        path = _write_once(Path(collections_root) / f"synthetic-{_synthetic_key(cfg)}.tsv",
+                           lambda: synthetic_passages(cfg))
     elif cfg.kind == "tsv":
         path = _existing(cfg.path)
     elif cfg.kind == "jsonl":
         passages = read_jsonl(_existing(cfg.path), cfg.text_field)
         digest = xxhash.xxh3_128_hexdigest(Path(cfg.path).read_bytes())[:16]
-        path = _write_once(Path(collections_root) / f"jsonl-{Path(cfg.path).stem}-{digest}.tsv", passages)
+        path = _write_once(Path(collections_root) / f"jsonl-{Path(cfg.path).stem}-{digest}.tsv", lambda: passages)
     else:
         raise UserError(f"collection.kind={cfg.kind!r} is unknown; expected synthetic, tsv or jsonl")
     passages = read_tsv(path)
@@ -135,10 +137,12 @@ def _existing(path: str | None) -> str:
     return path
 
 
-def _write_once(path: Path, passages: list[str]) -> str:
-    """Write the TSV atomically; an existing file with this content-derived name is reused."""
+def _write_once(path: Path, make_passages: Callable[[], list[str]]) -> str:
+    """Write the TSV atomically; an existing file with this content-derived name is reused (and the
+    passages are not generated again: a replay or sweep job only reads the file)."""
     if path.exists():
         return str(path)
+    passages = make_passages()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
