@@ -36,15 +36,20 @@ OUT: list[Path] = []
 
 
 @contextmanager
-def measured(step: str, **extra):
-    """Wall seconds, peak GPU memory (torch allocator) and peak host RSS (sampled every 50 ms)."""
+def measured(step: str, children: bool = False, **extra):
+    """Wall seconds, peak GPU memory (torch allocator) and peak host RSS (sampled every 100 ms).
+
+    Worker processes are added only where a step spawns them (`children=True`, the Indexer): walking the
+    process tree reads every /proc entry and, holding the GIL, slowed our Python-heavy tokenization."""
     proc, peak, stop = psutil.Process(), [0], threading.Event()
 
     def sample():
         while not stop.is_set():
-            rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            rss = proc.memory_info().rss
+            if children:
+                rss += sum(c.memory_info().rss for c in proc.children(recursive=True))
             peak[0] = max(peak[0], rss)
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -205,7 +210,7 @@ def main() -> None:
         Resources(base, store, Path(args.store)).corpus
         warm_up()
         if not args.skip_indexer:
-            with measured("colbert-ai Indexer (spawned worker)", passages=args.passages):
+            with measured("colbert-ai Indexer (spawned worker)", children=True, passages=args.passages):
                 ref = run_indexer(base, Path(args.store) / "indexer")
         if "capture" in steps:
             with measured("capture (all intermediates stored)", passages=args.passages, kmeans=args.kmeans):

@@ -20,6 +20,8 @@ from colbert_swap.compare.tolerances import TABLES, tolerance
 
 STATUSES = ("equal", "order_only", "allclose", "diverged", "missing")
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Where the numbers are computed: the GPU when there is one (a 100,000-passage run compares gigabytes).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
              torch.float64: torch.int64}
 
@@ -66,7 +68,14 @@ def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor |
     if a.shape != b.shape or a.dtype != b.dtype:
         return Comparison(name, "diverged", stage, dtype, shape, a.numel(), max(a.numel(), b.numel()),
                           note=f"{'shape' if a.shape != b.shape else 'dtype'} mismatch")
-    a, b = a.detach().cpu(), b.detach().cpu()
+    try:
+        return _compare_tensors(name, a.detach().to(DEVICE), b.detach().to(DEVICE), stage, dtype, shape, segments)
+    except torch.cuda.OutOfMemoryError:  # a tensor too big for the GPU's free memory: the same numbers on the CPU
+        return _compare_tensors(name, a.detach().cpu(), b.detach().cpu(), stage, dtype, shape, segments)
+
+
+def _compare_tensors(name: str, a: torch.Tensor, b: torch.Tensor, stage: str, dtype: str, shape: str,
+                     segments: torch.Tensor | None) -> Comparison:
     differ = ~((a == b) | (_isnan(a) & _isnan(b)))
     mismatches = int(differ.sum())
     tables = {t: _close(a, b, t) for t in TABLES}
@@ -77,7 +86,7 @@ def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor |
     diff = (a.double() - b.double()).abs() if a.dtype != torch.bool else differ.double()
     max_ulp = int(ulp_distance(a, b).max()) if a.dtype in FLOATS else None
     status, note = "diverged", ""
-    if segments is not None and a.dim() == 1 and _same_per_segment(a, b, segments):
+    if segments is not None and a.dim() == 1 and _same_per_segment(a, b, segments.to(a.device)):
         status, note = "order_only", f"same elements in each of {segments.numel()} segments, in another order"
     elif tables["torch"]:
         status = "allclose"
@@ -101,7 +110,7 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _same_per_segment(a: torch.Tensor, b: torch.Tensor, segments: torch.Tensor) -> bool:
     if int(segments.sum()) != a.numel():
         return False
-    seg = torch.repeat_interleave(torch.arange(segments.numel()), segments.cpu().long())
+    seg = torch.repeat_interleave(torch.arange(segments.numel(), device=a.device), segments.long())
 
     def canonical(t: torch.Tensor) -> torch.Tensor:
         order = torch.argsort(t, stable=True)

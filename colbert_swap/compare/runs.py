@@ -87,7 +87,9 @@ def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:
 
 
 def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
-                 force: bool = False) -> RunComparison:
+                 force: bool = False, memo: dict | None = None) -> RunComparison:
+    """`memo`: a dict shared by several calls (locate's rounds) so that a pair of blobs is read and compared
+    once; keyed by content addresses, symmetric in a and b."""
     check_comparable(a, b, force)
     names = names if names is not None else artifact_order(store, a, b)
     results = []
@@ -97,6 +99,10 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         if ra is not None and rb is not None and ra.ref == rb.ref:  # same content address: equal, unread
             results.append(same_blob(name, ra.ref, stage))
             continue
+        key = _memo_key(name, stage, ra, rb, a, b) if memo is not None else None
+        if key is not None and key in memo:
+            results.append(memo[key])
+            continue
         va = store.get(a, name) if name in a.artifacts else None
         vb = store.get(b, name) if name in b.artifacts else None
         segments = None
@@ -104,4 +110,14 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
             la, lb = store.get(a, ORDER_FREE[name]), store.get(b, ORDER_FREE[name])
             segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
         results.append(compare(name, va, vb, stage=stage, segments=segments))
+        if key is not None:
+            memo[key] = results[-1]
     return RunComparison(a.label, b.label, tuple(results))
+
+
+def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple | None:
+    if ra is None or rb is None:
+        return None
+    segments = ORDER_FREE.get(name)
+    seg = tuple(sorted(str(m.artifacts[segments].ref) for m in (a, b) if segments in m.artifacts)) if segments else ()
+    return (name, stage, *sorted((str(ra.ref), str(rb.ref))), seg)

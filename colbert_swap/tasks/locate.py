@@ -34,9 +34,10 @@ def locate(cfg, store: Store, progress=None) -> dict:
     target = ensure_target(cfg, store, progress)
     check_comparable(source, target, cfg.force)
     num_chunks = store.get(target, "num_chunks")
-    before = compare_runs(store, source, target, force=True)
+    memo: dict = {}  # every pair of blobs is read and compared once over all rounds
+    before = compare_runs(store, source, target, force=True, memo=memo)
     injected: list[str] = []
-    current, comparison, rounds = target, compare_runs(store, target, source, force=True), []
+    current, comparison, rounds = target, compare_runs(store, target, source, force=True, memo=memo), []
     while comparison.first_diverged():
         first = comparison.first_diverged()
         rounds.append({"round": len(rounds) + 1, "run": current.label, "diverged": len(comparison.diverged()),
@@ -47,16 +48,16 @@ def locate(cfg, store: Store, progress=None) -> dict:
         progress(f"round {len(rounds)}: {len(comparison.diverged())} artifacts differ; injecting "
                  f"{', '.join(compact(first, num_chunks))}")
         current = replay(cfg, store, target, source, injected, progress=progress)
-        comparison = compare_runs(store, current, source, force=True)
+        comparison = compare_runs(store, current, source, force=True, memo=memo)
     rounds.append({"round": len(rounds) + 1, "run": current.label, "diverged": 0, "inject": []})
-    minimal = _prune(cfg, store, source, target, _groups(injected), progress)
+    minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo)
     final = replay(cfg, store, target, source, [n for g in minimal for n in g], progress=progress) if minimal else target
-    final_cmp = compare_runs(store, final, source, force=True)
+    final_cmp = compare_runs(store, final, source, force=True, memo=memo)
     return {"source": source, "target": target, "before": before, "rounds": rounds, "minimal": minimal,
             "final": final, "final_cmp": final_cmp, "num_chunks": num_chunks}
 
 
-def _prune(cfg, store, source, target, groups: list[list[str]], progress) -> list[list[str]]:
+def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: dict) -> list[list[str]]:
     """Drop every group whose removal still leaves the replay identical to the source."""
     kept = list(groups)
     for group in list(groups):
@@ -64,7 +65,7 @@ def _prune(cfg, store, source, target, groups: list[list[str]], progress) -> lis
             break
         trial = [n for g in kept if g is not group for n in g]
         run = replay(cfg, store, target, source, trial, progress=progress)
-        if not compare_runs(store, run, source, force=True).diverged():
+        if not compare_runs(store, run, source, force=True, memo=memo).diverged():
             progress(f"{group[0]} is not needed: dropped")
             kept = [g for g in kept if g is not group]
     return kept
