@@ -80,6 +80,7 @@ def synthetic_passages(cfg: CollectionConfig) -> list[str]:
 
 def read_tsv(path: str | os.PathLike) -> list[str]:
     """Mirrors colbert.evaluation.loaders.load_collection, with line numbers in its errors."""
+    _check_utf8(path)
     passages = []
     with open(path, encoding="utf-8") as f:
         for line_idx, line in enumerate(f):
@@ -93,6 +94,16 @@ def read_tsv(path: str | os.PathLike) -> list[str]:
     return passages
 
 
+def _check_utf8(path: str | os.PathLike) -> None:
+    """A file that is not UTF-8 fails naming the line of its first bad byte (not a bare UnicodeDecodeError)."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+
+
 def _int(text: str) -> int | None:
     try:
         return int(text)
@@ -101,6 +112,7 @@ def _int(text: str) -> int | None:
 
 
 def read_jsonl(path: str | os.PathLike, text_field: str) -> list[str]:
+    _check_utf8(path)
     passages = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):

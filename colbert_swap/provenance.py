@@ -57,3 +57,12 @@ def environment() -> dict:
 def default_run_label() -> str:
     """This environment's torch version without its local tag: 2.1.0, not 2.1.0+cu121."""
     return torch.__version__.split("+")[0]
+
+
+# Provenance keys that must match for a partial run (capture or replay) to be resumed in this environment.
+RESUME_KEYS = ("python", "torch", "cuda", "gpu", "cpu_capability", "transformers", "colbert-ai", "faiss")
+
+
+def changed_keys(provenance: dict, env: dict) -> list[str]:
+    """The RESUME_KEYS on which a run's recorded environment differs from `env`."""
+    return [k for k in RESUME_KEYS if provenance.get(k) != env.get(k)]

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from colbert_swap.engine import Engine, Resources
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import environment
+from colbert_swap.provenance import changed_keys, environment
 from colbert_swap.stages import DAG
 from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
 
@@ -60,6 +60,20 @@ def replay_label(target: str, names: list[str], source: str) -> str:
     return check_label(f"{target}+{'+'.join(names)}@{source}")
 
 
+def _new_replay_manifest(label: str, target: RunManifest, source: RunManifest, injected: list[str], nodes,
+                         origin: dict, env: dict) -> RunManifest:
+    """The target's artifacts that are not downstream of the injection, plus the injected ones."""
+    manifest = RunManifest(label=label, config=target.config, config_hash=target.config_hash, provenance=env,
+                           origin=origin)
+    recomputed = {o for n in nodes for o in n.outputs} - set(injected)
+    for name, record in target.artifacts.items():
+        if name not in recomputed and name not in injected:
+            manifest.artifacts[name] = record
+    for name in injected:
+        manifest.artifacts[name] = ArtifactRecord(ref=source.artifacts[name].ref, stage=f"inject:{source.label}")
+    return manifest
+
+
 def run_config(cfg, manifest: RunManifest):
     """This invocation's config with the run's own model/collection/index/perturb/seed."""
     return OmegaConf.merge(cfg, manifest.config)
@@ -89,23 +103,23 @@ def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injecte
             num_chunks: int, label: str, progress) -> RunManifest:
     origin = {"kind": "replay", "target": target.label, "source": source.label, "names": names, "injected": injected,
               "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse)}
+    env = environment()
+    nodes = DAG.downstream_of(injected, num_chunks)
+    manifest = None
     if store.has_run(label):
         existing = store.load(label)
-        if existing.complete and existing.origin == origin and existing.provenance.get("torch") == environment()["torch"]:
-            progress(f"replay {label!r} already in the store")
-            return existing
-        shutil.rmtree(store.run_dir(label))
-    manifest = RunManifest(label=label, config=target.config, config_hash=target.config_hash,
-                           provenance=environment(), origin=origin)
-    nodes = DAG.downstream_of(injected, num_chunks)
-    recomputed = {o for n in nodes for o in n.outputs} - set(injected)
-    for name, record in target.artifacts.items():
-        if name not in recomputed and name not in injected:
-            manifest.artifacts[name] = record
-    for name in injected:
-        ref = source.artifacts[name].ref
-        manifest.artifacts[name] = ArtifactRecord(ref=ref, stage=f"inject:{source.label}")
-    store.save(manifest)
+        if existing.origin == origin and not changed_keys(existing.provenance, env):
+            if existing.complete:
+                progress(f"replay {label!r} already in the store")
+                return existing
+            manifest = existing  # a replay that was stopped: its completed stages stay, the rest runs now
+            progress(f"resuming replay {label!r}: {sum(n.name in manifest.rng for n in nodes)} of {len(nodes)} "
+                     "stages had started before it stopped")
+        else:
+            shutil.rmtree(store.run_dir(label))
+    if manifest is None:
+        manifest = _new_replay_manifest(label, target, source, injected, nodes, origin, env)
+        store.save(manifest)
     run_dir = store.run_dir(label)
     resources = Resources(run_config(cfg, target), store, run_dir)
     engine = Engine(store, resources, manifest, progress)

@@ -20,18 +20,49 @@ COLORS = {"equal": "#b7e1b0", "order_only": "#d9f0a3", "allclose": "#fee391", "d
           "missing": "#dddddd", "": "#ffffff"}
 
 
-def collect(sweep_dir: Path) -> list[dict]:
-    reports = []
-    for path in sorted(sweep_dir.glob("*/report.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        report = json.loads(path.read_text())
-        report["job"] = path.parent.name
+def read_report(path: Path) -> dict:
+    """One job's report.json, checked for the fields the summary reads; ValueError says what is wrong."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(report, dict):
+        raise ValueError("not a JSON object")
+    injected = report.get("injected", [])
+    if not isinstance(injected, list) or not all(isinstance(n, str) for n in injected):
+        raise ValueError("'injected' is not a list of artifact names")
+    if not isinstance(report.get("verdict", ""), str):
+        raise ValueError("'verdict' is not text")
+    for key in ("before", "artifacts"):
+        section = report.get(key, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{key!r} is not an object")
+        for name, entry in section.items():
+            if not isinstance(entry, dict) or entry.get("status") not in COLORS or not entry.get("status"):
+                raise ValueError(f"{key}.{name} has no valid status")
+    return report
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """The jobs' reports, and one line per job folder whose report is missing or unreadable (a job that
+    crashed or was killed, a file edited by hand): the summary lists them instead of failing."""
+    reports, problems = [], []
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for job in jobs:
+        path = job / "report.json"
+        if not path.exists():
+            problems.append(f"job {job.name}: no report.json (the job failed or was stopped; see its log)")
+            continue
+        try:
+            report = read_report(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            problems.append(f"job {job.name}: {path} cannot be read ({exc})")
+            continue
+        report["job"] = job.name
         reports.append(report)
-    return reports
+    return reports, problems
 
 
 def summarize(sweep_dir: Path) -> Path | None:
-    reports = collect(sweep_dir)
-    if not reports:
+    reports, problems = collect(sweep_dir)
+    if not reports and not problems:
         return None
     columns: list[str] = []
     for r in reports:
@@ -42,16 +73,18 @@ def summarize(sweep_dir: Path) -> Path | None:
     from colbert_swap.report.plots import sweep_heatmap
 
     heatmap = sweep_heatmap([(", ".join(r.get("injected", [])), [_status(r, c) for c in columns]) for r in reports],
-                            columns, sweep_dir / "heatmap.png")
+                            columns, sweep_dir / "heatmap.png") if reports else None
     md = "\n\n".join([
         f"# sweep: {len(reports)} injection experiments", "Status of every artifact after replay, "
         "compared with the source run (`-`: upstream of the injection, taken from the target as it is).",
         f"![heatmap]({heatmap.name})" if heatmap else "",
+        "## Jobs without a report\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "",
         table(["job", "injected", "downstream same", "verdict"],
               [[r["job"], ", ".join(r.get("injected", [])), _same_count(r), r.get("verdict", "")] for r in reports]),
         table(["injected", *columns], rows), ""])
     atomic_write(sweep_dir / "summary.md", md.encode())
-    atomic_write(sweep_dir / "summary.json", json.dumps({"jobs": reports, "columns": columns}, indent=1).encode())
+    atomic_write(sweep_dir / "summary.json", json.dumps({"jobs": reports, "columns": columns, "problems": problems},
+                                                        indent=1).encode())
     atomic_write(sweep_dir / "summary.html", _html(reports, columns).encode())
     return sweep_dir / "summary.md"
 

@@ -48,9 +48,13 @@ class Store:
             runs = ", ".join(self.runs()) or "none"
             raise UserError(f"run {label!r} is not in the store {self.root.resolve()} (runs there: {runs})")
         try:
-            return RunManifest.load(path)
-        except (ValueError, KeyError, TypeError) as exc:
+            manifest = RunManifest.load(path)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"run {label!r}: manifest {path} cannot be read ({exc})") from exc
+        if manifest.label != label:
+            raise UserError(f"run {label!r}: manifest {path} names another run ({manifest.label!r}); was it copied "
+                            "from another run's folder?")
+        return manifest
 
     def save(self, manifest: RunManifest) -> None:
         manifest.save(self.manifest_path(manifest.label))

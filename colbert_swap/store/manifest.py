@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -52,8 +53,25 @@ class RunManifest:
                    rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""))
 
     def save(self, path: Path) -> None:
-        atomic_write(path, (json.dumps(self.to_json(), indent=1) + "\n").encode())
+        content = self.to_json()
+        atomic_write(path, (json.dumps({**content, "digest": digest(content)}, indent=1) + "\n").encode())
 
     @classmethod
     def load(cls, path: Path) -> "RunManifest":
-        return cls.from_json(json.loads(path.read_text()))
+        """Refuses a manifest whose content no longer matches the digest colbert_swap wrote beside it:
+        one edited by hand (an artifact pointed at another blob, a config value changed) is not evidence."""
+        content = json.loads(path.read_text())
+        if not isinstance(content, dict):
+            raise ValueError("not a JSON object")
+        written = content.pop("digest", None)
+        if written is None:
+            raise ValueError("it has no digest (not written by colbert_swap)")
+        if written != digest(content):
+            raise ValueError("its content does not match the digest colbert_swap wrote: it was edited after the "
+                             "run wrote it; recapture the run (or restore the file)")
+        return cls.from_json(content)
+
+
+def digest(content: dict) -> str:
+    """SHA-256 over the canonical JSON of a manifest's content (key order and whitespace do not count)."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -13,13 +13,11 @@ from colbert_swap.config import Config, config_hash, result_config
 from colbert_swap.engine import Engine, Resources
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import default_run_label, environment
+from colbert_swap.provenance import changed_keys, default_run_label, environment
 from colbert_swap.report.tables import artifact_table
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
 
-# Provenance keys that must match for a partial run to be resumed in this environment.
-RESUME_KEYS = ("python", "torch", "cuda", "gpu", "cpu_capability", "transformers", "colbert-ai", "faiss")
 
 
 def progress_printer(stream=None):
@@ -56,7 +54,7 @@ def _capture(cfg: Config, store: Store, label: str, progress) -> RunManifest:
         progress(f"run {label!r} is already captured with this config; nothing to do")
         return manifest
     if manifest is not None:
-        changed = [k for k in RESUME_KEYS if manifest.provenance.get(k) != env.get(k)]
+        changed = changed_keys(manifest.provenance, env)
         if changed:
             raise UserError(f"run {label!r} was started in another environment ({', '.join(changed)} differ); "
                             "resume it there, or pass force=true to start it over here")

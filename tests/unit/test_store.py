@@ -239,3 +239,47 @@ def test_load_unreadable_manifest_raises_user_error(tmp_path):
     path.write_text('{"label": "broken"}')
     with pytest.raises(UserError, match="cannot be read"):
         store.load("broken")
+
+
+def _edit_artifact(d):
+    d["artifacts"]["embs.0"]["hash"] = d["artifacts"]["num_passages"]["hash"]  # another artifact's blob
+
+
+def _edit_config(d):
+    d["config"]["index"]["nbits"] = 4
+
+
+def _drop_digest(d):
+    del d["digest"]
+
+
+@pytest.mark.parametrize("edit, error", [(_edit_artifact, "edited after the run wrote it"),
+                                         (_edit_config, "edited after the run wrote it"),
+                                         (_drop_digest, "no digest")])
+def test_a_hand_edited_manifest_is_refused(tmp_path, edit, error):
+    store = Store(tmp_path)
+    store.save(_manifest("run-a", store))
+    path = store.manifest_path("run-a")
+    content = json.loads(path.read_text())
+    edit(content)
+    path.write_text(json.dumps(content, indent=1))
+    with pytest.raises(UserError, match=rf"run 'run-a': manifest .* cannot be read \(.*{error}"):
+        store.load("run-a")
+
+
+def test_a_reformatted_manifest_still_loads(tmp_path):
+    store = Store(tmp_path)
+    store.save(_manifest("run-a", store))
+    path = store.manifest_path("run-a")
+    path.write_text(json.dumps(dict(reversed(list(json.loads(path.read_text()).items())))))  # other order, no indent
+    assert store.load("run-a") == _manifest("run-a", store)
+
+
+def test_a_manifest_copied_from_another_run_is_refused(tmp_path):
+    store = Store(tmp_path)
+    store.save(_manifest("run-a", store))
+    other = store.manifest_path("run-b")
+    other.parent.mkdir(parents=True)
+    other.write_bytes(store.manifest_path("run-a").read_bytes())
+    with pytest.raises(UserError, match="names another run"):
+        store.load("run-b")

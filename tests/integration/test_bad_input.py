@@ -1,0 +1,41 @@
+"""Bad input on the command line ends in one clear error (exit code 2, no traceback) and changes no run."""
+
+from __future__ import annotations
+
+import pytest
+
+from colbert_swap.__main__ import run
+from colbert_swap.config import compose
+from colbert_swap.errors import UserError
+from colbert_swap.store import Store
+from tests.conftest import TINY
+
+
+def _files(tmp_path):
+    (tmp_path / "bad.tsv").write_text("0\tfine\n7\tpid does not match its line\n")
+    (tmp_path / "empty.tsv").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"title": "no text"}\n')
+    (tmp_path / "latin1.tsv").write_bytes("0\tcaf\xe9\n".encode("latin-1"))
+
+
+CASES = [
+    (["model=local", "model.path=/nonexistent/checkpoint"], r"model.path='/nonexistent/checkpoint' is not a directory"),
+    (["collection=tsv", "collection.path=/nonexistent.tsv"], r"collection.path='/nonexistent.tsv' is not a file"),
+    (["collection=tsv", "collection.path={tmp}/bad.tsv"], r"bad.tsv:2: pid '7' must equal"),
+    (["collection=tsv", "collection.path={tmp}/empty.tsv"], r"empty.tsv is empty"),
+    (["collection=jsonl", "collection.path={tmp}/bad.jsonl"], r"bad.jsonl:2: expected a JSON object with a 'text'"),
+    (["collection=tsv", "collection.path={tmp}/latin1.tsv"], r"latin1.tsv:1: not UTF-8 text"),
+    (["run=../escape"], r"run name '../escape' is not allowed"),
+    (["task=compare", "source=nosuch", "target=alsonot"], r"run 'nosuch' is not in the store"),
+    (["task=bogus"], r"task='bogus' is unknown"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CASES, ids=[c[1][:30] for c in CASES])
+def test_bad_input_is_one_clear_error(tmp_path, overrides, message):
+    _files(tmp_path)
+    store = tmp_path / "store"
+    cfg = compose(f"store.root={store}", *TINY, *[o.format(tmp=tmp_path) for o in overrides])
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+    assert all(not Store(store).load(label).complete for label in Store(store).runs())  # nothing half-done claims done
