@@ -21,7 +21,7 @@ import torch
 from colbert_swap.explain.magnitude import MANTISSA, U32, ulp_at
 
 HUNGARIAN_MAX = 8192  # scipy's linear_sum_assignment: ~5 s at 8,192 centroids on one CPU core
-BLOCK = 4096
+BLOCK_ELEMENTS = 1 << 25  # distance / score blocks of at most this many entries (256 MiB in float64)
 NEAR_TWIN_MAX = 20_000  # changed codes analysed (a seeded sample beyond)
 
 
@@ -72,8 +72,9 @@ def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _nearest(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a, the nearest row of b (blocked, on the GPU when present)."""
     values, indices = [], []
-    for start in range(0, a.shape[0], BLOCK):
-        d = _distances(a[start:start + BLOCK], b)  # (block, K)
+    block = max(1, BLOCK_ELEMENTS // max(1, b.shape[0]))
+    for start in range(0, a.shape[0], block):
+        d = _distances(a[start:start + block], b)  # (block, K)
         if exclude_self:
             rows = torch.arange(d.shape[0], device=d.device)
             d[rows, rows + start] = math.inf
@@ -190,11 +191,17 @@ def near_twins(embs: torch.Tensor, centroids: torch.Tensor, old: torch.Tensor, n
     c = centroids.to(dev, torch.float64)  # (K, dim)
     old_, new_ = old.long().to(dev), new.long().to(dev)
     c_old, c_new = c[old_], c[new_]  # (n, dim)
-    scores = e @ c.T  # (n, K)
     s_old, s_new = (e * c_old).sum(1), (e * c_new).sum(1)
     gap = s_new - s_old
-    rank = (scores > s_old[:, None]).sum(1) + 1  # (n,)
-    top = scores.topk(min(2, c.shape[0]), dim=1).values
+    ranks, tops = [], []
+    block = max(1, BLOCK_ELEMENTS // c.shape[0])
+    for start in range(0, e.shape[0], block):
+        scores = e[start:start + block] @ c.T  # (block, K)
+        ranks.append((scores > s_old[start:start + block, None]).sum(1) + 1)
+        top = scores.topk(min(2, c.shape[0]), dim=1).values
+        tops.append(top[:, 0] - top[:, -1])
+    rank = torch.cat(ranks) if ranks else torch.zeros(0, device=dev)
+    margin = torch.cat(tops) if tops else torch.zeros(0, device=dev, dtype=torch.float64)
     emb_noise = (ulp_at(e, embs.dtype if embs.dtype in MANTISSA else torch.float32) * (c_new - c_old).abs()).sum(1)
     score_noise = e.shape[1] * U32 * (e.abs() * (c_old.abs() + c_new.abs())).sum(1)
     if score_dtype in MANTISSA and MANTISSA[score_dtype] < 23:
@@ -211,7 +218,7 @@ def near_twins(embs: torch.Tensor, centroids: torch.Tensor, old: torch.Tensor, n
         by_emb = int((shift_emb >= shift_cen).sum())
         by_cen = int(e.shape[0]) - by_emb
     return NearTwins(flips, old.numel(), int((gap.abs() <= noise).sum()), _stats(rank.double()),
-                     _stats((c_new - c_old).norm(dim=1)), _stats(gap), _stats(top[:, 0] - top[:, -1]),
+                     _stats((c_new - c_old).norm(dim=1)), _stats(gap), _stats(margin),
                      _stats(noise), spacing, by_emb, by_cen)
 
 

@@ -26,6 +26,7 @@ from colbert_swap.explain.tokens import Attribution, TokenMap, attribute, change
 from colbert_swap.store import RunManifest, Store
 
 CENTROID_SETS = ("prenorm_centroids", "postnorm_centroids", "centroids", "half_centroids")
+CACHE_BYTES = 256 << 20
 LABEL_LEVEL = ("all_codes", "values", "ivf", "ivf_lengths", "ivf_pid", "ivf_pid_lengths")
 
 
@@ -48,11 +49,15 @@ class _Pair:
         self._cache: dict[tuple[str, str], object] = {}
 
     def get(self, side: str, name: str):
+        """An artifact of run a or b; kept in memory unless it is large (then read again when needed)."""
         key = (side, name)
-        if key not in self._cache:
-            run = self.a if side == "a" else self.b
-            self._cache[key] = self.store.get(run, name) if name in run.artifacts else None
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        run = self.a if side == "a" else self.b
+        value = self.store.get(run, name) if name in run.artifacts else None
+        if not isinstance(value, torch.Tensor) or value.numel() * value.element_size() <= CACHE_BYTES:
+            self._cache[key] = value
+        return value
 
     def same(self, name: str) -> bool:
         ra, rb = self.a.artifacts.get(name), self.b.artifacts.get(name)
@@ -150,6 +155,10 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     data: dict = {}
     parts: list[str] = []
     figure = None
+    if template in CENTROID_SETS:  # labels first: element-wise numbers mean little when labels moved
+        match = pair.matching(r.name)
+        data["matching"] = match.stats()
+        parts.append(paragraphs.matching(match) + " Label by label:")
     if va.dtype in FLOATS:
         n, what = mag.reduction_length(r.name, va, pair.a.config, pair.sizes())
         m = mag.magnitude(r.name, va, vb, n, what)
@@ -159,10 +168,6 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
             from colbert_swap.report.explain import histogram
 
             figure = histogram(m, pair.folder / f"explain-{r.name}.png")
-    if template in CENTROID_SETS:
-        match = pair.matching(r.name)
-        data["matching"] = match.stats()
-        parts.append(paragraphs.matching(match))
     if template in ("embs", "codes", "residuals"):
         what = {"embs": "embedding rows", "codes": "codes", "residuals": "residual rows"}[template]
         att = pair.attribution(r.name, what)
