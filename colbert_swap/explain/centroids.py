@@ -2,7 +2,7 @@
 modulo the matching; and for each code that still changed, how close its old and new centroid are.
 
     m = match_centroids(A, B)          # (K, dim) each; Hungarian up to HUNGARIAN_MAX, else mutual NN
-    m.kind                             # 'identical' | 'relabeled' | 'rounding' | 'moved' | 'different'
+    m.kind     # 'identical' | 'relabeled' | 'rounding' | 'moved' | 'mostly_same' | 'different'
     agreement = codes_modulo(m, codes_a, codes_b)
     flips = near_twins(embs_b, centroids_b, old_b, new_b, score_dtype)
 
@@ -22,6 +22,7 @@ from colbert_swap.explain.magnitude import MANTISSA, U32, ulp_at
 
 HUNGARIAN_MAX = 8192  # scipy's linear_sum_assignment: ~5 s at 8,192 centroids on one CPU core
 BLOCK_ELEMENTS = 1 << 25  # distance / score blocks of at most this many entries (256 MiB in float64)
+MOSTLY = 0.9  # "mostly the same clustering": at least this share of centroids within half the spacing
 NEAR_TWIN_MAX = 20_000  # changed codes analysed (a seeded sample beyond)
 
 
@@ -51,7 +52,8 @@ class Matching:
             return "identical" if not self.relabeled else "relabeled"
         if bool((d <= self.noise[self.perm >= 0]).all()):
             return "rounding"
-        return "moved" if float(d.max()) < 0.5 * self.spacing else "different"
+        near = float((d < 0.5 * self.spacing).double().mean())
+        return "moved" if near == 1.0 else "mostly_same" if near >= MOSTLY else "different"
 
     def stats(self) -> dict:
         d = self.distances[self.perm >= 0]
@@ -85,22 +87,26 @@ def _nearest(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tu
 
 
 def match_centroids(a: torch.Tensor, b: torch.Tensor) -> Matching:
-    """One-to-one matching of centroid set a to b (same shape) by euclidean distance."""
+    """One-to-one matching of centroid set a to b (same shape) by euclidean distance: bitwise equal rows
+    first, then the Hungarian method on the rest (mutual nearest neighbours beyond HUNGARIAN_MAX rows)."""
     k = a.shape[0]
     spacing = float(_nearest(a, a, exclude_self=True)[0].median()) if k > 1 else math.inf
-    if k <= HUNGARIAN_MAX:
+    perm = _exact_pairs(a, b)  # an optimal assignment can always keep these (triangle inequality)
+    rest_a = (perm < 0).nonzero().flatten()
+    taken = torch.zeros(k, dtype=torch.bool)
+    taken[perm[perm >= 0]] = True
+    rest_b = (~taken).nonzero().flatten()
+    method = "hungarian"
+    if 0 < rest_a.numel() <= HUNGARIAN_MAX:
         from scipy.optimize import linear_sum_assignment
 
-        cost = _distances(a, b).cpu().numpy()
-        rows, cols = linear_sum_assignment(cost)
-        perm = torch.full((k,), -1, dtype=torch.long)
-        perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
-        method = "hungarian"
-    else:
-        _, ab = _nearest(a, b)
-        _, ba = _nearest(b, a)
-        mutual = ba[ab] == torch.arange(k)
-        perm = torch.where(mutual, ab, torch.full_like(ab, -1))
+        rows, cols = linear_sum_assignment(_distances(a[rest_a], b[rest_b]).cpu().numpy())
+        perm[rest_a[torch.as_tensor(rows)]] = rest_b[torch.as_tensor(cols, dtype=torch.long)]
+    elif rest_a.numel():
+        _, ab = _nearest(a[rest_a], b[rest_b])
+        _, ba = _nearest(b[rest_b], a[rest_a])
+        mutual = ba[ab] == torch.arange(rest_a.numel())
+        perm[rest_a[mutual]] = rest_b[ab[mutual]]
         method = "mutual nearest neighbours"
     ok = perm >= 0
     distances = torch.full((k,), math.nan, dtype=torch.float64)
@@ -110,6 +116,19 @@ def match_centroids(a: torch.Tensor, b: torch.Tensor) -> Matching:
     if a.dtype in MANTISSA:
         noise[ok] = ulp_at(torch.maximum(a[ok].abs(), b[perm[ok]].abs()), a.dtype).norm(dim=1)
     return Matching(method, perm, distances, spacing, noise, relabeled)
+
+
+def _exact_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a's row i -> a bitwise identical row of b (each used once), -1 where there is none."""
+    free: dict[bytes, list[int]] = {}
+    for j, row in enumerate(b.detach().cpu().contiguous().view(torch.uint8).numpy()):
+        free.setdefault(row.tobytes(), []).append(j)
+    perm = torch.full((a.shape[0],), -1, dtype=torch.long)
+    for i, row in enumerate(a.detach().cpu().contiguous().view(torch.uint8).numpy()):
+        js = free.get(row.tobytes())
+        if js:  # among identical rows of b, keep the same label when there is one
+            perm[i] = js.pop(js.index(i) if i in js else 0)
+    return perm
 
 
 def codes_modulo(m: Matching, codes_a: torch.Tensor, codes_b: torch.Tensor) -> dict:

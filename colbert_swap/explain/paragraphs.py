@@ -8,6 +8,7 @@ from colbert_swap.explain.tokens import Attribution
 
 KINDS = {"identical": "the same centroids", "relabeled": "the same centroids relabeled: the same clustering",
          "rounding": "the same clustering up to rounding", "moved": "the same clustering, centroids slightly moved",
+         "mostly_same": "mostly the same clustering, a few centroids elsewhere",
          "different": "a different clustering"}
 
 
@@ -44,8 +45,11 @@ def matching(m: Matching) -> str:
     if s["kind"] == "moved":
         return (f"{head}; {dist}; every centroid has a counterpart within half the spacing: the same clustering "
                 "with slightly moved centroids.")
-    return (f"{head}; {dist}; {s['below_half_spacing']:,} of {s['centroids']:,} have a counterpart within half "
-            "the spacing: a different clustering.")
+    near = f"{s['below_half_spacing']:,} of {s['centroids']:,} have a counterpart within half the spacing"
+    if s["kind"] == "mostly_same":
+        return (f"{head}; {dist}; {near}: mostly the same clustering, with "
+                f"{s['centroids'] - s['below_half_spacing']:,} centroids elsewhere.")
+    return f"{head}; {dist}; {near}: a different clustering."
 
 
 def codes(twins: NearTwins | None, modulo: dict | None, match: Matching | None) -> str:

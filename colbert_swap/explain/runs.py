@@ -81,6 +81,17 @@ class _Pair:
         except Exception as exc:  # a missing checkpoint or collection must not sink the whole report
             return f"token attribution unavailable ({type(exc).__name__}: {exc})"
 
+    @cached_property
+    def sample_tokens(self) -> TokenMap | str:
+        """The token map of local_sample_embs' rows (the sampled passages, in pid order)."""
+        if not (self.same("sample_doclens") and self.same("sample_pids")):
+            return "the runs sampled different passages"
+        rows = changed_rows(self.get("a", "local_sample_embs"), self.get("b", "local_sample_embs"))
+        try:
+            return token_map(self.store, self.a, self.folder / "explain", rows=rows, sample=True)
+        except Exception as exc:
+            return f"token attribution unavailable ({type(exc).__name__}: {exc})"
+
     def changed_token_rows(self) -> torch.Tensor:
         rows = []
         for c in range(self.num_chunks):
@@ -93,12 +104,11 @@ class _Pair:
         return torch.unique(torch.cat(rows)) if rows else torch.zeros(0, dtype=torch.long)
 
     def attribution(self, name: str, what: str) -> Attribution | str:
-        tokens = self.tokens
+        tokens = self.sample_tokens if name == "local_sample_embs" else self.tokens
         if isinstance(tokens, str):
             return tokens
-        chunk = int(name.split(".")[1])
-        return attribute(changed_rows(self.get("a", name), self.get("b", name)), tokens, what,
-                         offset=self.chunk_offset(chunk))
+        offset = 0 if name == "local_sample_embs" else self.chunk_offset(int(name.split(".")[1]))
+        return attribute(changed_rows(self.get("a", name), self.get("b", name)), tokens, what, offset=offset)
 
     def matching(self, name: str) -> cen.Matching:
         key = ("matching", name)
@@ -168,8 +178,9 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
             from colbert_swap.report.explain import histogram
 
             figure = histogram(m, pair.folder / f"explain-{r.name}.png")
-    if template in ("embs", "codes", "residuals"):
-        what = {"embs": "embedding rows", "codes": "codes", "residuals": "residual rows"}[template]
+    if template in ("local_sample_embs", "embs", "codes", "residuals"):
+        what = {"embs": "embedding rows", "codes": "codes", "residuals": "residual rows",
+                "local_sample_embs": "sample embedding rows"}[template]
         att = pair.attribution(r.name, what)
         data["tokens"] = att if isinstance(att, str) else att.to_json()
         parts.append(att if isinstance(att, str) else paragraphs.tokens(att))

@@ -50,8 +50,19 @@ def row_pids(doclens: list[torch.Tensor]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(lengths.numel()), lengths)  # (rows,)
 
 
+_TOKENIZERS: dict[tuple[str, str], tuple] = {}
+
+
 def doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
-    """colbert-ai's DocTokenizer and punctuation skiplist, built from the run's config as the capture did."""
+    """colbert-ai's DocTokenizer and punctuation skiplist, built from the run's config as the capture did
+    (once per config and store in a process)."""
+    key = (manifest.config_hash, str(store.root))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _doc_tokenizer(manifest, store, folder)
+    return _TOKENIZERS[key]
+
+
+def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
     from omegaconf import OmegaConf
 
     from colbert_swap.config import Config
@@ -69,31 +80,38 @@ def doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
     return tokenizer, skip, resources.corpus
 
 
-def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Tensor | None = None) -> TokenMap:
-    """Token ids and positions of the embedding rows of `manifest`; with `rows`, only the passages
-    holding them are tokenized (capped at MAX_PASSAGES, a seeded sample). Raises ValueError when the
-    tokenization does not reproduce the run's doclens."""
-    num_chunks = store.get(manifest, "num_chunks")
-    doclens = [store.get(manifest, f"doclens.{c}") for c in range(num_chunks)]
-    pid = row_pids(doclens)
+def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Tensor | None = None,
+              sample: bool = False) -> TokenMap:
+    """Token ids and positions of the embedding rows of `manifest` (every chunk's `embs.N`, or with
+    `sample` the rows of `local_sample_embs`); with `rows`, only the passages holding them are tokenized
+    (capped at MAX_PASSAGES, a seeded sample). Raises ValueError when the tokenization does not
+    reproduce the run's doclens."""
+    if sample:
+        doclens = [store.get(manifest, "sample_doclens")]
+        pids = store.get(manifest, "sample_pids").long()  # the sample's passages, in pid order
+    else:
+        doclens = [store.get(manifest, f"doclens.{c}") for c in range(store.get(manifest, "num_chunks"))]
+        pids = None
+    index = row_pids(doclens)  # row -> index of its passage among these passages
     lengths = torch.cat([d.long() for d in doclens])
     starts = torch.cumsum(lengths, 0) - lengths  # (passages,) first row of each passage
-    wanted = sorted(set(pid[rows].tolist())) if rows is not None else list(range(lengths.numel()))
+    wanted = sorted(set(index[rows].tolist())) if rows is not None else list(range(lengths.numel()))
     note = ""
     if len(wanted) > MAX_PASSAGES:
         note = f"tokens of {MAX_PASSAGES:,} of the {len(wanted):,} passages involved (a seeded sample)"
         wanted = sorted(random.Random(0).sample(wanted, MAX_PASSAGES))
     tokenizer, skip, corpus = doc_tokenizer(manifest, store, folder)
-    position = torch.full_like(pid, -1)
-    token = torch.full_like(pid, -1)
-    texts = [corpus.passages[p] for p in wanted]
+    position = torch.full_like(index, -1)
+    token = torch.full_like(index, -1)
+    pid = pids[index] if pids is not None else index
+    texts = [corpus.passages[int(pids[p]) if pids is not None else p] for p in wanted]
     ids = tokenizer.tok(texts, truncation="longest_first", max_length=tokenizer.doc_maxlen - 1)["input_ids"]
     pad = tokenizer.tok.pad_token_id
     for p, seq in zip(wanted, ids):
         seq = seq[:1] + [tokenizer.D_marker_token_id] + seq[1:]  # _insert_prefix_token
         kept = [i for i, t in enumerate(seq) if t not in skip and t != pad]
         if len(kept) != int(lengths[p]):
-            raise ValueError(f"passage {p}: {len(kept)} kept tokens, doclens says {int(lengths[p])}")
+            raise ValueError(f"passage {int(pid[starts[p]])}: {len(kept)} kept tokens, doclens says {int(lengths[p])}")
         start = int(starts[p])
         position[start:start + len(kept)] = torch.tensor(kept)
         token[start:start + len(kept)] = torch.tensor([seq[i] for i in kept])
@@ -129,11 +147,14 @@ class Attribution:
         if rate > 0.5 or (occ and n / occ < 2 * rate and n < 0.5 * self.changed):
             return (f"{self.changed:,} of {self.rows:,} {self.what} changed, spread over tokens and positions: no "
                     f"group stands out (the largest, `{tok}` at position {pos}, is {n:,} of the changes); {where}")
-        text = f"{n:,} of {self.changed:,} changed {self.what} are token `{tok}` at position {pos}"
-        text += f" ({n:,} of its {occ:,} occurrences)"
-        if n < 0.5 * self.changed:
-            top, tn, tocc = self.by_token[0]
-            text += f"; by token alone, the most frequent is `{top}` ({tn:,} of its {tocc:,} occurrences)"
+        of = lambda k, o: f"all {o:,} occurrences" if k == o else f"{k:,} of its {o:,} occurrences"  # noqa: E731
+        text = f"{n:,} of {self.changed:,} changed {self.what} are token `{tok}` at position {pos} ({of(n, occ)})"
+        more = [(t, p, k, o) for t, p, k, o in self.by_token_position[1:3] if k >= 0.1 * self.changed]
+        text += "".join(f", {k:,} `{t}` at position {p} ({of(k, o)})" for t, p, k, o in more)
+        covered = n + sum(k for _, _, k, _ in more)
+        top, tn, tocc = self.by_token[0]
+        if covered < 0.5 * self.changed and top not in [tok] + [t for t, _, _, _ in more]:
+            text += f"; by token alone, the most frequent is `{top}` ({of(tn, tocc)})"
         return text + f"; {where}"
 
     def to_json(self) -> dict:
@@ -160,7 +181,7 @@ def attribute(changed: torch.Tensor, tokens: TokenMap, what: str = "rows", offse
     by_pos = Counter(pos).most_common(TOP)
     by_pair = Counter(zip(tok, pos)).most_common(TOP)
     pids = Counter(tokens.pid[rows].tolist())
-    per_passage = torch.bincount(tokens.pid)
+    per_passage = torch.bincount(tokens.pid)  # rows per passage id
     return Attribution(
         changed=rows.numel(), rows=tokens.pid.numel(), attributed=hit.numel(),
         by_token=[(tokens.token_name(t), n, base_tok[t]) for t, n in by_tok],

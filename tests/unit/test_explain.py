@@ -70,10 +70,7 @@ def test_a_tie_is_not_declared_when_the_gap_is_wide():
     assert twins.ties == 0 and twins.gap["median"] == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("hungarian", [True, False])
-def test_a_permuted_centroid_set_is_a_relabeling_at_distance_zero(hungarian, monkeypatch):
-    if not hungarian:
-        monkeypatch.setattr(cen, "HUNGARIAN_MAX", 0)
+def test_a_permuted_centroid_set_is_a_relabeling_at_distance_zero():
     gen = torch.Generator().manual_seed(0)
     a = torch.nn.functional.normalize(torch.randn(64, 16, generator=gen), dim=-1).half()
     perm = torch.randperm(64, generator=gen)  # a's centroid i is b's centroid perm[i]
@@ -93,6 +90,21 @@ def test_a_permuted_centroid_set_is_a_relabeling_at_distance_zero(hungarian, mon
     assert ivf["identical_lists"] == 64 and ivf["mean_jaccard"] == 1.0
 
 
+@pytest.mark.parametrize("hungarian", [True, False])
+def test_a_permuted_and_nudged_set_is_matched_back(hungarian, monkeypatch):
+    if not hungarian:
+        monkeypatch.setattr(cen, "HUNGARIAN_MAX", 0)  # mutual nearest neighbours
+    gen = torch.Generator().manual_seed(2)
+    a = torch.nn.functional.normalize(torch.randn(64, 16, generator=gen), dim=-1)
+    perm = torch.randperm(64, generator=gen)
+    b = torch.empty_like(a)
+    b[perm] = a + 1e-4 * torch.randn(64, 16, generator=gen)
+    m = cen.match_centroids(a, b)
+    assert torch.equal(m.perm, perm) and m.kind == "moved" and m.method == ("hungarian" if hungarian else
+                                                                             "mutual nearest neighbours")
+    assert 0 < m.stats()["max"] < 1e-3
+
+
 def test_moved_and_different_clusterings_are_told_apart():
     gen = torch.Generator().manual_seed(1)
     a = torch.nn.functional.normalize(torch.randn(64, 16, generator=gen), dim=-1)
@@ -100,6 +112,9 @@ def test_moved_and_different_clusterings_are_told_apart():
     other = torch.nn.functional.normalize(torch.randn(64, 16, generator=gen), dim=-1)
     m = cen.match_centroids(a, other)
     assert m.kind == "different" and m.stats()["median"] > 0.1
+    few_elsewhere = a.clone()
+    few_elsewhere[:3] = -a[:3]  # 3 of 64 centroids at the antipode: the rest stays put
+    assert cen.match_centroids(a, few_elsewhere).kind == "mostly_same"
 
 
 def test_magnitude_against_rounding_noise():
