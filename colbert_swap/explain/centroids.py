@@ -90,7 +90,6 @@ def match_centroids(a: torch.Tensor, b: torch.Tensor) -> Matching:
     """One-to-one matching of centroid set a to b (same shape) by euclidean distance: bitwise equal rows
     first, then the Hungarian method on the rest (mutual nearest neighbours beyond HUNGARIAN_MAX rows)."""
     k = a.shape[0]
-    spacing = float(_nearest(a, a, exclude_self=True)[0].median()) if k > 1 else math.inf
     perm = _exact_pairs(a, b)  # an optimal assignment can always keep these (triangle inequality)
     rest_a = (perm < 0).nonzero().flatten()
     taken = torch.zeros(k, dtype=torch.bool)
@@ -108,6 +107,13 @@ def match_centroids(a: torch.Tensor, b: torch.Tensor) -> Matching:
         mutual = ba[ab] == torch.arange(rest_a.numel())
         perm[rest_a[mutual]] = rest_b[ab[mutual]]
         method = "mutual nearest neighbours"
+    return with_perm(a, b, perm, method)
+
+
+def with_perm(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor, method: str) -> Matching:
+    """The matching `perm` (a's i <-> b's perm[i], -1: none) with its distances, spacing and noise."""
+    k = a.shape[0]
+    spacing = float(_nearest(a, a, exclude_self=True)[0].median()) if k > 1 else math.inf
     ok = perm >= 0
     distances = torch.full((k,), math.nan, dtype=torch.float64)
     distances[ok] = (a[ok].double() - b[perm[ok]].double()).norm(dim=1)

@@ -17,7 +17,7 @@ def g(x: float | None) -> str:
 
 
 def pct(n: int, total: int) -> str:
-    return f"{n / total:.1%}" if total else "n/a"
+    return f"{n / total:.2%}" if total else "n/a"
 
 
 def tokens(att: Attribution) -> str:
@@ -48,7 +48,7 @@ def matching(m: Matching) -> str:
     near = f"{s['below_half_spacing']:,} of {s['centroids']:,} have a counterpart within half the spacing"
     if s["kind"] == "mostly_same":
         return (f"{head}; {dist}; {near}: mostly the same clustering, with "
-                f"{s['centroids'] - s['below_half_spacing']:,} centroids elsewhere.")
+                f"{s['centroids'] - s['below_half_spacing']:,} centroid(s) elsewhere.")
     return f"{head}; {dist}; {near}: a different clustering."
 
 
