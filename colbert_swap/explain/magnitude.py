@@ -7,11 +7,13 @@
 A difference is measured in *rounding units*: |a - b| / ulp(max(|a|, |b|, s)) in the artifact's dtype,
 where s is the artifact's median magnitude: rounding errors of a sum scale with its operands, not with
 its result, so a value that cancels to nearly zero is not held to its own tiny ULP (the raw ULP distance,
-kept in the histogram, counts billions of floats between two tiny values of opposite sign). The expected noise of a value that went through a reduction of
-length n, accumulated in float32 and stored in the artifact's dtype, is at most 1 unit from the final
-rounding plus n * u(float32) / u(dtype) units from the reduction (the classic worst-case bound; random
+kept in the histogram, counts billions of floats between two tiny values of opposite sign). The expected
+noise of a value that went through a reduction of length n, accumulated in float32 and stored in the
+artifact's dtype, is at most 1 unit from the final rounding plus n * u(float32) / u(dtype) units from
+the reduction (the classic worst-case bound; random
 rounding errors grow like sqrt(n)). Verdicts: `within` (max units <= that bound), `beyond` (<= 64x the
-bound: rounding noise carried through several operations), `far_beyond` (a different computation).
+bound: rounding noise carried through several operations), `far_beyond` (more than noise: another
+computation, or a difference its inputs carried in and the step amplified).
 """
 
 from __future__ import annotations

@@ -154,7 +154,11 @@ def explain_runs(store: Store, a: RunManifest, b: RunManifest, comparison: RunCo
     pair = _Pair(store, a, b, Path(folder))
     out = []
     for r in wanted:
-        explanation = _explain_one(pair, r, figures)
+        try:
+            explanation = _explain_one(pair, r, figures)
+        except Exception as exc:  # a report must not be lost to one artifact's analysis: say what failed
+            explanation = Explanation(r.name, f"could not be explained ({type(exc).__name__}: {exc}).",
+                                      {"kind": "error"})
         if explanation is not None:
             out.append(explanation)
     return out

@@ -45,7 +45,8 @@ def run(cfg) -> int:
     md = "\n\n".join([
         f"# compare: {source.label} vs {target.label}", text, "## Environments",
         table(["", source.label, target.label, ""], environment_rows(source, target)),
-        f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison), *([meaning] if meaning else []), ""])
+        f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison),
+        *([meaning] if meaning else []), ""])
     report = {"task": "compare", "source": source.label, "target": target.label, "injected": [], "root_cause": [],
               "first_diverged": comparison.first_diverged(), "counts": comparison.counts(), "verdict": text,
               "artifacts": proof.artifact_json(comparison.results), "explain": meaning_json}
