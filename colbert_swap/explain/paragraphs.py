@@ -69,7 +69,8 @@ def codes(twins: NearTwins | None, modulo: dict | None, match: Matching | None) 
                 f"{g(twins.noise['median'])}). Old and new centroid lie {g(twins.centroid_distance['median'])} apart "
                 f"(median; max {g(twins.centroid_distance['max'])}) against a median spacing of {g(twins.spacing)}"
                 + (": near twins" if near else "")
-                + f"; the old centroid now ranks {g(twins.old_rank['median'])} (median) among the embedding's nearest")
+                + f"; the old centroid now ranks {g(twins.old_rank['median'])} (median) among the embedding's nearest, "
+                f"whose two nearest are {g(twins.margin['median'])} apart in score (median)")
         if twins.by_embedding is not None:
             text += (f"; what moved the gap more: the centroids' movement in {twins.by_centroids:,} flips, the "
                      f"embedding's change in {twins.by_embedding:,}")
