@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from colbert_swap.compare.runs import RunComparison, compare_runs
 from colbert_swap.report import proof
+from colbert_swap.report.explain import explain
 from colbert_swap.report.tables import table
 from colbert_swap.dag import template
 from colbert_swap.stages import DAG
@@ -39,14 +40,17 @@ def run(cfg) -> int:
     target = store.load(target_label(cfg))
     comparison = compare_runs(store, source, target, force=cfg.force)
     text = verdict(comparison)
+    folder = proof.out_dir(cfg, "compare")
+    meaning, meaning_json = explain(store, source, target, comparison, folder)
     md = "\n\n".join([
         f"# compare: {source.label} vs {target.label}", text, "## Environments",
         table(["", source.label, target.label, ""], environment_rows(source, target)),
-        f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison), ""])
+        f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison),
+        *([meaning] if meaning else []), ""])
     report = {"task": "compare", "source": source.label, "target": target.label, "injected": [], "root_cause": [],
               "first_diverged": comparison.first_diverged(), "counts": comparison.counts(), "verdict": text,
-              "artifacts": proof.artifact_json(comparison.results)}
-    path = proof.write(proof.out_dir(cfg, "compare"), report, md)
+              "artifacts": proof.artifact_json(comparison.results), "explain": meaning_json}
+    path = proof.write(folder, report, md)
     print(text)
     print(f"\nreport: {path}")
     return 0

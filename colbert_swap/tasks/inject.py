@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, check_comparable, compare_runs
 from colbert_swap.report import proof
+from colbert_swap.report.explain import explain
 from colbert_swap.report.tables import table
 from colbert_swap.replay import as_names, replay
 from colbert_swap.stages import DAG
@@ -66,7 +67,17 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
                      vs_target=compare_runs(store, replayed, target, force=True))
 
 
-def markdown(result: Injection) -> str:
+def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
+    """What the injected artifacts' divergence means (source vs target), and what is left after the replay."""
+    s, t = result.source.label, result.target.label
+    injected, ij = explain(store, result.source, result.target, result.before, folder,
+                           f"What this means: the injected artifacts ({s} vs {t})", result.replayed.origin["injected"])
+    left, lj = explain(store, result.replayed, result.source, result.after, folder,
+                       f"What this means: left after the injection (replayed vs {s})", result.downstream)
+    return "\n\n".join(x for x in (injected, left) if x), {"injected": ij, "left": lj}
+
+
+def markdown(result: Injection, meaning: str = "") -> str:
     s, t, r = result.source.label, result.target.label, result.replayed.label
     return "\n\n".join([
         f"# inject {', '.join(result.names)}: {s} into {t}", result.verdict,
@@ -75,7 +86,8 @@ def markdown(result: Injection) -> str:
         f"## Before injection ({s} vs {t})", proof.comparison_table(result.before),
         f"## After injection (replayed `{r}` vs {s}), downstream artifacts",
         proof.comparison_table(result.after, result.downstream),
-        f"## Replayed vs {t}, downstream artifacts", proof.comparison_table(result.vs_target, result.downstream), ""])
+        f"## Replayed vs {t}, downstream artifacts", proof.comparison_table(result.vs_target, result.downstream),
+        *([meaning] if meaning else []), ""])
 
 
 def report_json(result: Injection) -> dict:
@@ -91,7 +103,9 @@ def report_json(result: Injection) -> dict:
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = inject(cfg, store, as_names(cfg.inject))
-    path = proof.write(proof.out_dir(cfg, "inject"), report_json(result), markdown(result))
+    folder = proof.out_dir(cfg, "inject")
+    meaning, meaning_json = explanations(store, result, folder)
+    path = proof.write(folder, {**report_json(result), "explain": meaning_json}, markdown(result, meaning))
     print(result.verdict)
     print(f"\nreport: {path}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from colbert_swap.compare.runs import RunComparison, check_comparable, compare_runs
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
+from colbert_swap.report.explain import explain
 from colbert_swap.report.tables import table
 from colbert_swap.replay import compact, replay
 from colbert_swap.stages import DAG
@@ -98,6 +99,9 @@ def run(cfg) -> int:
     text = verdict(result)
     s, t = result["source"].label, result["target"].label
     root = [compact(g, result["num_chunks"]) for g in result["minimal"]]
+    folder = proof.out_dir(cfg, "locate")
+    meaning, meaning_json = explain(store, result["source"], result["target"], result["before"], folder,
+                                    f"What this means ({s} vs {t})")
     cause_rows = [[", ".join(f"`{n}`" for n in names), f"`{DAG.producer(g[0]).name}`",
                    result["before"][g[0]].status, f"{result['before'][g[0]].mismatches:,}",
                    proof.num(result["before"][g[0]].max_abs)] for names, g in zip(root, result["minimal"])]
@@ -109,14 +113,14 @@ def run(cfg) -> int:
         "## Root cause", table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs"], cause_rows),
         f"## Before ({s} vs {t})", proof.comparison_table(result["before"]),
         f"## After injecting the root cause (`{result['final'].label}` vs {s})",
-        proof.comparison_table(result["final_cmp"]), ""])
+        proof.comparison_table(result["final_cmp"]), *([meaning] if meaning else []), ""])
     report = {"task": "locate", "source": s, "target": t, "injected": [n for g in result["minimal"] for n in g],
               "root_cause": [n for names in root for n in names],
               "root_cause_stages": [DAG.producer(g[0]).name for g in result["minimal"]],
               "rounds": result["rounds"], "replay_run": result["final"].label, "verdict": text,
               "artifacts": proof.artifact_json(result["final_cmp"].results),
-              "before": proof.artifact_json(result["before"].results)}
-    path = proof.write(proof.out_dir(cfg, "locate"), report, md)
+              "before": proof.artifact_json(result["before"].results), "explain": meaning_json}
+    path = proof.write(folder, report, md)
     print(text)
     print(f"\nreport: {path}")
     return 0

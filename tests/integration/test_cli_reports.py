@@ -43,6 +43,8 @@ def test_compare_report(pair, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| `local_sample_embs`" in md and "## Environments" in md and "perturb" in md
     assert "first divergence is `local_sample_embs`" in out.stdout and str(tmp_path / "report.md") in out.stdout
+    assert "## What this means" in md and "**`codes.0`**: " in md and (tmp_path / "explain-embs.0.png").exists()
+    assert set(report["explain"]) == {n for n, a in report["artifacts"].items() if a["status"] not in ("equal", "order_only")}
 
 
 def test_inject_report_has_before_and_after_tables(pair, tmp_path):
@@ -54,6 +56,8 @@ def test_inject_report_has_before_and_after_tables(pair, tmp_path):
         assert {"status", "stage", "max_abs", "mad", "mismatches"} <= set(a), name
     md = (tmp_path / "report.md").read_text()
     assert "## Before injection (eager vs target)" in md and "## After injection" in md
+    assert "## What this means: the injected artifacts (eager vs target)" in md and "**`embs.0`**: " in md
+    assert set(report["explain"]["injected"]) == {"local_sample_embs", "embs.0"} and report["explain"]["left"] == {}
     assert "makes all" in out.stdout
 
 
@@ -62,7 +66,9 @@ def test_locate_report_names_the_root_cause(pair, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["root_cause"] == ["local_sample_embs", "embs"]
     assert report["root_cause_stages"] == ["local_sample_embs", "embs"]
-    assert "Root cause: `local_sample_embs`" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "Root cause: `local_sample_embs`" in md and "## What this means (eager vs target)" in md
+    assert report["explain"]["codes.0"]["tokens"]["changed"] == report["before"]["codes.0"]["mismatches"]
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
