@@ -51,8 +51,19 @@ def _mutations(d: dict):
 MANIFEST_PATHS = _mutations(_valid_manifest())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scratch(tmp_path_factory):
+    """Every example writes under one module-scoped folder that pytest cleans up (no files left in /tmp)."""
+    SCRATCH.append(tmp_path_factory.mktemp("fuzz"))
+    yield
+    SCRATCH.clear()
+
+
+SCRATCH: list[Path] = []
+
+
 def _store_with(raw: bytes) -> Store:
-    root = Path(tempfile.mkdtemp(prefix="fuzz-store-"))
+    root = Path(tempfile.mkdtemp(prefix="store-", dir=SCRATCH[0]))
     path = root / "runs" / "fuzz" / "manifest.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(raw)
@@ -102,7 +113,7 @@ def _lookup(d, path):
 
 
 def _file(data: bytes, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="fuzz-")
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="reader-", dir=SCRATCH[0])
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return Path(name)
