@@ -80,6 +80,9 @@ class Config:
     probes: int = 24  # task=drill: probe passages, spread over the collection's lengths
     module: Optional[str] = None  # task=drill: record the aten operations inside this module
     bsizes: Optional[List[int]] = None  # task=drill: batch the probes at each size (default: index_bsize)
+    envs: List[str] = field(default_factory=list)  # task=matrix|bisect: environment specs (conf/env/), in order
+    environment: Optional[str] = None  # task=env_capture: the one environment (conf/env/NAME.yaml) to capture in
+    env_cache: Optional[str] = None  # where built venvs are kept; default: STORE/envs
     force: bool = False
     reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
     out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder

@@ -62,7 +62,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
 
 def summarize(sweep_dir: Path) -> Path | None:
     reports, problems = collect(sweep_dir)
-    if not reports and not problems:
+    if not reports:  # not a sweep of tasks that write reports (e.g. -m model=tiny,base captures)
         return None
     columns: list[str] = []
     for r in reports:

@@ -1,0 +1,31 @@
+"""task=env_capture environment=NAME: build environment NAME (conf/env/NAME.yaml) once and capture run NAME in it.
+
+One environment per Hydra job, so a launcher spreads a version matrix over processes or a cluster:
+
+    python -m colbert_swap -m task=env_capture environment=torch-2.0.1,torch-2.1.0 hydra/launcher=joblib
+    python -m colbert_swap task=matrix envs=[torch-2.0.1,torch-2.1.0]    # then: compare and locate
+"""
+
+from __future__ import annotations
+
+from colbert_swap.errors import UserError
+from colbert_swap.matrix import Study
+from colbert_swap.report import proof
+from colbert_swap.store import Store
+from colbert_swap.tasks.capture import progress_printer
+
+
+def run(cfg) -> int:
+    if not cfg.environment:
+        raise UserError("task=env_capture needs environment=NAME (a spec in conf/env/)")
+    study = Study(cfg, Store(cfg.store.root), [cfg.environment], progress_printer())
+    name = study.names[0]
+    ok = study.capture(name)
+    verdict = f"run {name!r} is captured in environment {name!r}" if ok else study.failures[name]
+    report = {"task": "env_capture", "env": name, "run": name, "captured": ok, "injected": [],
+              "verdict": verdict.splitlines()[0]}
+    proof.write(proof.out_dir(cfg, "env_capture"), report, f"# env_capture {name}\n\n{verdict}\n")
+    if not ok:
+        raise UserError(verdict)
+    print(verdict)
+    return 0
