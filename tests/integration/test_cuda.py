@@ -50,3 +50,26 @@ def test_torch_kmeans_large_on_the_gpu_is_deterministic():
     g = torch.Generator().manual_seed(0)
     data = torch.nn.functional.normalize(torch.randn(300_000, 128, generator=g), dim=-1).half().float()
     assert torch.equal(torch_kmeans(data, 4096, 4, 123), torch_kmeans(data, 4096, 4, 123))
+
+
+def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_explain_run(tiny_cfg, monkeypatch, tmp_path):
+    from colbert_swap.compare import comparators
+    from colbert_swap.compare.runs import compare_runs
+    from colbert_swap.report.explain import explain
+    from colbert_swap.tasks.locate import locate
+
+    target = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
+    eager = capture(tiny_cfg("run=cuda-eager", "perturb=eager"), progress=quiet_progress)
+    store = Store(tiny_cfg().store.root)
+    on_gpu = compare_runs(store, eager, target)
+    monkeypatch.setattr(comparators, "DEVICE", "cpu")
+    on_cpu = compare_runs(store, eager, target)
+    monkeypatch.undo()
+    assert on_gpu.diverged() and on_gpu.diverged() == on_cpu.diverged()
+    for g, c in zip(on_gpu.results, on_cpu.results):
+        assert (g.status, g.mismatches, g.max_abs, g.max_ulp, g.first_mismatch, g.allclose) == \
+               (c.status, c.mismatches, c.max_abs, c.max_ulp, c.first_mismatch, c.allclose), g.name
+    result = locate(tiny_cfg("source=cuda-eager", "target=cuda-a"), store, progress=quiet_progress)
+    assert result["minimal"][0] == ["local_sample_embs"]
+    md, data = explain(store, eager, target, on_gpu, tmp_path, "What this means")
+    assert "local_sample_embs" in md and data
