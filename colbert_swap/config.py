@@ -65,6 +65,16 @@ class PerturbConfig:
 
 
 @dataclass
+class SearchConfig:
+    """task=search: the queries both runs answer, and the depth of the rankings compared."""
+
+    queries: Optional[str] = None  # a TSV of qid<TAB>query; null: synthetic queries from the collection, with qrels
+    num_queries: int = 50  # synthetic queries: how many (each a window of words from one passage, its relevant one)
+    query_words: int = 6
+    k: int = 10
+
+
+@dataclass
 class StoreConfig:
     root: str = "outputs"
 
@@ -92,6 +102,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def task_name(task: str, inject: Any) -> str:

@@ -78,3 +78,23 @@ def sweep_heatmap(rows: list[tuple[str, list[str]]], columns: list[str], path: P
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def retrieval_per_query(overlap: list[float], delta: list[float] | None, k: int, path: Path) -> Path | None:
+    """One bar per query: overlap@k of the two rankings, and the change of nDCG@k where there are qrels."""
+    plt = _pyplot()
+    rows = 2 if delta is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(max(6, len(overlap) * 0.18), 2.6 * rows), squeeze=False)
+    queries = range(len(overlap))
+    axes[0][0].bar(queries, overlap, color="#4c72b0")
+    axes[0][0].set_ylim(0, 1.05)
+    axes[0][0].set_ylabel(f"overlap@{k}")
+    if delta is not None:
+        axes[1][0].bar(queries, delta, color=["#c44e52" if d < 0 else "#55a868" for d in delta])
+        axes[1][0].axhline(0, color="black", linewidth=0.5)
+        axes[1][0].set_ylabel(f"nDCG@{k}: target - source")
+    axes[-1][0].set_xlabel("query")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,113 @@
+"""task=search source=A target=B: do the two indexes answer the same queries with the same passages?
+
+    python -m colbert_swap task=search source=2.0.1 target=2.1.0
+    python -m colbert_swap task=search source=2.0.1 target=2.1.0+local_sample_embs@2.0.1   # after inject=
+    python -m colbert_swap task=search source=2.0.1 target=2.1.0 inject=Q   # the source's query embeddings
+
+Both runs are searched with colbert-ai's own Searcher (colbert_swap/search.py) and every intermediate is
+stored; the report gives per-query overlap@k, differing pids, Kendall tau, and with qrels (synthetic queries
+have them) R@k, MRR@k and nDCG@k of each run.
+"""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import OmegaConf
+
+from colbert_swap.compare.runs import compare_runs
+from colbert_swap.corpus import load_corpus
+from colbert_swap.errors import UserError
+from colbert_swap.replay import as_names
+from colbert_swap.report import proof
+from colbert_swap.report.plots import retrieval_per_query
+from colbert_swap.report.tables import table
+from colbert_swap.retrieval import effectiveness, ranking_differences, read_queries, synthetic_queries
+from colbert_swap.search import SEARCH_ARTIFACTS, ranked_lists, search_run
+from colbert_swap.store import Store
+from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import source_run, target_label
+
+
+def queries_for(cfg, store: Store, run) -> tuple[list[str], dict | None]:
+    if cfg.search.queries:
+        return read_queries(cfg.search.queries), None
+    corpus = load_corpus(OmegaConf.create(run.config["collection"]), store.root / "collections")
+    return synthetic_queries(corpus.passages, cfg.search.num_queries, cfg.seed, cfg.search.query_words)
+
+
+def search(cfg, store: Store, progress=None) -> dict:
+    progress = progress or progress_printer()
+    source = source_run(cfg, store)
+    label = target_label(cfg)
+    target = store.load(label)
+    for run in (source, target):
+        if not run.complete or not (store.run_dir(run.label) / "index" / "metadata.json").exists():
+            raise UserError(f"run {run.label!r} has no complete index to search (capture or replay it first)")
+    names = as_names(cfg.inject)
+    if [n for n in names if n != "Q"]:
+        raise UserError(f"task=search injects only Q (the query embeddings); for {names} run inject=... first and "
+                        f"search the replayed run: target={label}+NAME@{source.label}")
+    queries, qrels = queries_for(cfg, store, target)
+    k = cfg.search.k
+    a = search_run(store, source, queries, k, progress=progress)
+    Q = store.get(a, "Q") if names else None
+    b = search_run(store, target, queries, k, Q=Q, injected_from=source.label if names else None, progress=progress)
+    la, lb = ranked_lists(store, a), ranked_lists(store, b)
+    return {"source": source, "target": target, "a": a, "b": b, "queries": queries, "qrels": qrels, "k": k,
+            "comparison": compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True),
+            "per_query": ranking_differences(la, lb, k), "lists": (la, lb),
+            "effectiveness": (effectiveness(la, qrels, k), effectiveness(lb, qrels, k)) if qrels else None}
+
+
+def verdict(result: dict) -> str:
+    s, t, k, per = result["source"].label, result["target"].label, result["k"], result["per_query"]
+    same = sum(q["same_order"] for q in per)
+    overlap = sum(q["overlap"] for q in per) / len(per)
+    text = (f"{same} of {len(per)} queries get the same top-{k} in the same order from {s} and {t}; "
+            f"mean overlap@{k} {overlap:.3f}, {sum(q['differing'] for q in per)} pids in one top-{k} only.")
+    if result["effectiveness"]:
+        ea, eb = (e["mean"] for e in result["effectiveness"])
+        text += " " + "; ".join(f"{m} {ea[m]:.4f} vs {eb[m]:.4f} ({eb[m] - ea[m]:+.4f})" for m in ea) + "."
+    return text
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    result = search(cfg, store)
+    s, t, k = result["source"].label, result["target"].label, result["k"]
+    folder = proof.out_dir(cfg, "search")
+    per, eff = result["per_query"], result["effectiveness"]
+    delta = [eff[1]["per_query"][str(q)][f"nDCG@{k}"] - eff[0]["per_query"][str(q)][f"nDCG@{k}"]
+             for q in range(len(per))] if eff else None
+    plot = retrieval_per_query([q["overlap"] for q in per], delta, k, folder / "per_query.png")
+    text = verdict(result)
+    rows = [[q, _short(result["queries"][q]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
+             *([f"{delta[q]:+.4f}"] if delta else [])]
+            for q, p in enumerate(per) if not p["same_order"]][:25]
+    md = [f"# search: {s} vs {t}", text, f"![per query]({plot.name})",
+          f"## Search artifacts ({s} vs {t})", proof.comparison_table(result["comparison"])]
+    if eff:
+        md += ["## Effectiveness (ir-measures; synthetic qrels: each query's source passage)",
+               table(["measure", s, t, "difference"], [[m, f"{eff[0]['mean'][m]:.4f}", f"{eff[1]['mean'][m]:.4f}",
+                                                        f"{eff[1]['mean'][m] - eff[0]['mean'][m]:+.4f}"]
+                                                       for m in eff[0]["mean"]])]
+    md += [f"## Queries whose top-{k} differs (first 25)",
+           table(["qid", "query", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])], rows)
+           if rows else "None."]
+    report = {"task": "search", "source": s, "target": t, "injected": as_names(cfg.inject), "k": k,
+              "search_runs": [result["a"].label, result["b"].label], "verdict": text, "per_query": per,
+              "artifacts": proof.artifact_json(result["comparison"].results),
+              "effectiveness": {s: eff[0], t: eff[1]} if eff else None}
+    path = proof.write(folder, report, "\n\n".join(md) + "\n")
+    print(text)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _tau(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.3f}"

@@ -1,0 +1,70 @@
+"""task=search: colbert-ai's Searcher in-process on two runs, every intermediate stored, rankings compared."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from colbert_swap.search import ranked_lists, searcher
+from colbert_swap.store import Store
+from colbert_swap.tasks import search as search_task
+from colbert_swap.tasks.capture import capture
+from tests.conftest import quiet_progress
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_cfg):
+    for label, extra in [("target", []), ("twin", []), ("seed7", ["perturb=kmeans_seed"]), ("eager", ["perturb=eager"])]:
+        capture(tiny_cfg(f"run={label}", *extra), progress=quiet_progress)
+    return tiny_cfg
+
+
+def test_identical_runs_give_identical_rankings(runs, tmp_path):
+    result = search_task.search(runs("source=target", "target=twin", "search.num_queries=20"), Store(runs().store.root),
+                                progress=quiet_progress)
+    assert all(r.status == "equal" for r in result["comparison"].results)
+    assert all(q["same_order"] and q["overlap"] == 1.0 for q in result["per_query"])
+    ea, eb = result["effectiveness"]
+    assert ea == eb and ea["mean"]["R@10"] > 0  # the synthetic queries do find their own passages sometimes
+
+
+def test_our_rankings_are_colbert_searchers_own(runs):
+    store = Store(runs().store.root)
+    result = search_task.search(runs("source=target", "target=seed7", "search.num_queries=12"), store,
+                                progress=quiet_progress)
+    s = searcher(store.run_dir("target"), store.run_dir("target") / "searcher-test.log")
+    ranking = s.search_all({i: q for i, q in enumerate(result["queries"])}, k=10).todict()
+    ours_pids, ours_scores = store.get(result["a"], "ranked_pids"), store.get(result["a"], "ranked_scores")
+    for qid, rows in ranking.items():
+        pids = [pid for pid, _, _ in rows]
+        assert ours_pids[qid, :len(pids)].tolist() == pids
+        assert ours_scores[qid, :len(pids)].tolist() == [torch.tensor(score).float().item() for _, _, score in rows]
+
+
+def test_another_kmeans_seed_changes_rankings_measurably(runs, tmp_path):
+    cfg = runs("task=search", "source=target", "target=seed7", "search.num_queries=30", f"out_dir={tmp_path}")
+    assert search_task.run(cfg) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["artifacts"]["Q"]["status"] == "equal"  # same model, same queries
+    assert report["artifacts"]["centroid_scores"]["status"] == "diverged"  # other centroids
+    store = Store(cfg.store.root)
+    a, b = (ranked_lists(store, store.load(label)) for label in report["search_runs"])
+    overlaps = [len(set(x) & set(y)) / 10 for x, y in zip(a, b)]
+    assert [q["overlap"] for q in report["per_query"]] == overlaps  # recomputed by hand from the stored lists
+    assert min(overlaps) < 1.0 and sum(not q["same_order"] for q in report["per_query"]) > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "## Effectiveness" in md and "nDCG@10" in md and "## Queries whose top-10 differs" in md
+    assert (tmp_path / "per_query.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_injecting_the_source_query_embeddings(runs):
+    store = Store(runs().store.root)
+    result = search_task.search(runs("source=eager", "target=target", "inject=Q", "search.num_queries=10"), store,
+                                progress=quiet_progress)
+    assert result["comparison"]["Q"].status == "equal"  # the target searched with eager's Q
+    assert result["b"].artifacts["Q"].ref == result["a"].artifacts["Q"].ref
+    assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin["Q_from"] == "eager"
+    assert result["b"].label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
+                                                   store, progress=quiet_progress)["b"].label  # kept apart

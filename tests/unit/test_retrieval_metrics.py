@@ -1,0 +1,55 @@
+"""Ranking differences and effectiveness against hand-computed answers; synthetic queries and query files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from colbert_swap.errors import UserError
+from colbert_swap.retrieval import effectiveness, ranking_differences, read_queries, synthetic_queries
+
+
+def test_ranking_differences_by_hand():
+    (d,) = ranking_differences([[1, 2, 3, 4]], [[2, 1, 3, 9]], k=4)
+    # shared 1, 2, 3 (3 of 4); 4 and 9 are in one list only; ranks (0,1,2) vs (1,0,2): 2 concordant, 1 discordant
+    assert d == {"overlap": 0.75, "differing": 2, "kendall_tau": pytest.approx(1 / 3), "same_order": False}
+    (same,) = ranking_differences([[5, 6, 7]], [[5, 6, 7]], k=3)
+    assert same["overlap"] == 1.0 and same["differing"] == 0 and same["kendall_tau"] == 1.0 and same["same_order"]
+    (disjoint,) = ranking_differences([[1, 2]], [[3, 4]], k=2)
+    assert disjoint["overlap"] == 0.0 and disjoint["differing"] == 4 and math.isnan(disjoint["kendall_tau"])
+
+
+def test_effectiveness_by_hand():
+    qrels = {"0": {"1": 1}, "1": {"9": 1}, "2": {"4": 1}}
+    result = effectiveness([[5, 1, 2], [7, 8, 9], [1, 2, 3]], qrels, k=3)
+    per = result["per_query"]
+    assert per["0"] == pytest.approx({"R@3": 1.0, "RR@3": 1 / 2, "nDCG@3": 1 / math.log2(3)})
+    assert per["1"] == pytest.approx({"R@3": 1.0, "RR@3": 1 / 3, "nDCG@3": 1 / math.log2(4)})
+    assert per["2"] == pytest.approx({"R@3": 0.0, "RR@3": 0.0, "nDCG@3": 0.0})  # the relevant passage is missed
+    assert result["mean"]["RR@3"] == pytest.approx((1 / 2 + 1 / 3) / 3)
+
+
+def test_ties_in_scores_do_not_reorder_a_ranking():
+    # the metrics see the list's own order: the relevant pid second gives RR 1/2 whatever its pid number
+    for pids in ([9, 1], [1, 9]):
+        assert effectiveness([pids], {"0": {str(pids[1]): 1}}, k=2)["per_query"]["0"]["RR@2"] == 0.5
+
+
+def test_synthetic_queries_are_windows_of_their_relevant_passage():
+    passages = [f"w{i} " * 3 + f"unique{i} tail{i} end{i}" for i in range(40)]
+    queries, qrels = synthetic_queries(passages, n=10, seed=3, words=4)
+    assert len(queries) == 10 and synthetic_queries(passages, n=10, seed=3, words=4) == (queries, qrels)
+    for qid, query in enumerate(queries):
+        (pid,) = qrels[str(qid)]
+        assert query in passages[int(pid)] and len(query.split()) == 4
+    assert len({next(iter(q)) for q in qrels.values()}) == 10  # ten different passages
+
+
+def test_read_queries(tmp_path):
+    path = tmp_path / "q.tsv"
+    path.write_text("1\tfirst query\n\n7\tsecond one\n")
+    assert read_queries(path) == ["first query", "second one"]
+    path.write_text("1\tfine\nno tab here\n")
+    with pytest.raises(UserError, match=r"q.tsv:2: expected 'qid<TAB>query'"):
+        read_queries(path)
