@@ -69,6 +69,7 @@ class SearchConfig:
     """task=search: the queries both runs answer, and the depth of the rankings compared."""
 
     queries: Optional[str] = None  # a TSV of qid<TAB>query; null: synthetic queries from the collection, with qrels
+    qrels: Optional[str] = None  # TREC qrels (qid 0 pid relevance) for search.queries: adds R@k, MRR@k, nDCG@k
     num_queries: int = 50  # synthetic queries: how many (each a window of words from one passage, its relevant one)
     query_words: int = 6
     k: int = 10

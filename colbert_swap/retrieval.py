@@ -18,6 +18,7 @@ from colbert_swap.errors import UserError
 
 
 def synthetic_queries(passages: list[str], n: int, seed: int, words: int = 6) -> tuple[list[str], dict]:
+    # qids are "0", "1", ...: the positions of the queries
     """Query i is a seeded window of `words` words from one passage, which is its one relevant passage."""
     if not passages:
         raise UserError("no passages to draw queries from")
@@ -32,9 +33,9 @@ def synthetic_queries(passages: list[str], n: int, seed: int, words: int = 6) ->
     return queries, qrels
 
 
-def read_queries(path: str | os.PathLike) -> list[str]:
-    """A TSV of `qid<TAB>query` lines (colbert-ai's format); queries are kept in file order."""
-    queries = []
+def read_queries(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """A TSV of `qid<TAB>query` lines (colbert-ai's format): (qids, queries) in file order."""
+    qids, queries = [], []
     try:
         lines = open(path, encoding="utf-8").read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -45,10 +46,26 @@ def read_queries(path: str | os.PathLike) -> list[str]:
         qid, sep, text = line.partition("\t")
         if not sep or not text.strip():
             raise UserError(f"{path}:{line_no}: expected 'qid<TAB>query'")
+        if qid.strip() in qids:
+            raise UserError(f"{path}:{line_no}: qid {qid.strip()!r} appears twice")
+        qids.append(qid.strip())
         queries.append(text.strip())
     if not queries:
         raise UserError(f"{path} holds no queries")
-    return queries
+    return qids, queries
+
+
+def read_qrels(path: str | os.PathLike) -> dict:
+    """TREC qrels (`qid 0 docid relevance`), read by ir-measures; docids are passage ids."""
+    import ir_measures
+
+    try:
+        qrels: dict = {}
+        for q in ir_measures.read_trec_qrels(str(path)):
+            qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
+    except (OSError, ValueError, IndexError) as exc:
+        raise UserError(f"search.qrels={str(path)!r} cannot be read ({exc})") from exc
+    return qrels
 
 
 def ranking_differences(a: list[list[int]], b: list[list[int]], k: int) -> list[dict]:
@@ -67,17 +84,20 @@ def ranking_differences(a: list[list[int]], b: list[list[int]], k: int) -> list[
     return out
 
 
-def effectiveness(lists: list[list[int]], qrels: dict, k: int) -> dict:
-    """Mean and per-query R@k, RR@k (MRR), nDCG@k of ranked lists (query i is qid str(i))."""
+def effectiveness(lists: list[list[int]], qrels: dict, k: int, qids: list[str] | None = None) -> dict:
+    """Mean and per-query R@k, RR@k (MRR), nDCG@k of ranked lists (query i is qids[i], default str(i));
+    the mean is over the queries that have judgements."""
     import ir_measures
     from ir_measures import RR, R, nDCG
 
     measures = [R @ k, RR @ k, nDCG @ k]
     # Scores by rank, so that the metrics see exactly this order (no re-sorting of tied scores).
-    run = {str(q): {str(p): float(len(pids) - rank) for rank, p in enumerate(pids)} for q, pids in enumerate(lists)}
-    per_query: dict[str, dict[str, float]] = {str(q): {str(m): 0.0 for m in measures} for q in range(len(lists))}
+    qids = qids or [str(q) for q in range(len(lists))]
+    run = {qid: {str(p): float(len(pids) - rank) for rank, p in enumerate(pids)} for qid, pids in zip(qids, lists)}
+    per_query: dict[str, dict[str, float]] = {qid: {str(m): 0.0 for m in measures} for qid in qids}
     for metric in ir_measures.iter_calc(measures, qrels, run):
-        per_query[metric.query_id][str(metric.measure)] = float(metric.value)
+        if metric.query_id in per_query:
+            per_query[metric.query_id][str(metric.measure)] = float(metric.value)
     judged = [q for q in per_query if q in qrels]
     mean = {str(m): (sum(per_query[q][str(m)] for q in judged) / len(judged)) if judged else math.nan
             for m in measures}

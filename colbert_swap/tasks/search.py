@@ -22,18 +22,24 @@ from colbert_swap.replay import as_names
 from colbert_swap.report import proof
 from colbert_swap.report.plots import retrieval_per_query
 from colbert_swap.report.tables import table
-from colbert_swap.retrieval import effectiveness, ranking_differences, read_queries, synthetic_queries
+from colbert_swap.retrieval import (effectiveness, ranking_differences, read_qrels, read_queries,
+                                    synthetic_queries)
 from colbert_swap.search import SEARCH_ARTIFACTS, ranked_lists, search_run
 from colbert_swap.store import Store
 from colbert_swap.tasks.capture import progress_printer
 from colbert_swap.tasks.common import source_run, target_label
 
 
-def queries_for(cfg, store: Store, run) -> tuple[list[str], dict | None]:
+def queries_for(cfg, store: Store, run) -> tuple[list[str], list[str], dict | None]:
+    """(qids, queries, qrels): a query file with optional TREC qrels, or synthetic queries with theirs."""
     if cfg.search.queries:
-        return read_queries(cfg.search.queries), None
+        qids, queries = read_queries(cfg.search.queries)
+        return qids, queries, read_qrels(cfg.search.qrels) if cfg.search.qrels else None
+    if cfg.search.qrels:
+        raise UserError("search.qrels needs search.queries (synthetic queries bring their own qrels)")
     corpus = load_corpus(OmegaConf.create(run.config["collection"]), store.root / "collections")
-    return synthetic_queries(corpus.passages, cfg.search.num_queries, cfg.seed, cfg.search.query_words)
+    queries, qrels = synthetic_queries(corpus.passages, cfg.search.num_queries, cfg.seed, cfg.search.query_words)
+    return [str(q) for q in range(len(queries))], queries, qrels
 
 
 def search(cfg, store: Store, progress=None) -> dict:
@@ -48,16 +54,16 @@ def search(cfg, store: Store, progress=None) -> dict:
     if [n for n in names if n != "Q"]:
         raise UserError(f"task=search injects only Q (the query embeddings); for {names} run inject=... first and "
                         f"search the replayed run: target={label}+NAME@{source.label}")
-    queries, qrels = queries_for(cfg, store, target)
+    qids, queries, qrels = queries_for(cfg, store, target)
     k = cfg.search.k
     a = search_run(store, source, queries, k, progress=progress)
     Q = store.get(a, "Q") if names else None
     b = search_run(store, target, queries, k, Q=Q, injected_from=source.label if names else None, progress=progress)
     la, lb = ranked_lists(store, a), ranked_lists(store, b)
-    return {"source": source, "target": target, "a": a, "b": b, "queries": queries, "qrels": qrels, "k": k,
+    return {"source": source, "target": target, "a": a, "b": b, "qids": qids, "queries": queries, "qrels": qrels, "k": k,
             "comparison": compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True),
             "per_query": ranking_differences(la, lb, k), "lists": (la, lb),
-            "effectiveness": (effectiveness(la, qrels, k), effectiveness(lb, qrels, k)) if qrels else None}
+            "effectiveness": (effectiveness(la, qrels, k, qids), effectiveness(lb, qrels, k, qids)) if qrels else None}
 
 
 def verdict(result: dict) -> str:
@@ -78,13 +84,13 @@ def run(cfg) -> int:
     s, t, k = result["source"].label, result["target"].label, result["k"]
     folder = proof.out_dir(cfg, "search")
     per, eff = result["per_query"], result["effectiveness"]
-    delta = [eff[1]["per_query"][str(q)][f"nDCG@{k}"] - eff[0]["per_query"][str(q)][f"nDCG@{k}"]
-             for q in range(len(per))] if eff else None
+    qids = result["qids"]
+    delta = [eff[1]["per_query"][q][f"nDCG@{k}"] - eff[0]["per_query"][q][f"nDCG@{k}"] for q in qids] if eff else None
     plot = retrieval_per_query([q["overlap"] for q in per], delta, k, folder / "per_query.png")
     text = verdict(result)
-    rows = [[q, _short(result["queries"][q]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
-             *([f"{delta[q]:+.4f}"] if delta else [])]
-            for q, p in enumerate(per) if not p["same_order"]][:25]
+    rows = [[qids[i], _short(result["queries"][i]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
+             *([f"{delta[i]:+.4f}"] if delta else [])]
+            for i, p in enumerate(per) if not p["same_order"]][:25]
     md = [f"# search: {s} vs {t}", text, f"![per query]({plot.name})",
           f"## Search artifacts ({s} vs {t})", proof.comparison_table(result["comparison"])]
     if eff:
@@ -96,7 +102,7 @@ def run(cfg) -> int:
            table(["qid", "query", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])], rows)
            if rows else "None."]
     report = {"task": "search", "source": s, "target": t, "injected": as_names(cfg.inject), "k": k,
-              "search_runs": [result["a"].label, result["b"].label], "verdict": text, "per_query": per,
+              "search_runs": [result["a"].label, result["b"].label], "verdict": text, "qids": qids, "per_query": per,
               "artifacts": proof.artifact_json(result["comparison"].results),
               "effectiveness": {s: eff[0], t: eff[1]} if eff else None}
     path = proof.write(folder, report, "\n\n".join(md) + "\n")

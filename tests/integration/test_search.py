@@ -68,3 +68,21 @@ def test_injecting_the_source_query_embeddings(runs):
     assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin["Q_from"] == "eager"
     assert result["b"].label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
                                                    store, progress=quiet_progress)["b"].label  # kept apart
+
+
+def test_a_query_file_with_trec_qrels(runs, tmp_path):
+    store = Store(runs().store.root)
+    from colbert_swap.corpus import load_corpus
+    from omegaconf import OmegaConf
+
+    passages = load_corpus(OmegaConf.create(store.load("target").config["collection"]), store.root / "collections").passages
+    (tmp_path / "q.tsv").write_text(f"q-a\t{' '.join(passages[3].split()[:6])}\nq-b\t{' '.join(passages[9].split()[:6])}\n")
+    (tmp_path / "qrels").write_text("q-a 0 3 1\nq-b 0 9 1\n")
+    result = search_task.search(runs("source=target", "target=seed7", f"search.queries={tmp_path}/q.tsv",
+                                     f"search.qrels={tmp_path}/qrels"), store, progress=quiet_progress)
+    assert result["qids"] == ["q-a", "q-b"]
+    for eff, run in zip(result["effectiveness"], ("a", "b")):
+        lists = ranked_lists(store, result[run])
+        for i, (qid, pid) in enumerate([("q-a", 3), ("q-b", 9)]):
+            expected = 1 / (lists[i].index(pid) + 1) if pid in lists[i] else 0.0
+            assert eff["per_query"][qid]["RR@10"] == pytest.approx(expected)

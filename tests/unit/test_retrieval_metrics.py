@@ -7,7 +7,7 @@ import math
 import pytest
 
 from colbert_swap.errors import UserError
-from colbert_swap.retrieval import effectiveness, ranking_differences, read_queries, synthetic_queries
+from colbert_swap.retrieval import effectiveness, ranking_differences, read_qrels, read_queries, synthetic_queries
 
 
 def test_ranking_differences_by_hand():
@@ -49,7 +49,15 @@ def test_synthetic_queries_are_windows_of_their_relevant_passage():
 def test_read_queries(tmp_path):
     path = tmp_path / "q.tsv"
     path.write_text("1\tfirst query\n\n7\tsecond one\n")
-    assert read_queries(path) == ["first query", "second one"]
+    assert read_queries(path) == (["1", "7"], ["first query", "second one"])
     path.write_text("1\tfine\nno tab here\n")
     with pytest.raises(UserError, match=r"q.tsv:2: expected 'qid<TAB>query'"):
         read_queries(path)
+
+
+def test_user_queries_keep_their_qids_with_trec_qrels(tmp_path):
+    (tmp_path / "qrels.txt").write_text("7 0 3 1\n1 0 5 2\n")
+    qrels = read_qrels(tmp_path / "qrels.txt")
+    assert qrels == {"7": {"3": 1}, "1": {"5": 2}}
+    result = effectiveness([[5, 9], [3]], qrels, k=2, qids=["1", "7"])
+    assert result["per_query"]["1"]["RR@2"] == 1.0 and result["per_query"]["7"]["RR@2"] == 1.0
