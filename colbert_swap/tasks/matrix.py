@@ -51,7 +51,9 @@ def run(cfg) -> int:
     md += ["## Environments", table(["", *done, ""], environment_rows(*[store.load(n) for n in done]))]
     for p in pairs:
         if p.locate:
-            md += [f"## {p.a} -> {p.b}", p.locate.get("verdict", "")]
+            md += [f"## {p.a} -> {p.b}", p.locate.get("verdict", ""),
+                   f"The whole proof, with what each difference means: [locate-{p.a}-vs-{p.b}/report.md]"
+                   f"(locate-{p.a}-vs-{p.b}/report.md)."]
     report = {"task": "matrix", "envs": study.names, "captured": done, "failures": study.failures,
               "pairs": [p.to_json() for p in pairs], "verdict": headline}
     path = proof.write(folder, report, "\n\n".join(md) + "\n")
