@@ -39,3 +39,22 @@ def test_bad_input_is_one_clear_error(tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         run(cfg)
     assert all(not Store(store).load(label).complete for label in Store(store).runs())  # nothing half-done claims done
+
+
+def test_an_injection_of_another_dtype_is_refused(tiny_cfg):
+    from dataclasses import replace
+
+    from colbert_swap.replay import replay
+    from colbert_swap.tasks.capture import capture
+    from tests.conftest import quiet_progress
+
+    target = capture(tiny_cfg("run=target"), progress=quiet_progress)
+    store = Store(tiny_cfg().store.root)
+    half = store.load("target")
+    half.label = "half-source"
+    record = half.artifacts["local_sample_embs"]
+    half.artifacts["local_sample_embs"] = replace(record, ref=store.blobs.put(store.get(target, "local_sample_embs").half()))
+    store.save(half)
+    with pytest.raises(UserError, match=r"cannot inject 'local_sample_embs': source 'half-source' has float16 .* "
+                                        r"target 'target' has float32"):
+        replay(tiny_cfg(), store, target, store.load("half-source"), ["local_sample_embs"])
