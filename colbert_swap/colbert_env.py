@@ -65,28 +65,56 @@ def _check_codec_shape(config) -> None:
 _MODELS: dict[tuple, tuple[object, dict]] = {}
 
 
-def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path, attn: str | None = None):
-    """colbert-ai's `Checkpoint`, built right after seeding the globals as its Launcher does.
+def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path, perturb=None):
+    """colbert-ai's `Checkpoint`, built right after seeding the globals as its Launcher does, with the
+    model knobs of `perturb` applied (`apply_model_knobs`).
 
     Returns the model and the generator state right after it was built (what `sample_pids` and
     `sample` draw from). Cached per process: the state is recorded once, so a cached model replays
     the very same numbers."""
     from colbert.modeling.checkpoint import Checkpoint
-    from colbert.utils.amp import MixedPrecisionManager
 
-    key = (path, amp, seed, device, attn, config.doc_maxlen, config.dim, config.query_maxlen)
+    knobs = tuple((perturb or {}).get(k) for k in ("attn", "scale_module", "scale"))
+    key = (path, amp, seed, device, knobs, config.doc_maxlen, config.dim, config.query_maxlen)
     if key not in _MODELS:
         seed_globals(seed)
         with quiet(log):
             model = Checkpoint(path, colbert_config=config)
-            model.amp_manager = MixedPrecisionManager(amp)
-            if attn:
-                set_attention(model.bert, "sdpa" if attn == "sdpa_math" else attn)
+            apply_model_knobs(model, perturb, amp)
             if device == "cuda":
                 model = model.cuda()
         _MODELS[key] = (model, RngStream.from_globals().state())
     model, state = _MODELS[key]
     return model, RngStream.from_state(state)
+
+
+def apply_model_knobs(model, perturb, amp: bool) -> None:
+    """The `perturb` knobs that change the model object itself, the same for indexing and for the query
+    encoder of a search: autocast on or off, BERT's attention implementation, a planted weight scale."""
+    from colbert.utils.amp import MixedPrecisionManager
+
+    perturb = perturb or {}
+    model.amp_manager = MixedPrecisionManager(amp)
+    if perturb.get("attn"):
+        set_attention(model.bert, "sdpa" if perturb.get("attn") == "sdpa_math" else perturb.get("attn"))
+    if perturb.get("scale_module"):
+        scale_weights(model, perturb.get("scale_module"), perturb.get("scale") or 1.0)
+
+
+def scale_weights(model, module: str, factor: float) -> None:
+    """perturb.scale_module/scale: multiply one module's weight by `factor` (a planted cause that changes
+    the embeddings on every machine, whatever its kernels)."""
+    modules = dict(model.model.named_modules())
+    target = modules.get(module)
+    if target is None or not isinstance(getattr(target, "weight", None), torch.Tensor):
+        import difflib
+
+        names = [n for n, m in modules.items() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+        close = difflib.get_close_matches(module, names, n=3, cutoff=0.5)
+        raise UserError(f"perturb.scale_module={module!r} is not a module with weights of this model"
+                        + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
+    with torch.no_grad():
+        target.weight.mul_(factor)
 
 
 def set_attention(bert, impl: str) -> None:

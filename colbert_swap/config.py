@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -62,6 +62,8 @@ class PerturbConfig:
     tf32: Optional[bool] = None  # TF32 matmuls and convolutions on CUDA (torch default: off)
     fp16_reduction: Optional[bool] = None  # cuBLAS fp16 reduced-precision reductions (torch default: on)
     stable_sort: Optional[bool] = None  # sort the codes stably when building the IVF (colbert-ai: codes.sort())
+    scale_module: Optional[str] = None  # a planted cause: multiply this module's weight by `scale`
+    scale: Optional[float] = None  # (perturb=scale_layer: bert.encoder.layer.0.output.dense x 1.0078125)
 
 
 @dataclass
@@ -73,6 +75,14 @@ class SearchConfig:
     num_queries: int = 50  # synthetic queries: how many (each a window of words from one passage, its relevant one)
     query_words: int = 6
     k: int = 10
+
+
+@dataclass
+class CompareConfig:
+    """What the status `allclose` means (colbert_swap/compare/tolerances.py)."""
+
+    tolerance: str = "assert_close"  # torch (allclose's defaults) | bnb (the seed posts') | assert_close (per dtype)
+    per_artifact: Dict[str, List[float]] = field(default_factory=dict)  # {embs: [rtol, atol]}: overrides
 
 
 @dataclass
@@ -104,6 +114,7 @@ class Config:
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def task_name(task: str, inject: Any) -> str:
@@ -120,12 +131,27 @@ def register() -> None:
     cs.store(name="schema", node=Config)
 
 
+# The model keys that mean something for each kind: a local checkpoint's sizes are the checkpoint's own,
+# and MiniLM's encoder is pretrained (only its ColBERT layer is drawn from `dim` and `seed`).
+MODEL_KEYS = {"random_bert": ("name", "kind", "layers", "hidden", "heads", "intermediate", "dim", "seed"),
+              "minilm": ("name", "kind", "dim", "seed"),
+              "path": ("name", "kind", "path")}
+
+
+def model_fields(model: dict) -> dict:
+    """`model` without the keys its kind does not read (all of them for an unknown kind)."""
+    keys = MODEL_KEYS.get(model.get("kind"))
+    return dict(model) if keys is None else {k: v for k, v in model.items() if k in keys}
+
+
 def result_config(cfg: Any) -> dict:
     """The part of the config that decides a run's artifacts (not its name, task or store)."""
     from omegaconf import OmegaConf
 
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-            for k in ("model", "collection", "index", "perturb", "seed")}
+    out = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+           for k in ("model", "collection", "index", "perturb", "seed")}
+    out["model"] = model_fields(out["model"])
+    return out
 
 
 def config_hash(result: dict) -> str:

@@ -23,6 +23,7 @@ from colbert_swap.config import Config
 from colbert_swap.corpus import Corpus, load_corpus
 from colbert_swap.dag import Node
 from colbert_swap.models import checkpoint_path
+from colbert_swap.provenance import env_id, environment
 from colbert_swap.rng import RngStream
 from colbert_swap.store import ArtifactRecord, RunManifest, Store
 from colbert_swap.store.blobs import BlobRef
@@ -58,7 +59,7 @@ class Resources:
     def _model(self):
         amp = self.cfg.index.amp if self.cfg.perturb.get("autocast") is None else self.cfg.perturb.autocast
         return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
-                                           self.cfg.seed, self.device, self.log, self.cfg.perturb.attn)
+                                           self.cfg.seed, self.device, self.log, self.cfg.perturb)
 
     @property
     def checkpoint(self):
@@ -84,6 +85,9 @@ class Engine:
         self.store, self.resources, self.manifest = store, resources, manifest
         self.progress = progress
         self.memory: dict[str, Any] = {}
+        here = environment()
+        self.env = env_id(here)  # every artifact this engine computes is recorded as computed here
+        manifest.environments.setdefault(self.env, here)
 
     # artifacts ---------------------------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -98,7 +102,8 @@ class Engine:
     def put(self, name: str, value: Any, stage: str, inputs: Iterable[str], seconds: float) -> None:
         ref = self.store.blobs.put(value)
         hashes = {n: self.manifest.artifacts[n].ref.hash for n in inputs}
-        self.manifest.artifacts[name] = ArtifactRecord(ref=ref, stage=stage, inputs=hashes, seconds=seconds)
+        self.manifest.artifacts[name] = ArtifactRecord(ref=ref, stage=stage, inputs=hashes, seconds=seconds,
+                                                       env=self.env)
         self.memory[name] = value
 
     def record_rng(self, node: Node, rng: RngStream) -> None:
@@ -115,12 +120,13 @@ class Engine:
         return all(o in self.manifest.artifacts for o in node.outputs)
 
     def reusable(self, node: Node, other: RunManifest | None) -> bool:
-        """`other` ran this node on the very same inputs (by hash): its outputs are this node's outputs."""
+        """`other` ran this node on the very same inputs (by hash) in this very environment: its outputs are
+        this node's outputs. Outputs computed elsewhere are never reused: a run computes in one environment."""
         if other is None or not all(o in other.artifacts for o in node.outputs):
             return False
         inputs = {n: self.manifest.artifacts[n].ref.hash for n in node.input_names()}
         return all(other.artifacts[o].stage == node.name and other.artifacts[o].inputs == inputs
-                   for o in node.outputs)
+                   and other.computed_in(o) == self.env for o in node.outputs)
 
     def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None,
                 pinned: frozenset[str] = frozenset(), reuse_from: RunManifest | None = None) -> None:
@@ -137,7 +143,7 @@ class Engine:
             if self.reusable(node, reuse_from):
                 for name in node.outputs:
                     if name not in pinned:
-                        self.manifest.artifacts[name] = reuse_from.artifacts[name]
+                        self.manifest.adopt(name, reuse_from.artifacts[name], reuse_from)
                 self.manifest.rng[node.name] = (rng_states or {}).get(node.name) or reuse_from.rng.get(node.name, {})
                 self.progress(f"[{i}/{len(pending)}] {node.name} (inputs unchanged: reused)")
                 self.store.save(self.manifest)

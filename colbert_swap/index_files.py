@@ -98,6 +98,14 @@ def index_differences(a: Path, b: Path, ignore: tuple[str, ...] = PLACE_KEYS) ->
     return diffs
 
 
+def run_index_differences(store, a, b) -> dict[str, str] | None:
+    """index_differences of two runs' index folders in the store; None when one of them has no index."""
+    dirs = [store.run_dir(m.label) / "index" for m in (a, b)]
+    if not all((d / "metadata.json").exists() for d in dirs):
+        return None
+    return index_differences(*dirs)
+
+
 def _difference(x, y) -> str:
     if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
         if x.dtype != y.dtype or x.shape != y.shape:

@@ -16,22 +16,20 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from colbert_swap.compare.runs import RunComparison, compare_runs
+from colbert_swap.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
+from colbert_swap.compare.tolerances import Tolerance
+from colbert_swap.config import model_fields
 from colbert_swap.environments import EnvSpec, capture_in, ensure, load_spec, run_in
 from colbert_swap.errors import UserError
 from colbert_swap.replay import compact
 from colbert_swap.store import Store
 
-# The artifacts colbert-ai's index files are made of: "the final index changed" means one of these did.
-INDEX_ARTIFACTS = ("half_centroids", "bucket_cutoffs", "bucket_weights", "avg_residual", "ivf", "ivf_lengths",
-                   "doclens", "codes", "residuals")
-
-
 def config_overrides(cfg) -> list[str]:
     """The shared config as command-line overrides, so every environment captures the very same question."""
     out = [f"seed={cfg.seed}"]
     for group in ("model", "collection", "index"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+        values = OmegaConf.to_container(cfg[group], resolve=True)
+        for key, value in (model_fields(values) if group == "model" else values).items():
             out.append(f"{group}.{key}={_value(value)}")
     return out
 
@@ -46,15 +44,12 @@ def _value(value) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def is_index_artifact(name: str) -> bool:
-    return name.split(".")[0] in INDEX_ARTIFACTS
-
-
 @dataclass
 class Pair:
     a: str
     b: str
     comparison: RunComparison
+    whole: WholeRun
     locate: dict | None = None  # the locate report.json, when the pair differs
     locate_error: str | None = None
 
@@ -64,10 +59,12 @@ class Pair:
 
     @property
     def index_changed(self) -> bool:
-        return any(is_index_artifact(n) for n in self.differing)
+        """Decided from colbert-ai's index files themselves, not from a list of artifacts."""
+        return bool(self.whole.index)
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "index_changed": self.index_changed, "differing": self.differing,
+                "index_files_differing": self.whole.index,
                 "first_diverged": self.comparison.first_diverged(),
                 "order_only": [r.name for r in self.comparison.results if r.status == "order_only"],
                 "root_cause": (self.locate or {}).get("root_cause"), "verdict": (self.locate or {}).get("verdict"),
@@ -123,8 +120,9 @@ class Study:
         return True
 
     def pair(self, a: str, b: str, out_dir: Path, memo: dict | None = None) -> Pair:
-        comparison = compare_runs(self.store, self.store.load(a), self.store.load(b), memo=memo)
-        pair = Pair(a, b, comparison)
+        ra, rb = self.store.load(a), self.store.load(b)
+        comparison = compare_runs(self.store, ra, rb, memo=memo, tol=Tolerance.from_config(self.cfg.get("compare")))
+        pair = Pair(a, b, comparison, whole_run(self.store, comparison, ra, rb))
         if comparison.diverged():
             pair.locate, pair.locate_error = self._locate(a, b, out_dir / f"locate-{a}-vs-{b}")
         return pair

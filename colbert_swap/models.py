@@ -54,6 +54,17 @@ def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike) -> str:
     return str(dest.resolve())
 
 
+def hidden_size(checkpoint: str | os.PathLike) -> int | None:
+    """The encoder's hidden size, read from the checkpoint's own config.json (what the ColBERT linear layer
+    reduces over), or None when it does not say."""
+    try:
+        config = json.loads((Path(checkpoint) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = config.get("hidden_size") or config.get("dim") or config.get("d_model")
+    return int(value) if isinstance(value, int) else None
+
+
 def _build(spec: ModelConfig, dest: Path) -> None:
     from colbert.infra.config import ColBERTConfig
     from colbert.modeling.hf_colbert import class_factory

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from colbert_swap.engine import Engine, Resources
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import changed_keys, environment
+from colbert_swap.provenance import changed_keys, describe_changes, env_id, environment
 from colbert_swap.stages import DAG
 from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
 
@@ -68,9 +68,10 @@ def _new_replay_manifest(label: str, target: RunManifest, source: RunManifest, i
     recomputed = {o for n in nodes for o in n.outputs} - set(injected)
     for name, record in target.artifacts.items():
         if name not in recomputed and name not in injected:
-            manifest.artifacts[name] = record
+            manifest.adopt(name, record, target)
     for name in injected:
-        manifest.artifacts[name] = ArtifactRecord(ref=source.artifacts[name].ref, stage=f"inject:{source.label}")
+        record = source.artifacts[name]
+        manifest.adopt(name, ArtifactRecord(ref=record.ref, stage=f"inject:{source.label}", env=record.env), source)
     return manifest
 
 
@@ -94,15 +95,30 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
             raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
     names = compact(injected, num_chunks)
+    note = environment_note(cfg, target)
+    if note:
+        progress(note)
     label = label or replay_label(target.label, names, source.label)
     with store.lock(label):
         return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
 
 
+def environment_note(cfg, target: RunManifest) -> str | None:
+    """A replay computes in one environment: this one. Where the target was computed elsewhere, none of its
+    outputs of unchanged stages can stand in for this environment's (the engine reuses only outputs computed
+    here), so every downstream stage is recomputed here; this says so."""
+    here = environment()
+    if env_id(here) == target.env or not cfg.reuse:
+        return None
+    return (f"run {target.label!r} was computed in another environment ({describe_changes(target.provenance, here)}): "
+            "every stage downstream of the injection is recomputed here, none of its outputs is reused")
+
+
 def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], names: list[str],
             num_chunks: int, label: str, progress) -> RunManifest:
     origin = {"kind": "replay", "target": target.label, "source": source.label, "names": names, "injected": injected,
-              "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse)}
+              "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse),
+              "env": env_id(environment())}
     env = environment()
     nodes = DAG.downstream_of(injected, num_chunks)
     manifest = None

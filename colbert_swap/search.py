@@ -18,6 +18,11 @@ intermediates come from the same IndexScorer calls, made again with the config d
 
 A search is a run of its own in the store, labelled `INDEXRUN.search-DIGEST` (digest of the queries, k and
 an injected Q), so the index run's manifest keeps its meaning: exactly the artifacts of indexing.
+
+A run is searched as it was made: with its own `perturb` knobs (attention, autocast, TF32, ...) and in
+its own environment. `search_run` refuses (`ElsewhereError`) to encode queries of a run that was
+computed in another environment; `tasks/search.py` then runs the search there when the run names its
+environment spec.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from pathlib import Path
 
 import torch
 
+from colbert_swap import colbert_env
 from colbert_swap.colbert_env import quiet
-from colbert_swap.provenance import environment
+from colbert_swap.errors import UserError
+from colbert_swap.provenance import describe_changes, env_id, environment
 from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
 
 SEARCH_ARTIFACTS = ("Q", "centroid_scores", "candidate_pids", "candidate_counts", "scored_pids", "scored_scores",
@@ -41,13 +48,34 @@ def search_label(index_label: str, queries: list[str], k: int, injected_from: st
     return check_label(f"{index_label}.search-{digest}")
 
 
-def searcher(run_dir: Path, log: Path):
-    """colbert-ai's Searcher on the run's index (`runs/<label>/index`), as a user would open it."""
+class ElsewhereError(UserError):
+    """The run's queries must be encoded in the environment the run was computed in, not here."""
+
+
+def searcher(run_dir: Path, log: Path, config: dict | None = None):
+    """colbert-ai's Searcher on the run's index (`runs/<label>/index`), as a user would open it, with the
+    run's own knobs (`config`: the run's manifest config) on its query encoder."""
     from colbert import Searcher
     from colbert.infra import Run, RunConfig
 
     with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))), quiet(log):
-        return Searcher(index="index", index_root=str(run_dir), verbose=0)
+        s = Searcher(index="index", index_root=str(run_dir), verbose=0)
+        perturb = (config or {}).get("perturb") or {}
+        amp = perturb.get("autocast")
+        amp = ((config or {}).get("index") or {}).get("amp", True) if amp is None else amp
+        colbert_env.apply_model_knobs(s.checkpoint, perturb, bool(amp))
+    return s
+
+
+def check_environment(index_run: RunManifest) -> None:
+    here = environment()
+    if env_id(here) != index_run.env:
+        spec = index_run.provenance.get("environment")
+        raise ElsewhereError(f"run {index_run.label!r} was computed in another environment "
+                             f"({describe_changes(index_run.provenance, here)}); its queries must be encoded there: "
+                             + (f"environment spec {spec!r}" if spec else
+                                f"run `python -m colbert_swap task=search run={index_run.label}` in its environment, "
+                                "then compare here"))
 
 
 def search_run(store: Store, index_run: RunManifest, queries: list[str], k: int, Q: torch.Tensor | None = None,
@@ -56,18 +84,26 @@ def search_run(store: Store, index_run: RunManifest, queries: list[str], k: int,
     label = search_label(index_run.label, queries, k, injected_from)
     if store.has_run(label) and store.load(label).complete:
         return store.load(label)
+    check_environment(index_run)
     run_dir = store.run_dir(index_run.label)
-    log = store.run_dir(label) / "search.log"
-    progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r}")
-    s = searcher(run_dir, log)
-    with quiet(log), torch.inference_mode():
+    log = run_dir / "search.log"
+    progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r}; the first "
+             f"search compiles colbert-ai's C++ extensions (once, ~30-60 s, cached in TORCH_EXTENSIONS_DIR); "
+             f"log: {log}")
+    s = searcher(run_dir, log, index_run.config)
+    from omegaconf import OmegaConf
+
+    with quiet(log), torch.inference_mode(), colbert_env.perturbed(OmegaConf.create(index_run.config.get("perturb")
+                                                                                    or {})):
         values = _search(s, queries, k, Q)
+    here = environment()
     manifest = RunManifest(label=label, config=index_run.config, config_hash=index_run.config_hash,
-                           provenance=environment(), origin={"kind": "search", "index": index_run.label, "k": k,
-                                                             "queries": queries, "Q_from": injected_from})
+                           provenance=here, origin={"kind": "search", "index": index_run.label, "k": k,
+                                                    "queries": queries, "Q_from": injected_from})
+    manifest.environments[env_id(here)] = here
     for name in SEARCH_ARTIFACTS:
         stage = f"inject:{injected_from}" if name == "Q" and injected_from else name
-        manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(values[name]), stage=stage)
+        manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(values[name]), stage=stage, env=env_id(here))
     manifest.complete = True
     store.save(manifest)
     return manifest

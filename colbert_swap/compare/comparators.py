@@ -1,12 +1,16 @@
 """Compare two values of one artifact: one frozen result with a status and the numbers behind it.
 
     >>> c = compare("centroids", torch.ones(3), torch.tensor([1.0, 1.0, 1.0001]))
-    >>> c.status, c.mismatches, c.allclose["bnb"], c.max_ulp
-    ('diverged', 1, False, 839)
+    >>> c.status, c.mismatches, c.allclose["bnb"], c.max_ulp, c.tolerance
+    ('diverged', 1, False, 839, (1.3e-06, 1e-05))
 
 Statuses, best first: `equal` (bitwise, same dtype and shape), `order_only` (same elements per segment
-where order carries no meaning, e.g. embedding ids per centroid), `allclose` (torch.allclose defaults),
-`diverged`, `missing` (absent from one side).
+where order carries no meaning, e.g. embedding ids per centroid), `allclose` (torch.allclose with the
+comparison's `Tolerance`: `assert_close`'s per-dtype pairs unless configured otherwise; the pair used is
+kept in the result), `diverged`, `missing` (absent from one side).
+
+Distances in ULP come in two kinds (compare/ulp.py): `max_ulp` is the bit distance, `max_ulp_scaled` the
+ULP at the artifact's scale, the unit every rounding-noise verdict uses.
 """
 
 from __future__ import annotations
@@ -16,14 +20,12 @@ from typing import Any
 
 import torch
 
-from colbert_swap.compare.tolerances import TABLES, tolerance
+from colbert_swap.compare.tolerances import TABLES, Tolerance, tolerance
+from colbert_swap.compare.ulp import FLOATS, scaled_ulps, ulp_distance, value_scale
 
-STATUSES = ("equal", "order_only", "allclose", "diverged", "missing")
-FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Where the numbers are computed: the GPU when there is one (a 100,000-passage run compares gigabytes).
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
-             torch.float64: torch.int64}
+CHUNK = 1 << 24  # elements per step of the scaled-ULP pass (bounded memory on big artifacts)
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,12 @@ class Comparison:
     mismatches: int = 0  # elements that are not bitwise equal
     max_abs: float | None = None
     mad: float | None = None  # mean absolute difference over all elements
-    max_ulp: int | None = None
+    max_ulp: int | None = None  # bit distance (representable floats in between)
     allclose: dict[str, bool] = field(default_factory=dict)  # per tolerance table
     first_mismatch: list[int] | None = None
     note: str = ""
+    max_ulp_scaled: float | None = None  # ULP at scale: |a - b| / ulp(max(|a|, |b|, median |a|))
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) behind the status `allclose`
 
     @property
     def fraction(self) -> float:
@@ -57,8 +61,10 @@ class Comparison:
         return d
 
 
-def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor | None = None) -> Comparison:
-    """`segments`: lengths of consecutive runs within which order carries no meaning (both sides agree)."""
+def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor | None = None,
+            tol: Tolerance | None = None) -> Comparison:
+    """`segments`: lengths of consecutive runs within which order carries no meaning (both sides agree);
+    `tol`: what `allclose` means (default: `Tolerance()`, assert_close's per-dtype pairs)."""
     if a is None or b is None:
         return Comparison(name, "missing", stage, note="only in " + ("the second" if a is None else "the first"))
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
@@ -68,43 +74,47 @@ def compare(name: str, a: Any, b: Any, stage: str = "", segments: torch.Tensor |
     if a.shape != b.shape or a.dtype != b.dtype:
         return Comparison(name, "diverged", stage, dtype, shape, a.numel(), max(a.numel(), b.numel()),
                           note=f"{'shape' if a.shape != b.shape else 'dtype'} mismatch")
+    pair = (tol or Tolerance()).rtol_atol(name, a.dtype)
     try:
-        return _compare_tensors(name, a.detach().to(DEVICE), b.detach().to(DEVICE), stage, dtype, shape, segments)
+        return _compare_tensors(name, a.detach().to(DEVICE), b.detach().to(DEVICE), stage, dtype, shape, segments,
+                                pair)
     except torch.cuda.OutOfMemoryError:  # a tensor too big for the GPU's free memory: the same numbers on the CPU
-        return _compare_tensors(name, a.detach().cpu(), b.detach().cpu(), stage, dtype, shape, segments)
+        return _compare_tensors(name, a.detach().cpu(), b.detach().cpu(), stage, dtype, shape, segments, pair)
 
 
 def _compare_tensors(name: str, a: torch.Tensor, b: torch.Tensor, stage: str, dtype: str, shape: str,
-                     segments: torch.Tensor | None) -> Comparison:
+                     segments: torch.Tensor | None, pair: tuple[float, float]) -> Comparison:
     differ = ~((a == b) | (_isnan(a) & _isnan(b)))
     mismatches = int(differ.sum())
-    tables = {t: _close(a, b, t) for t in TABLES}
+    tables = {t: _close(a, b, *tolerance(TABLES[t], a.dtype)) for t in TABLES}
+    floats = a.dtype in FLOATS
     if mismatches == 0:
-        return Comparison(name, "equal", stage, dtype, shape, a.numel(), 0, 0.0, 0.0, 0 if a.dtype in FLOATS else None,
-                          tables)
+        return Comparison(name, "equal", stage, dtype, shape, a.numel(), 0, 0.0, 0.0, 0 if floats else None,
+                          tables, max_ulp_scaled=0.0 if floats else None, tolerance=pair if floats else None)
     first = [int(i) for i in differ.nonzero()[0]] if a.dim() else []
     diff = (a.double() - b.double()).abs() if a.dtype != torch.bool else differ.double()
-    max_ulp = int(ulp_distance(a, b).max()) if a.dtype in FLOATS else None
+    max_ulp = int(ulp_distance(a, b).max()) if floats else None
+    scaled = max_scaled_ulps(a, b, differ) if floats else None
     status, note = "diverged", ""
     if segments is not None and a.dim() == 1 and _same_per_segment(a, b, segments.to(a.device)):
         status, note = "order_only", f"same elements in each of {segments.numel()} segments, in another order"
-    elif tables["torch"]:
+    elif floats and _close(a, b, *pair):
         status = "allclose"
     return Comparison(name, status, stage, dtype, shape, a.numel(), mismatches, float(diff.max()), float(diff.mean()),
-                      max_ulp, tables, first, note)
+                      max_ulp, tables, first, note, scaled, pair if floats else None)
 
 
-def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Units in the last place between same-dtype floats (0 for +0 vs -0), as int64."""
-    view = _INT_VIEW[a.dtype]
-    bits = torch.finfo(a.dtype).bits
-
-    def ordered(t: torch.Tensor) -> torch.Tensor:
-        i = t.contiguous().view(view).long()
-        magnitude = i & ((1 << (bits - 1)) - 1)
-        return torch.where(i < 0, -magnitude, i)
-
-    return (ordered(a) - ordered(b)).abs()
+def max_scaled_ulps(a: torch.Tensor, b: torch.Tensor, differ: torch.Tensor | None = None) -> float:
+    """The largest ULP at scale over every mismatching element (in chunks: bounded memory)."""
+    scale = value_scale(a)
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    mask = (fa != fb) if differ is None else differ.reshape(-1)
+    out = 0.0
+    for start in range(0, fa.numel(), CHUNK):
+        m = mask[start:start + CHUNK]
+        if bool(m.any()):
+            out = max(out, float(scaled_ulps(fa[start:start + CHUNK][m], fb[start:start + CHUNK][m], scale).max()))
+    return out
 
 
 def _same_per_segment(a: torch.Tensor, b: torch.Tensor, segments: torch.Tensor) -> bool:
@@ -120,10 +130,9 @@ def _same_per_segment(a: torch.Tensor, b: torch.Tensor, segments: torch.Tensor) 
     return torch.equal(canonical(a), canonical(b))
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, table: str) -> bool:
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
     if a.dtype not in FLOATS:
         return torch.equal(a, b)
-    rtol, atol = tolerance(TABLES[table], a.dtype)
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
 
 

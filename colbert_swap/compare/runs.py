@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from colbert_swap.compare.comparators import Comparison, compare
+from colbert_swap.compare.tolerances import Tolerance
 from colbert_swap.errors import UserError
 from colbert_swap.stages import DAG
 from colbert_swap.store import BlobRef, RunManifest, Store
@@ -24,6 +25,7 @@ class RunComparison:
     a: str
     b: str
     results: tuple[Comparison, ...]
+    tolerance: Tolerance = Tolerance()
 
     def __getitem__(self, name: str) -> Comparison:
         return next(r for r in self.results if r.name == name)
@@ -44,6 +46,42 @@ class RunComparison:
         for r in self.results:
             out[r.status] = out.get(r.status, 0) + 1
         return out
+
+    def order_only(self) -> list[Comparison]:
+        return [r for r in self.results if r.status == "order_only"]
+
+
+@dataclass(frozen=True)
+class WholeRun:
+    """What two runs differ in as wholes: every artifact, and colbert-ai's own index files.
+
+    A verdict about a subset ("the downstream artifacts are equal") is only half the answer; this is the
+    other half: what still differs anywhere, and whether the files a user searches are the same."""
+
+    a: str
+    b: str
+    artifacts: int
+    differing: tuple[str, ...]  # artifacts not equal (nor equal up to a meaningless order)
+    order_only: tuple[str, ...]
+    index: dict[str, str] | None  # index file -> how it differs; None when a run has no index to compare
+
+    @property
+    def identical(self) -> bool:
+        return not self.differing and not self.index
+
+    def to_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "artifacts": self.artifacts, "differing": list(self.differing),
+                "order_only": list(self.order_only), "identical": self.identical,
+                "index_files_identical": None if self.index is None else not self.index,
+                "index_files_differing": self.index}
+
+
+def whole_run(store: Store, comparison: RunComparison, a: RunManifest, b: RunManifest) -> WholeRun:
+    """`comparison` must cover every artifact of `a` and `b` (compare_runs without `names`)."""
+    from colbert_swap.index_files import run_index_differences
+
+    return WholeRun(a.label, b.label, len(comparison.results), tuple(comparison.diverged()),
+                    tuple(r.name for r in comparison.order_only()), run_index_differences(store, a, b))
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -87,9 +125,10 @@ def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:
 
 
 def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
-                 force: bool = False, memo: dict | None = None) -> RunComparison:
+                 force: bool = False, memo: dict | None = None, tol: Tolerance | None = None) -> RunComparison:
     """`memo`: a dict shared by several calls (locate's rounds) so that a pair of blobs is read and compared
-    once; keyed by content addresses, symmetric in a and b."""
+    once; keyed by content addresses (and the tolerance), symmetric in a and b. `tol`: what `allclose` means."""
+    tol = tol or Tolerance()
     check_comparable(a, b, force)
     names = names if names is not None else artifact_order(store, a, b)
     results = []
@@ -99,7 +138,7 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         if ra is not None and rb is not None and ra.ref == rb.ref:  # same content address: equal, unread
             results.append(same_blob(name, ra.ref, stage))
             continue
-        key = _memo_key(name, stage, ra, rb, a, b) if memo is not None else None
+        key = (*_memo_key(name, stage, ra, rb, a, b), tol.key()) if memo is not None and ra and rb else None
         if key is not None and key in memo:
             results.append(memo[key])
             continue
@@ -109,15 +148,13 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         if name in ORDER_FREE and ORDER_FREE[name] in a.artifacts and ORDER_FREE[name] in b.artifacts:
             la, lb = store.get(a, ORDER_FREE[name]), store.get(b, ORDER_FREE[name])
             segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
-        results.append(compare(name, va, vb, stage=stage, segments=segments))
+        results.append(compare(name, va, vb, stage=stage, segments=segments, tol=tol))
         if key is not None:
             memo[key] = results[-1]
-    return RunComparison(a.label, b.label, tuple(results))
+    return RunComparison(a.label, b.label, tuple(results), tol)
 
 
-def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple | None:
-    if ra is None or rb is None:
-        return None
+def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple:
     segments = ORDER_FREE.get(name)
     seg = tuple(sorted(str(m.artifacts[segments].ref) for m in (a, b) if segments in m.artifacts)) if segments else ()
     return (name, stage, *sorted((str(ra.ref), str(rb.ref))), seg)

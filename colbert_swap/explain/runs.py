@@ -93,6 +93,19 @@ class _Pair:
         except Exception as exc:
             return f"token attribution unavailable ({type(exc).__name__}: {exc})"
 
+    @cached_property
+    def hidden(self) -> int | None:
+        """The encoder's hidden size, from run a's checkpoint (model=local: whatever the checkpoint says)."""
+        from colbert_swap.config import ModelConfig
+        from colbert_swap.models import checkpoint_path, hidden_size
+
+        model = self.a.config.get("model") or {}
+        try:
+            spec = ModelConfig(**{k: v for k, v in model.items() if k in ModelConfig.__dataclass_fields__})
+            return hidden_size(checkpoint_path(spec, self.store.root / "models"))
+        except Exception:  # a checkpoint that is gone: the bound falls back to the embedding size
+            return None
+
     def changed_token_rows(self) -> torch.Tensor:
         rows = []
         for c in range(self.num_chunks):
@@ -136,7 +149,7 @@ class _Pair:
         return self.matching("half_centroids")
 
     def sizes(self) -> dict:
-        out = {}
+        out = {"hidden": self.hidden}
         for name in ("sample", "heldout_residual"):
             ref = self.a.artifacts.get(name)
             if ref is not None and ref.ref.shape:

@@ -6,7 +6,7 @@ inserts the [D] marker at position 1, and ColBERT.doc drops the rows of padding 
 checks the number of kept rows against the run's `doclens.N`: a row's position is its place in the
 passage's token sequence ([CLS] is 0, [D] is 1), not its place among the kept rows.
 
-    tokens = token_map(store, manifest, rows=changed)      # only the passages that hold those rows
+    tokens = token_map(store, manifest, folder, rows=changed)   # every passage (the changed ones beyond a cap)
     groups = attribute(changed, tokens)
     groups.headline()   # '120 of 120 changed rows are token `[D]` at position 1 (every passage's)'
 """
@@ -23,7 +23,7 @@ import torch
 
 from colbert_swap.store import RunManifest, Store
 
-MAX_PASSAGES = 20_000  # attribution tokenizes at most this many passages (a seeded sample beyond)
+MAX_PASSAGES = 100_000  # attribution tokenizes at most this many passages (a seeded sample beyond)
 TOP = 5
 
 
@@ -69,7 +69,7 @@ def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
     from colbert_swap.engine import Resources
 
     cfg = OmegaConf.merge(OmegaConf.structured(Config), {**manifest.config, "store": {"root": str(store.root)}})
-    resources = Resources(cfg, store, folder)
+    resources = Resources(cfg, store, store.run_dir(manifest.label))  # colbert-ai's chatter goes to the run's log
     config = resources.colbert_config
     from colbert.modeling.tokenization import DocTokenizer
 
@@ -83,9 +83,10 @@ def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
 def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Tensor | None = None,
               sample: bool = False) -> TokenMap:
     """Token ids and positions of the embedding rows of `manifest` (every chunk's `embs.N`, or with
-    `sample` the rows of `local_sample_embs`); with `rows`, only the passages holding them are tokenized
-    (capped at MAX_PASSAGES, a seeded sample). Raises ValueError when the tokenization does not
-    reproduce the run's doclens."""
+    `sample` the rows of `local_sample_embs`). Every passage is tokenized, so that a token's occurrences
+    are counted over the whole artifact; beyond MAX_PASSAGES, only the passages holding `rows` (a seeded
+    sample of them beyond the cap), and the note says occurrences are counted among those. Raises
+    ValueError when the tokenization does not reproduce the run's doclens."""
     if sample:
         doclens = [store.get(manifest, "sample_doclens")]
         pids = store.get(manifest, "sample_pids").long()  # the sample's passages, in pid order
@@ -95,11 +96,15 @@ def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Ten
     index = row_pids(doclens)  # row -> index of its passage among these passages
     lengths = torch.cat([d.long() for d in doclens])
     starts = torch.cumsum(lengths, 0) - lengths  # (passages,) first row of each passage
-    wanted = sorted(set(index[rows].tolist())) if rows is not None else list(range(lengths.numel()))
+    wanted = list(range(lengths.numel()))
     note = ""
     if len(wanted) > MAX_PASSAGES:
-        note = f"tokens of {MAX_PASSAGES:,} of the {len(wanted):,} passages involved (a seeded sample)"
-        wanted = sorted(random.Random(0).sample(wanted, MAX_PASSAGES))
+        wanted = sorted(set(index[rows].tolist())) if rows is not None else wanted
+        if len(wanted) > MAX_PASSAGES:
+            wanted = sorted(random.Random(0).sample(wanted, MAX_PASSAGES))
+        note = (f"{len(wanted):,} of the {lengths.numel():,} passages tokenized (those that changed"
+                f"{', a seeded sample' if rows is None or len(wanted) == MAX_PASSAGES else ''}): occurrences are "
+                "counted among them")
     tokenizer, skip, corpus = doc_tokenizer(manifest, store, folder)
     position = torch.full_like(index, -1)
     token = torch.full_like(index, -1)

@@ -17,13 +17,16 @@ class ArtifactRecord:
     stage: str  # the node that produced it ("embs.0") or "inject:<run>" for an injected artifact
     inputs: dict[str, str] = field(default_factory=dict)  # input artifact -> blob hash
     seconds: float = 0.0
+    env: str = ""  # the environment that computed it (provenance.env_id); "" in runs written before it was kept
 
     def to_json(self) -> dict:
-        return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4)}
+        return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4),
+                "env": self.env}
 
     @classmethod
     def from_json(cls, d: dict) -> "ArtifactRecord":
-        return cls(ref=BlobRef.from_json(d), stage=d["stage"], inputs=d.get("inputs", {}), seconds=d.get("seconds", 0.0))
+        return cls(ref=BlobRef.from_json(d), stage=d["stage"], inputs=d.get("inputs", {}), seconds=d.get("seconds", 0.0),
+                   env=d.get("env", ""))
 
 
 @dataclass
@@ -37,20 +40,41 @@ class RunManifest:
     rng: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {"python": hash, "torch": hash}
     complete: bool = False
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    # env_id -> the provenance of every environment an artifact of this run was computed in
+    environments: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
             "label": self.label, "created": self.created, "complete": self.complete,
             "config_hash": self.config_hash, "config": self.config, "provenance": self.provenance,
             "origin": self.origin, "artifacts": {k: v.to_json() for k, v in self.artifacts.items()},
-            "rng": self.rng,
+            "rng": self.rng, "environments": self.environments,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "RunManifest":
         return cls(label=d["label"], config=d["config"], config_hash=d["config_hash"], provenance=d["provenance"],
                    origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
-                   rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""))
+                   rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""),
+                   environments=d.get("environments", {}))
+
+    @property
+    def env(self) -> str:
+        """The environment this run's own stages ran in (its provenance)."""
+        from colbert_swap.provenance import env_id
+
+        return env_id(self.provenance)
+
+    def computed_in(self, name: str) -> str:
+        """The environment that computed artifact `name` (the run's own for records older than `env`)."""
+        return self.artifacts[name].env or self.env
+
+    def adopt(self, name: str, record: "ArtifactRecord", origin: "RunManifest") -> None:
+        """Take `record` from run `origin` (reused or injected), keeping where it was computed."""
+        env = record.env or origin.env
+        self.artifacts[name] = ArtifactRecord(record.ref, record.stage, dict(record.inputs), record.seconds, env)
+        if env not in self.environments:
+            self.environments[env] = origin.environments.get(env, origin.provenance)
 
     def save(self, path: Path) -> None:
         content = self.to_json()

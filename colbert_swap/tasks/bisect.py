@@ -9,9 +9,9 @@ the same index there is nothing to find.
 
 from __future__ import annotations
 
-from colbert_swap.compare.runs import compare_runs
+from colbert_swap.index_files import run_index_differences
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import Study, cause_text, differing_text, is_index_artifact
+from colbert_swap.matrix import Study, cause_text, differing_text
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
@@ -31,8 +31,10 @@ def run(cfg) -> int:
         return names[i]
 
     def index_same(i: int, j: int) -> bool:
-        comparison = compare_runs(store, store.load(capture(i)), store.load(capture(j)), memo=memo)
-        same = not any(is_index_artifact(n) for n in comparison.diverged())
+        differing = run_index_differences(store, store.load(capture(i)), store.load(capture(j)))
+        if differing is None:
+            raise UserError(f"bisect stops: run {names[i]!r} or {names[j]!r} has no index folder to compare")
+        same = not differing  # colbert-ai's index files themselves
         steps.append([f"{names[i]} vs {names[j]}", "same index" if same else "index differs"])
         study.progress(f"bisect: {names[i]} vs {names[j]}: {steps[-1][1]}")
         return same

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from colbert_swap.compare.tolerances import Tolerance
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import default_run_label
 from colbert_swap.store import RunManifest, Store
@@ -29,3 +30,8 @@ def environment_rows(*runs: RunManifest) -> list[list[str]]:
     perturb = [str(r.config.get("perturb")) for r in runs]
     rows.append(["perturb", *perturb, "" if len(set(perturb)) == 1 else "differs"])
     return rows
+
+
+def tolerance(cfg) -> Tolerance:
+    """compare.tolerance and compare.per_artifact of this invocation."""
+    return Tolerance.from_config(cfg.get("compare"))

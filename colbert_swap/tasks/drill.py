@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from colbert_swap import colbert_env
 from colbert_swap.compare.comparators import compare
-from colbert_swap.drill import DOC, module_outputs, probe_passages
+from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages
 from colbert_swap.engine import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import environment
@@ -30,10 +30,11 @@ def drill_label(run: str) -> str:
     return f"{run}+drill"
 
 
-def _probing(cfg, store: Store, run: RunManifest, label: str, probes: int):
-    """`run`'s config in this environment, its resources, and its probe passages."""
+def _probing(cfg, store: Store, run: RunManifest, probes: int):
+    """`run`'s config in this environment, its resources, and its probe passages. colbert-ai's chatter goes
+    to the drilled run's own log, so a drill that fails leaves no folder behind."""
     here = OmegaConf.merge(cfg, run.config)
-    resources = Resources(here, store, store.run_dir(label))
+    resources = Resources(here, store, store.run_dir(run.label))
     return here, resources, probe_passages(resources.corpus.passages, probes)
 
 
@@ -50,7 +51,7 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
                   bsizes: list[int] | None = None) -> RunManifest:
     """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
     label = drill_label(run.label)
-    here, resources, passages = _probing(cfg, store, run, label, probes or cfg.probes)
+    here, resources, passages = _probing(cfg, store, run, probes or cfg.probes)
     bsizes = list(bsizes or cfg.get("bsizes") or [resources.colbert_config.index_bsize])
     existing = _stored(store, label, probes=len(passages), bsizes=bsizes)
     if existing:
@@ -68,43 +69,46 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
     return manifest
 
 
-def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, progress) -> RunManifest:
-    """The aten operations inside `module` for `run`'s probes, recorded in this environment."""
-    from colbert_swap.drill import op_trace
-
+def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, bsizes: list[int],
+                progress) -> RunManifest:
+    """The aten operations inside `module` for `run`'s probes, recorded in this environment on the very
+    batches of the module drill (`bsizes`)."""
     label = f"{run.label}+ops={module}"
-    here, resources, passages = _probing(cfg, store, run, label, probes)
-    existing = _stored(store, label, probes=len(passages))
+    here, resources, passages = _probing(cfg, store, run, probes)
+    existing = _stored(store, label, probes=len(passages), bsizes=bsizes)
     if existing:
         return existing
     progress(f"recording the aten operations inside {module} for run {run.label!r}")
     with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
-        ops, context = op_trace(resources.checkpoint, passages, resources.colbert_config.index_bsize, module)
+        ops, params = op_trace(resources.checkpoint, passages, bsizes, module)
+        context = kernel_context(resources.checkpoint, here.perturb.get("attn"))
     manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
                            origin={"kind": "ops", "run": run.label, "module": module, "probes": len(passages),
-                                   "context": {**context, "sdpa": here.perturb.get("attn") or "default"}})
+                                   "bsizes": bsizes, "context": context})
     for i, op in enumerate(ops):
         manifest.artifacts[f"op/{i}"] = ArtifactRecord(ref=store.blobs.put(op["output"]), stage=op["op"],
                                                        inputs={str(k): h for k, h in enumerate(op["inputs"])})
+    manifest.artifacts["params"] = ArtifactRecord(ref=store.blobs.put(params), stage="drill")
     manifest.complete = True
     store.save(manifest)
     return manifest
 
 
+def trace(manifest: RunManifest) -> list[tuple]:
+    """[(op, input hashes, output hash)] of an operation trace, in execution order."""
+    ops = sorted((int(n.split("/")[1]), r) for n, r in manifest.artifacts.items() if n.startswith("op/"))
+    return [(r.stage, tuple(r.inputs[str(k)] for k in range(len(r.inputs))), r.ref.hash) for _, r in ops]
+
+
 def first_op_difference(store: Store, a: RunManifest, b: RunManifest) -> dict:
-    """Walk both traces in order: the first place where the operations differ, or where one operation
-    gets bitwise equal inputs and gives different outputs (the kernel itself differs)."""
-    n = min(len(a.artifacts), len(b.artifacts))
-    for i in range(n):
-        ra, rb = a.artifacts[f"op/{i}"], b.artifacts[f"op/{i}"]
-        if ra.stage != rb.stage:
-            return {"index": i, "kind": "different operations", "op": ra.stage, "other_op": rb.stage}
-        if ra.ref != rb.ref and ra.inputs == rb.inputs:
-            r = compare(ra.stage, store.get(a, f"op/{i}"), store.get(b, f"op/{i}"))
-            return {"index": i, "kind": "equal inputs, different output", "op": ra.stage, "shape": r.shape,
-                    "dtype": r.dtype, "mismatches": r.mismatches, "numel": r.numel, "max_abs": r.max_abs,
-                    "max_ulp": r.max_ulp}
-    return {"index": None, "kind": "no operation differs on equal inputs", "ops": n}
+    """The first event of `align_ops` on the two traces, with the numbers of a differing output."""
+    found = align_ops(trace(a), trace(b), store.get(a, "params") if "params" in a.artifacts else None)
+    if found["kind"] == "equal inputs, different output":
+        i, j = found["index"], found["other_index"]
+        r = compare(found["op"], store.get(a, f"op/{i}"), store.get(b, f"op/{j}"))
+        found.update(shape=r.shape, dtype=r.dtype, mismatches=r.mismatches, numel=r.numel, max_abs=r.max_abs,
+                     max_ulp=r.max_ulp, max_ulp_scaled=r.max_ulp_scaled)
+    return found
 
 
 def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> tuple[list[dict], list[dict]]:
@@ -143,8 +147,8 @@ def run(cfg) -> int:
         print(f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored")
         if cfg.get("module"):
             ops = capture_ops(cfg, store, store.load(manifest.origin["run"]), cfg.module, manifest.origin["probes"],
-                              progress)
-            print(f"operation trace {ops.label!r}: {len(ops.artifacts)} aten operations inside {cfg.module}")
+                              manifest.origin["bsizes"], progress)
+            print(f"operation trace {ops.label!r}: {len(ops.artifacts) - 1} aten operations inside {cfg.module}")
         return 0
     source = source_run(cfg, store)
     if not store.has_run(drill_label(source.label)):
@@ -154,7 +158,8 @@ def run(cfg) -> int:
     target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"],
                            bsizes=a.origin.get("bsizes"))
     if cfg.get("module"):
-        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin["probes"], progress)
+        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin["probes"], a.origin["bsizes"],
+                        progress)
     rows, per_batch = compare_drills(store, a, target)
     first = next((r for r in rows if r["mismatches"]), None)
     s, t = source.label, target.origin["run"]
@@ -163,7 +168,9 @@ def run(cfg) -> int:
     else:
         text = (f"The first module whose output differs between {s} and {t} is `{first['module']}` "
                 f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof.num(first['max_abs'])}, "
-                f"max ULP {first['max_ulp']}); every module before it is bitwise equal.")
+                f"max ULP {first['max_ulp']:,} (bits)); every module before it is bitwise equal. Its operations: "
+                f"`python -m colbert_swap task=drill run={s} module={first['module']}` in {s}'s environment, then "
+                f"`task=drill source={s} target={t} module={first['module']}`.")
         lengths = sorted({b["padded_len"] for b in per_batch if b["mismatches"]})
         sizes = sorted({b["bsize"] for b in per_batch if b["mismatches"]})
         same = sorted({b["padded_len"] for b in per_batch if not b["mismatches"]})
@@ -177,13 +184,14 @@ def run(cfg) -> int:
                            plots.divergence_per_padded_length(per_batch, folder / "padded_lengths.png")) if p]
     md = "\n\n".join([
         f"# drill: {s} vs {t}", text, *[f"![{p.stem}]({p.name})" for p in figures], "## Modules, in execution order",
-        table(["module", "mismatches", "max abs", "max ULP", "batches differing"],
+        table(["module", "mismatches", "max abs", "max ULP (bits)", "batches differing"],
               [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
-                f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), r["max_ulp"],
+                f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), f"{r['max_ulp']:,}",
                 ",".join(map(str, r["batches_differing"]))] for r in rows]),
-        "## Final output per batch", table(["batch", "batch size", "passages", "padded length", "mismatches", "max abs"],
-                                           [[b["batch"], b["bsize"], b["size"], b["padded_len"], f"{b['mismatches']:,} / "
-                                             f"{b['numel']:,}", proof.num(b["max_abs"])] for b in per_batch]), ""])
+        "## Final output per batch",
+        table(["batch", "batch size (index_bsize)", "passages in the batch", "padded length", "mismatches", "max abs"],
+              [[b["batch"], b["bsize"], b["size"], b["padded_len"], f"{b['mismatches']:,} / {b['numel']:,}",
+                proof.num(b["max_abs"])] for b in per_batch]), ""])
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
               "verdict": text, "artifacts": {}, "plots": [p.name for p in figures]}
@@ -193,26 +201,45 @@ def run(cfg) -> int:
     return 0
 
 
-def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, progress) -> int:
+def op_verdict(module: str, s: str, t: str, found: dict) -> str:
+    """What the aligned operation traces of `module` say, in a sentence or two."""
+    where = f"Inside `{module}`" if module != DOC else f"In the functional steps of `{DOC}` (outside `bert` and `linear`)"
+    agree = found.get("agreeing_before")
+    before = f" after {agree} operations that agree" if agree else ""
+    if found["index"] is None:
+        return (f"{where}, all {found['ops']} aten operations of {s} have a counterpart in {t} with bitwise equal "
+                f"inputs and outputs ({found['unmatched_other']} of {t}'s {found['other_ops']} have none).")
+    if found["kind"] == "equal inputs, different output":
+        return (f"{where}, operation {found['index']} `{found['op']}` ({found['dtype']} {found['shape']}) gets bitwise "
+                f"equal inputs in {s} and {t}{before} and gives different outputs ({found['mismatches']:,} of "
+                f"{found['numel']:,} elements, max abs {proof.num(found['max_abs'])}, max ULP "
+                f"{found['max_ulp']:,} (bits), {proof.num(found['max_ulp_scaled'])} at scale): the kernel itself "
+                "differs between the environments.")
+    if found["kind"] == "same operation, different inputs":
+        named = found["parameters_differing"]
+        why = (f"the parameter{'s' if len(named) > 1 else ''} {', '.join(f'`{n}`' for n in named)} differ"
+               f"{'' if len(named) > 1 else 's'} between the environments (other weights)" if named
+               else f"input{'s' if len(found['inputs_differing']) > 1 else ''} "
+                    f"{', '.join(map(str, found['inputs_differing']))} differ (computed before the module, or by an "
+                    "operation that ran on one side only)")
+        return (f"{where}, operation {found['index']} `{found['op']}` runs in both{before} on different inputs: {why}.")
+    span = ", ".join(f"`{o}`" for o in found["span"][:6]) + (" ..." if len(found["span"]) > 6 else "")
+    same = " on inputs both traces hold" if found.get("inputs_in_other") else ""
+    return (f"{where}, {s} and {t} run different operations{before}: {s} runs {span} (ops {found['index']}-"
+            f"{found['index'] + len(found['span']) - 1}) where {t} runs {found['other_op'] or 'nothing'}{same}: "
+            "another implementation of the same step, not another kernel result.")
+
+
+def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, bsizes: list[int],
+             progress) -> int:
     label = f"{source.label}+ops={cfg.module}"
     if not store.has_run(label):
         raise UserError(f"run {source.label!r} has no operation trace of {cfg.module}: run `python -m colbert_swap "
                         f"task=drill run={source.label} module={cfg.module}` in {source.label}'s environment first")
-    a, b = store.load(label), capture_ops(cfg, store, target, cfg.module, probes, progress)
+    a, b = store.load(label), capture_ops(cfg, store, target, cfg.module, probes, bsizes, progress)
     found = first_op_difference(store, a, b)
     s, t = source.label, target.label
-    if found["index"] is None:
-        text = (f"Inside `{cfg.module}`, all {found['ops']} aten operations of {s} and {t} give equal outputs "
-                "whenever their inputs are equal.")
-    elif found["kind"] == "different operations":
-        text = (f"Inside `{cfg.module}`, {s} and {t} run different operations at op {found['index']}: "
-                f"`{found['op']}` in {s}, `{found['other_op']}` in {t} (another implementation, not another kernel "
-                "result).")
-    else:
-        text = (f"Inside `{cfg.module}`, operation {found['index']} `{found['op']}` ({found['dtype']} {found['shape']}) "
-                f"gets bitwise equal inputs in {s} and {t} and gives different outputs ({found['mismatches']:,} of "
-                f"{found['numel']:,} elements, max abs {proof.num(found['max_abs'])}, max ULP {found['max_ulp']}): "
-                "the kernel itself differs between the environments.")
+    text = op_verdict(cfg.module, s, t, found)
     contexts = [a.origin["context"], b.origin["context"]]
     md = "\n\n".join([f"# drill {cfg.module}: {s} vs {t}, aten operations", text, "## Kernel context",
                        table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)] for k in contexts[0]]),

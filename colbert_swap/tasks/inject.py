@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from colbert_swap.compare.runs import RunComparison, check_comparable, compare_runs
+from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
 from colbert_swap.report import proof
 from colbert_swap.report.explain import explain
 from colbert_swap.report.tables import table
@@ -19,7 +19,7 @@ from colbert_swap.replay import as_names, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture, progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run, target_label
+from colbert_swap.tasks.common import environment_rows, source_run, target_label, tolerance
 
 
 @dataclass
@@ -30,8 +30,9 @@ class Injection:
     injected: list[str]
     downstream: list[str]
     before: RunComparison  # source vs target
-    after: RunComparison  # replayed vs source
+    after: RunComparison  # replayed vs source, every artifact
     vs_target: RunComparison  # replayed vs target
+    whole: WholeRun  # replayed vs source as wholes: what differs anywhere, and the index files
 
     @property
     def names(self) -> list[str]:
@@ -40,7 +41,8 @@ class Injection:
 
     @property
     def verdict(self) -> str:
-        return proof.injection_verdict(self.names, self.source.label, self.target.label, self.after, self.downstream)
+        return proof.injection_verdict(self.names, self.source.label, self.target.label, self.before, self.after,
+                                       self.downstream, self.whole)
 
 
 def ensure_target(cfg, store: Store, progress) -> RunManifest:
@@ -61,10 +63,12 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     injected = replayed.origin["injected"]
     num_chunks = store.get(target, "num_chunks")
     downstream = [o for n in DAG.downstream_of(injected, num_chunks) for o in n.outputs if o not in injected]
+    tol = tolerance(cfg)
+    after = compare_runs(store, replayed, source, force=True, tol=tol)
     return Injection(source, target, replayed, names, downstream,
-                     before=compare_runs(store, source, target, force=True),
-                     after=compare_runs(store, replayed, source, force=True),
-                     vs_target=compare_runs(store, replayed, target, force=True))
+                     before=compare_runs(store, source, target, force=True, tol=tol), after=after,
+                     vs_target=compare_runs(store, replayed, target, force=True, tol=tol),
+                     whole=whole_run(store, after, replayed, source))
 
 
 def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
@@ -79,14 +83,18 @@ def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
 
 def markdown(result: Injection, meaning: str = "") -> str:
     s, t, r = result.source.label, result.target.label, result.replayed.label
+    shown = result.downstream + [n for n in result.whole.differing if n not in result.downstream]
+    nothing = f"No stage reads {proof.describe(result.names)}: nothing was recomputed."
     return "\n\n".join([
         f"# inject {', '.join(result.names)}: {s} into {t}", result.verdict,
         "## Environments", table(["", s, t, "replayed here", ""], environment_rows(result.source, result.target,
                                                                                    result.replayed)),
         f"## Before injection ({s} vs {t})", proof.comparison_table(result.before),
-        f"## After injection (replayed `{r}` vs {s}), downstream artifacts",
-        proof.comparison_table(result.after, result.downstream),
-        f"## Replayed vs {t}, downstream artifacts", proof.comparison_table(result.vs_target, result.downstream),
+        f"## After injection (replayed `{r}` vs {s}): the downstream artifacts and any other that still differs",
+        proof.comparison_table(result.after, shown, legend=False) if shown else nothing,
+        f"## Replayed vs {t}, downstream artifacts",
+        proof.comparison_table(result.vs_target, result.downstream, legend=False) if result.downstream else nothing,
+        "## Where the replayed run's artifacts were computed", proof.computed_where(result.replayed),
         *([meaning] if meaning else []), ""])
 
 
@@ -94,7 +102,10 @@ def report_json(result: Injection) -> dict:
     return {"task": "inject", "source": result.source.label, "target": result.target.label,
             "injected": result.names, "injected_artifacts": result.replayed.origin["injected"], "root_cause": [],
             "replay_run": result.replayed.label,
-            "downstream": result.downstream, "verdict": result.verdict,
+            "downstream": result.downstream, "verdict": result.verdict, "whole_run": result.whole.to_json(),
+            "tolerance": result.after.tolerance.to_json(),
+            "computed_in": {n: result.replayed.computed_in(n) for n in result.replayed.artifacts},
+            "environments": result.replayed.environments,
             "artifacts": proof.artifact_json([result.after[n] for n in result.downstream]),
             "before": proof.artifact_json(result.before.results),
             "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream])}

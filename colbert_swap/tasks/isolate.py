@@ -23,7 +23,7 @@ from colbert_swap.report.tables import table
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
 from colbert_swap.tasks.capture import progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run
+from colbert_swap.tasks.common import environment_rows, source_run, tolerance
 
 
 def find_stage(name: str | None):
@@ -59,7 +59,7 @@ def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest,
         manifest.complete = True
         store.save(manifest)
     outputs = [o for n in nodes for o in n.outputs]
-    return source, manifest, compare_runs(store, manifest, source, names=outputs, force=True)
+    return source, manifest, compare_runs(store, manifest, source, names=outputs, force=True, tol=tolerance(cfg))
 
 
 def verdict(stage: str, source: str, comparison: RunComparison) -> str:

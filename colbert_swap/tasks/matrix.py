@@ -67,7 +67,9 @@ def _headline(pairs: list[Pair]) -> str:
     if not pairs:
         return "Fewer than two environments were captured: nothing to compare."
     if not changed:
-        return f"All {len(pairs) + 1} environments give bitwise identical artifacts."
+        same_files = all(p.whole.index == {} for p in pairs)
+        return (f"All {len(pairs) + 1} environments give bitwise identical artifacts"
+                + (" and identical colbert-ai index files." if same_files else "; their index files were not all compared."))
     parts = []
     for p in changed:
         cause = ", ".join(f"`{c}`" for c in (p.locate or {}).get("root_cause") or []) or "not located"

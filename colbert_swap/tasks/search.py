@@ -24,10 +24,10 @@ from colbert_swap.report.plots import retrieval_per_query
 from colbert_swap.report.tables import table
 from colbert_swap.retrieval import (effectiveness, ranking_differences, read_qrels, read_queries,
                                     synthetic_queries)
-from colbert_swap.search import SEARCH_ARTIFACTS, ranked_lists, search_run
+from colbert_swap.search import SEARCH_ARTIFACTS, ElsewhereError, ranked_lists, search_label, search_run
 from colbert_swap.store import Store
 from colbert_swap.tasks.capture import progress_printer
-from colbert_swap.tasks.common import source_run, target_label
+from colbert_swap.tasks.common import source_run, target_label, tolerance
 
 
 def queries_for(cfg, store: Store, run) -> tuple[list[str], list[str], dict | None]:
@@ -56,14 +56,61 @@ def search(cfg, store: Store, progress=None) -> dict:
                         f"search the replayed run: target={label}+NAME@{source.label}")
     qids, queries, qrels = queries_for(cfg, store, target)
     k = cfg.search.k
-    a = search_run(store, source, queries, k, progress=progress)
+    a = searched(cfg, store, source, queries, k, progress=progress)
     Q = store.get(a, "Q") if names else None
-    b = search_run(store, target, queries, k, Q=Q, injected_from=source.label if names else None, progress=progress)
+    b = searched(cfg, store, target, queries, k, Q=Q, injected_from=source.label if names else None, progress=progress)
     la, lb = ranked_lists(store, a), ranked_lists(store, b)
     return {"source": source, "target": target, "a": a, "b": b, "qids": qids, "queries": queries, "qrels": qrels, "k": k,
-            "comparison": compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True),
+            "comparison": compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True, tol=tolerance(cfg)),
             "per_query": ranking_differences(la, lb, k), "lists": (la, lb),
             "effectiveness": (effectiveness(la, qrels, k, qids), effectiveness(lb, qrels, k, qids)) if qrels else None}
+
+
+def searched(cfg, store: Store, run, queries: list[str], k: int, Q=None, injected_from: str | None = None,
+             progress=print):
+    """`run`'s search: here when the run was computed here, else in the run's own environment (a spec of
+    conf/env/, in a process of its own), else a clear error."""
+    try:
+        return search_run(store, run, queries, k, Q=Q, injected_from=injected_from, progress=progress)
+    except ElsewhereError as exc:
+        spec_name = run.provenance.get("environment")
+        if not spec_name or Q is not None:
+            raise
+        from colbert_swap.environments import ensure, load_spec, run_in
+
+        spec = load_spec(spec_name)
+        python = ensure(spec, _env_cache(cfg), progress)
+        progress(f"{exc}: searching run {run.label!r} in environment {spec_name!r}")
+        log = store.root / "envs" / "logs" / f"search-{run.label}.log"
+        args = ["task=search", f"run={run.label}", f"store.root={store.root}", *_search_overrides(cfg)]
+        done = run_in(spec, python, args, log)
+        label = search_label(run.label, queries, k, injected_from)
+        if done.returncode or not store.has_run(label):
+            raise UserError(f"the search of run {run.label!r} in environment {spec_name!r} failed (exit "
+                            f"{done.returncode}); see {log}") from exc
+        return store.load(label)
+
+
+def _env_cache(cfg):
+    from pathlib import Path
+
+    return Path(cfg.get("env_cache") or Path(cfg.store.root) / "envs")
+
+
+def _search_overrides(cfg) -> list[str]:
+    from colbert_swap.matrix import _value
+
+    return [f"search.{k}={_value(v)}" for k, v in OmegaConf.to_container(cfg.search, resolve=True).items()] + \
+        [f"seed={cfg.seed}"]
+
+
+def search_one(cfg, store: Store) -> int:
+    """`task=search run=X`: search one run here (in its own environment) and keep its artifacts."""
+    run = store.load(str(cfg.run))
+    _, queries, _ = queries_for(cfg, store, run)
+    manifest = search_run(store, run, queries, cfg.search.k, progress=progress_printer())
+    print(f"search run {manifest.label!r}: {len(manifest.artifacts)} artifacts of {len(queries)} queries (k={cfg.search.k})")
+    return 0
 
 
 def verdict(result: dict) -> str:
@@ -80,6 +127,8 @@ def verdict(result: dict) -> str:
 
 def run(cfg) -> int:
     store = Store(cfg.store.root)
+    if cfg.run and not cfg.source:
+        return search_one(cfg, store)
     result = search(cfg, store)
     s, t, k = result["source"].label, result["target"].label, result["k"]
     folder = proof.out_dir(cfg, "search")
@@ -91,7 +140,13 @@ def run(cfg) -> int:
     rows = [[qids[i], _short(result["queries"][i]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
              *([f"{delta[i]:+.4f}"] if delta else [])]
             for i, p in enumerate(per) if not p["same_order"]][:25]
+    from colbert_swap.provenance import short
+
+    where = [[run.label, side.label, f"`{side.env}`", short(side.provenance)]
+             for run, side in ((result["source"], result["a"]), (result["target"], result["b"]))]
     md = [f"# search: {s} vs {t}", text, f"![per query]({plot.name})",
+          "## Where each side was searched (its queries encoded, its index scored)",
+          table(["index run", "search run", "computed in", "environment"], where),
           f"## Search artifacts ({s} vs {t})", proof.comparison_table(result["comparison"])]
     if eff:
         md += ["## Effectiveness (ir-measures; synthetic qrels: each query's source passage)",
@@ -102,7 +157,8 @@ def run(cfg) -> int:
            table(["qid", "query", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])], rows)
            if rows else "None."]
     report = {"task": "search", "source": s, "target": t, "injected": as_names(cfg.inject), "k": k,
-              "search_runs": [result["a"].label, result["b"].label], "verdict": text, "qids": qids, "per_query": per,
+              "search_runs": [result["a"].label, result["b"].label], "verdict": text,
+              "computed_in": {result["a"].label: result["a"].env, result["b"].label: result["b"].env}, "qids": qids, "per_query": per,
               "artifacts": proof.artifact_json(result["comparison"].results),
               "effectiveness": {s: eff[0], t: eff[1]} if eff else None}
     path = proof.write(folder, report, "\n\n".join(md) + "\n")

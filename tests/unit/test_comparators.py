@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.compare.comparators import compare, ulp_distance
-from colbert_swap.compare.tolerances import ASSERT_CLOSE, BNB, TORCH_DEFAULT, tolerance
+from colbert_swap.compare.tolerances import ASSERT_CLOSE, BNB, TORCH_DEFAULT, Tolerance, tolerance
 
 
 def test_equal_needs_same_bits_dtype_and_shape():
@@ -31,9 +31,36 @@ def test_allclose_status_and_tables():
     assert c.status == "allclose" and c.max_ulp == 1 and c.allclose == {"torch": True, "bnb": True, "assert_close": True}
     half = torch.tensor([1.0, 1.0], dtype=torch.float16)
     off = torch.tensor([1.0, 1.0009765625], dtype=torch.float16)  # 1 ULP in fp16
-    c = compare("h", half, off)
-    assert c.status == "diverged" and c.allclose["torch"] is False and c.allclose["bnb"] is True
-    assert c.allclose["assert_close"] is True and c.max_ulp == 1
+    c = compare("h", half, off)  # the status follows the dtype: assert_close's float16 pair by default
+    assert c.status == "allclose" and c.tolerance == (1e-3, 1e-5)
+    assert c.allclose["torch"] is False and c.allclose["bnb"] is True
+    assert c.allclose["assert_close"] is True and c.max_ulp == 1 and c.max_ulp_scaled == 1
+    strict = compare("h", half, off, tol=Tolerance("torch"))
+    assert strict.status == "diverged" and strict.tolerance == (1e-5, 1e-8)
+    own = compare("h", half, off, tol=Tolerance("torch", {"h": (1e-2, 0.0)}))
+    assert own.status == "allclose" and own.tolerance == (1e-2, 0.0)
+
+
+def test_two_ulp_scales_are_named_and_kept_apart():
+    a = torch.tensor([0.5] * 9 + [1e-9])
+    b = a.clone()
+    b[-1] = -1e-9
+    c = compare("x", a, b)
+    assert c.max_ulp > 10**9  # bit distance: every float between -1e-9 and 1e-9
+    assert c.max_ulp_scaled < 1  # at the artifact's scale (median 0.5) the difference is far below one ULP
+    from colbert_swap.explain.magnitude import magnitude
+
+    m = magnitude("x", a, b, n=1)
+    assert (m.max_units, m.max_ulp_bits) == (c.max_ulp_scaled, c.max_ulp)  # one definition, one number
+
+
+def test_an_unknown_tolerance_table_is_refused():
+    import pytest
+
+    from colbert_swap.errors import UserError
+
+    with pytest.raises(UserError, match="compare.tolerance='loose' is unknown; expected one of: torch, bnb"):
+        Tolerance("loose")
 
 
 def test_ulp_distance_across_zero_and_signs():

@@ -122,7 +122,8 @@ def test_magnitude_against_rounding_noise():
     half = x.half()
     one_ulp = (half.double() + ulp_at(half, torch.float16)).half()
     m = magnitude("embs.0", half, one_ulp, n=32)
-    assert m.verdict == "within" and m.max_ulp == 1 and m.mismatches == 1000 and m.ulp_hist == {"1": 1000}
+    assert m.verdict == "within" and m.max_ulp_bits == 1 and m.mismatches == 1000 and sum(m.ulp_hist.values()) == 1000
+    assert m.max_units == 1 and set(m.ulp_hist) <= {"<1", "1"}
     assert noise_bound(torch.float32, 32) == 33 and noise_bound(torch.float16, 32) < 1.01
     wide = magnitude("prenorm_centroids", x, x + 1e-3, n=6)
     assert wide.verdict == "far_beyond" and wide.max_abs == pytest.approx(1e-3, rel=1e-3)
@@ -131,4 +132,4 @@ def test_magnitude_against_rounding_noise():
     b = a.clone()
     b[-1] = -1e-9
     tiny = magnitude("local_sample_embs", a, b, n=32)
-    assert tiny.verdict == "within" and tiny.max_ulp > 10**6
+    assert tiny.verdict == "within" and tiny.max_ulp_bits > 10**6
