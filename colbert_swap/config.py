@@ -82,7 +82,7 @@ class CompareConfig:
     """What the status `allclose` means (colbert_swap/compare/tolerances.py)."""
 
     tolerance: str = "assert_close"  # torch (allclose's defaults) | bnb (the seed posts') | assert_close (per dtype)
-    per_artifact: Dict[str, List[float]] = field(default_factory=dict)  # {embs: [rtol, atol]}: overrides
+    per_artifact: Optional[Any] = None  # {embs: [rtol, atol], ...}: overrides of the table, per artifact or template
 
 
 @dataclass

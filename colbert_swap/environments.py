@@ -132,6 +132,7 @@ def command_env(spec: EnvSpec) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env.update({k: str(v) for k, v in spec.env.items()})
     env["HF_HUB_OFFLINE"] = "1"
+    env["COLBERT_SWAP_ENV"] = spec.name  # a run names the spec it was computed in (provenance "environment")
     return env
 
 

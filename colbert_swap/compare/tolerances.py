@@ -50,9 +50,16 @@ class Tolerance:
     @classmethod
     def from_config(cls, compare_cfg, declared: dict[str, tuple[float, float]] | None = None) -> "Tolerance":
         """compare.tolerance and compare.per_artifact (which win over tolerances declared on the stages)."""
+        from colbert_swap.errors import UserError
+
         table = getattr(compare_cfg, "tolerance", None) or DEFAULT_TABLE
-        overrides = {str(k): (float(v[0]), float(v[1])) for k, v in dict(getattr(compare_cfg, "per_artifact", None)
-                                                                         or {}).items()}
+        given = getattr(compare_cfg, "per_artifact", None) or {}
+        try:
+            overrides = {str(k): (float(v[0]), float(v[1])) for k, v in dict(given).items() if len(v) == 2}
+            assert len(overrides) == len(given)
+        except (TypeError, ValueError, AssertionError):
+            raise UserError(f"compare.per_artifact={given!r}: expected {{ARTIFACT: [rtol, atol], ...}}, e.g. "
+                            "compare.per_artifact={embs:[1e-3,1e-5]}") from None
         return cls(table, {**(declared or {}), **overrides})
 
     def rtol_atol(self, name: str, dtype: torch.dtype) -> tuple[float, float]:

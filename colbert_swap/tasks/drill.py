@@ -89,6 +89,7 @@ def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, b
         manifest.artifacts[f"op/{i}"] = ArtifactRecord(ref=store.blobs.put(op["output"]), stage=op["op"],
                                                        inputs={str(k): h for k, h in enumerate(op["inputs"])})
     manifest.artifacts["params"] = ArtifactRecord(ref=store.blobs.put(params), stage="drill")
+    manifest.artifacts["op_batches"] = ArtifactRecord(ref=store.blobs.put([op["batch"] for op in ops]), stage="drill")
     manifest.complete = True
     store.save(manifest)
     return manifest

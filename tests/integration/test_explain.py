@@ -13,17 +13,20 @@ import colbert_swap.store
 from colbert_swap.compare.runs import compare_runs
 from colbert_swap.engine import Resources
 from colbert_swap.explain.runs import explain_runs
-from colbert_swap.explain.tokens import row_pids, token_map
+from colbert_swap.explain.tokens import attribute, row_pids, token_map
 from colbert_swap.replay import replay, run_config
 from colbert_swap.store import ArtifactRecord, Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 
 
+pytestmark = pytest.mark.numerics
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_cfg):
     out = {"target": capture(tiny_cfg("run=target"), progress=quiet_progress)}
-    for preset in ("eager", "kmeans_seed"):
+    for preset in ("scale_layer", "eager", "kmeans_seed"):
         out[preset] = capture(tiny_cfg(f"run={preset}", f"perturb={preset}"), progress=quiet_progress)
     return out
 
@@ -54,7 +57,7 @@ def test_token_map_follows_colbert_ai_mask(runs, tiny_cfg, colbert_positions, tm
 
 def test_codes_flips_are_named_by_token_and_position(runs, tiny_cfg, colbert_positions, tmp_path):
     store = Store(tiny_cfg().store.root)
-    a, b = runs["eager"], runs["target"]
+    a, b = runs["scale_layer"], runs["target"]
     comparison = compare_runs(store, a, b)
     explained = {e.name: e for e in explain_runs(store, a, b, comparison, tmp_path)}
     assert set(explained) == set(comparison.diverged())
@@ -69,9 +72,60 @@ def test_codes_flips_are_named_by_token_and_position(runs, tiny_cfg, colbert_pos
     twins = explained["codes.0"].data["near_twins"]
     assert twins["flips"] + explained["codes.0"].data["modulo_matching"]["same_modulo_matching"] == flipped.numel() \
         + explained["codes.0"].data["modulo_matching"]["same_label"]
-    assert explained["embs.0"].data["magnitude"]["verdict"] == "within"  # eager vs SDPA: float16 re-rounding
     assert (tmp_path / "explain-embs.0.png").stat().st_size > 0
     assert f"at position {top['position']}" in explained["codes.0"].text
+
+
+def test_eager_attention_changes_embs_by_float16_rounding_only(runs, tiny_cfg, tmp_path):
+    store = Store(tiny_cfg().store.root)
+    a, b = runs["eager"], runs["target"]
+    comparison = compare_runs(store, a, b)
+    if comparison["embs.0"].same:
+        pytest.skip("eager and SDPA attention give bitwise equal float16 embeddings on this machine "
+                    f"({torch.backends.cpu.get_cpu_capability()})")
+    explained = {e.name: e for e in explain_runs(store, a, b, comparison, tmp_path)}
+    magnitude = explained["embs.0"].data["magnitude"]
+    assert magnitude["verdict"] == "within" and magnitude["max_units"] <= 1  # one float16 re-rounding at most
+    assert magnitude["max_units"] == comparison["embs.0"].max_ulp_scaled  # the table's number, the same unit
+    assert magnitude["max_ulp_bits"] == comparison["embs.0"].max_ulp
+
+
+def test_a_tokens_occurrences_are_counted_over_the_whole_artifact(runs, tiny_cfg, tmp_path):
+    """Changed rows of only 10 passages: the `[D]` marker still occurs once in each of the 120 passages."""
+    store = Store(tiny_cfg().store.root)
+    tokens = token_map(store, runs["target"], tmp_path)
+    marker = next(t for t, name in tokens.names.items() if name == "[D]")
+    rows = (tokens.token == marker).nonzero().flatten()
+    assert rows.numel() == 120
+    att = attribute(rows[:10], tokens)
+    assert att.by_token[0] == ("[D]", 10, 120) and att.by_token_position[0] == ("[D]", 1, 10, 120)
+    assert "10 of its 120 occurrences" in att.headline()
+
+
+def test_rounding_bounds_use_the_checkpoints_own_size(tiny_cfg, tmp_path):
+    """model=local with a hidden size of 48: the bound of `embs` reduces over 48, not the tiny model's 32."""
+    from colbert_swap.config import ModelConfig
+    from colbert_swap.matrix import config_overrides
+    from colbert_swap.models import checkpoint_path
+
+    local = checkpoint_path(ModelConfig(name="h48", hidden=48, intermediate=96, heads=2, layers=1, dim=32),
+                            tmp_path / "models")
+    a = capture(tiny_cfg("run=local-a", "model=local", f"model.path={local}"), progress=quiet_progress)
+    b = capture(tiny_cfg("run=local-b", "model=local", f"model.path={local}", "perturb=kmeans_seed"),
+                progress=quiet_progress)
+    assert set(a.config["model"]) == {"name", "kind", "path"}  # no meaningless tiny-model sizes in the run
+    assert not any(o.startswith("model.hidden") for o in config_overrides(tiny_cfg("model=local",
+                                                                                  f"model.path={local}")))
+    store = Store(tiny_cfg().store.root)
+    explained = {e.name: e for e in explain_runs(store, b, a, compare_runs(store, b, a), tmp_path / "x")}
+    assert explained["prenorm_centroids"].data["magnitude"]["reduction"] > 1  # a cluster mean
+    fake = copy.deepcopy(a)  # the embeddings' bound, on a made-up difference of the local run's embs.0
+    embs = store.get(a, "embs.0")
+    fake.label = "local-nudged"
+    fake.artifacts["embs.0"] = ArtifactRecord(ref=store.blobs.put(torch.nextafter(embs, embs + 1)), stage="test")
+    store.save(fake)
+    explained = {e.name: e for e in explain_runs(store, fake, a, compare_runs(store, fake, a), tmp_path / "y")}
+    assert explained["embs.0"].data["magnitude"]["reduction"] == 48
 
 
 def test_a_permuted_centroid_set_replays_as_a_relabeling(runs, tiny_cfg):

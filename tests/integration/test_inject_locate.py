@@ -1,11 +1,17 @@
 """Inject, replay, compare and locate on real divergences made on purpose in one process.
 
-Each source run differs from the target by one controlled cause (perturb=...); `locate` must name the
-artifact that cause first changes, and injecting it must make everything downstream equal."""
+Each source run differs from the target by one controlled cause (perturb=...). Causes that act on every
+machine (a planted weight scale, a k-means seed, an fp16 normalize) have known answers: `locate` must name
+the artifact the cause first changes, and injecting it must make everything equal. For every other knob,
+whose effect depends on the machine's kernels (eager vs SDPA attention, another batch size, a stable
+sort), the tests assert what holds everywhere: the located cause contains the first divergence and, once
+injected, makes every artifact and every index file equal to the source's; a knob that changes nothing
+here is reported as such."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from colbert_swap.compare.runs import compare_runs
 from colbert_swap.errors import UserError
@@ -19,18 +25,22 @@ from colbert_swap.tasks.locate import locate
 from colbert_swap.tasks.locate import verdict as locate_verdict
 from tests.conftest import quiet_progress
 
-CAUSES = {  # perturb preset -> the artifact it changes first (measured on CPU, see README)
-    "eager": ["local_sample_embs", "embs"],  # the encoder makes the sample and every chunk (seed post 2)
+pytestmark = pytest.mark.numerics
+
+CAUSES = {  # causes that act on every machine -> the artifacts they change first, and the located root cause
+    "scale_layer": ["local_sample_embs", "embs"],  # the encoder makes the sample and every chunk (seed post 2)
     "kmeans_seed": ["prenorm_centroids"],
     "normalize_fp16": ["postnorm_centroids"],
 }
+KERNEL_KNOBS = ["eager", "sdpa_math", "index_bsize", "stable_sort"]  # effect depends on the machine's kernels
+CUDA_KNOBS = ["no_autocast", "tf32", "no_fp16_reduction"]  # switches of CUDA kernels only
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_cfg):
     """The target (as the environment is) and one source per cause."""
     out = {"target": capture(tiny_cfg("run=target"), progress=quiet_progress)}
-    for preset in [*CAUSES, "sdpa_math", "index_bsize", "no_autocast", "tf32", "no_fp16_reduction", "stable_sort"]:
+    for preset in [*CAUSES, *KERNEL_KNOBS, *CUDA_KNOBS]:
         out[preset] = capture(tiny_cfg(f"run={preset}", f"perturb={preset}"), progress=quiet_progress)
     return out
 
@@ -67,12 +77,52 @@ def test_injecting_the_true_cause_makes_everything_downstream_equal(runs, tiny_c
 
 
 def test_injecting_downstream_of_the_cause_leaves_divergence(runs, tiny_cfg):
-    cfg = tiny_cfg("source=eager", "target=target")
-    result = inject(cfg, Store(cfg.store.root), ["half_centroids"], progress=quiet_progress)
+    cfg = tiny_cfg("source=scale_layer", "target=target")
+    store = Store(cfg.store.root)
+    result = inject(cfg, store, ["half_centroids"], progress=quiet_progress)
     left = [n for n in result.downstream if not result.after[n].same]
     assert "leaves" in result.verdict
-    # the target's own bucket cutoffs (and embeddings) still differ from the source's
-    assert not result.before["bucket_cutoffs"].same and "residuals.0" in left
+    # the target's own embeddings (a model with other weights) still differ from the source's
+    assert not result.before["embs.0"].same and "residuals.0" in left
+    assert "embs.0" in result.whole.differing and "Outside what the injection reaches" in result.verdict
+    assert "index files of target+half_centroids@scale_layer and scale_layer differ" in result.verdict
+    assert result.whole.index == index_differences(store.run_dir(result.replayed.label) / "index",
+                                                   store.run_dir("scale_layer") / "index") != {}
+
+
+def test_a_verdict_about_the_downstream_artifacts_also_speaks_of_the_whole_run(runs, tiny_cfg):
+    """Injecting local_sample_embs cannot fix embs.0, which no stage downstream of it makes: whatever happens
+    downstream, the verdict must say the run as a whole is not explained; with embs too, it is."""
+    cfg = tiny_cfg("source=scale_layer", "target=target")
+    store = Store(cfg.store.root)
+    result = inject(cfg, store, ["local_sample_embs"], progress=quiet_progress)
+    assert "embs.0" not in result.downstream and "embs.0" in result.whole.differing
+    assert "does not explain the whole run" in result.verdict and "`embs.0`" in result.verdict
+    assert "index files of target+local_sample_embs@scale_layer and scale_layer differ" in result.verdict
+    both = inject(cfg, store, ["local_sample_embs", "embs"], progress=quiet_progress)
+    assert both.whole.differing == () and both.whole.index == {}
+    assert "explains the whole divergence" in both.verdict and "are identical" in both.verdict
+
+
+def test_downstream_equal_but_the_run_not_says_both(runs, tiny_cfg):
+    """eager vs SDPA: where their embs.0 differ without flipping a code downstream of local_sample_embs, the
+    verdict says both 'all downstream identical' and 'not the whole run' (measured first)."""
+    cfg = tiny_cfg("source=eager", "target=target")
+    store = Store(cfg.store.root)
+    result = inject(cfg, store, ["local_sample_embs"], progress=quiet_progress)
+    if result.before["embs.0"].same or not all(result.after[n].same for n in result.downstream):
+        pytest.skip("on this machine eager's embs.0 is equal to SDPA's, or its differences reach the codes")
+    assert "makes all" in result.verdict and "does not explain the whole run" in result.verdict
+
+
+def test_injecting_between_runs_that_never_differed_says_so(runs, tiny_cfg):
+    capture(tiny_cfg("run=twin"), progress=quiet_progress)
+    cfg = tiny_cfg("source=twin", "target=target")
+    result = inject(cfg, Store(cfg.store.root), ["local_sample_embs"], progress=quiet_progress)
+    assert result.before.diverged() == [] and result.whole.identical
+    assert result.verdict.startswith("Runs twin and target do not differ")
+    assert "nothing for the injection to explain" in result.verdict and "are identical" in result.verdict
+    assert "makes all" not in result.verdict
 
 
 @pytest.mark.parametrize("preset", sorted(CAUSES))
@@ -80,24 +130,43 @@ def test_locate_names_the_cause(runs, tiny_cfg, preset):
     cfg = tiny_cfg(f"source={preset}", "target=target")
     result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
     assert [n for g in result["minimal"] for n in compact(g, result["num_chunks"])] == CAUSES[preset]
-    assert result["final_cmp"].diverged() == []
+    assert result["final_cmp"].diverged() == [] and result["whole"].index == {}
 
 
-def test_locate_with_sdpa_math_finds_the_encoder(runs, tiny_cfg):
-    cfg = tiny_cfg("source=sdpa_math", "target=target")
-    result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
+@pytest.mark.parametrize("preset", KERNEL_KNOBS + CUDA_KNOBS)
+def test_locate_explains_every_knob_whatever_the_machine(runs, tiny_cfg, preset):
+    """What holds on every machine: a knob that changes nothing is reported as such; one that changes
+    something is located to a set that holds the first divergence and, injected, makes everything equal."""
+    cfg = tiny_cfg(f"source={preset}", "target=target")
+    store = Store(cfg.store.root)
+    before = compare_runs(store, runs[preset], runs["target"])
+    result = locate(cfg, store, progress=quiet_progress)
+    if not before.diverged():
+        assert result["minimal"] == [] and "do not diverge" in locate_verdict(result)
+        return
+    located = [n for g in result["minimal"] for n in g]
+    assert set(before.first_diverged()) <= set(located)
+    assert result["final_cmp"].diverged() == [] and result["whole"].index == {}
+    assert "makes every artifact identical" in locate_verdict(result)
+
+
+@pytest.mark.parametrize("preset", ["eager", "sdpa_math"])
+def test_another_attention_is_located_in_the_encoder(runs, tiny_cfg, preset):
+    cfg = tiny_cfg(f"source={preset}", "target=target")
+    store = Store(cfg.store.root)
+    if not compare_runs(store, runs[preset], runs["target"]).diverged():
+        pytest.skip(f"perturb={preset} gives a run bitwise equal to SDPA's on this machine "
+                    f"({torch.backends.cpu.get_cpu_capability()}): nothing to locate")
+    result = locate(cfg, store, progress=quiet_progress)
     names = [n for g in result["minimal"] for n in g]
     assert names[0] == "local_sample_embs" and set(n.split(".")[0] for n in names) <= {"local_sample_embs", "embs"}
-    assert result["final_cmp"].diverged() == []
 
 
-@pytest.mark.parametrize("preset", ["index_bsize", "no_autocast", "tf32", "no_fp16_reduction"])
-def test_a_knob_that_changes_nothing_on_cpu_is_reported_as_such(runs, tiny_cfg, preset):
-    cfg = tiny_cfg(f"source={preset}", "target=target")
-    result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
-    assert result["minimal"] == [] and result["rounds"][0]["diverged"] == 0
+@pytest.mark.parametrize("preset", CUDA_KNOBS)
+def test_a_cuda_only_switch_changes_nothing_on_the_cpu(runs, preset):
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU these switches act")
     assert hashes(runs[preset]) == hashes(runs["target"])
-    assert "do not diverge: nothing to locate" in locate_verdict(result)
 
 
 def test_a_stable_sort_reorders_ivf_only(runs, tiny_cfg):
@@ -105,11 +174,14 @@ def test_a_stable_sort_reorders_ivf_only(runs, tiny_cfg):
     cfg = tiny_cfg("source=stable_sort", "target=target")
     store = Store(cfg.store.root)
     comparison = compare_runs(store, runs["stable_sort"], runs["target"])
+    if comparison["ivf"].status == "equal":
+        pytest.skip("on this machine codes.sort() happened to keep ties in order: nothing to reorder")
     assert comparison["ivf"].status == "order_only" and comparison["ivf"].mismatches > 0
     assert comparison["ivf_pid"].status == "equal" and comparison["values"].status == "equal"
     assert comparison.diverged() == []
     result = locate(cfg, store, progress=quiet_progress)
     assert result["minimal"] == [] and "except the order of `ivf`" in locate_verdict(result)
+    assert result["whole"].index == {}  # colbert-ai's files hold ivf_pid, not ivf: the index is the same
 
 
 def test_unknown_artifact_gets_did_you_mean(runs, tiny_cfg):

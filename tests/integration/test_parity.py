@@ -12,7 +12,7 @@ from colbert_swap.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.numerics]
 
 
 def reference_index(cfg, manifest, root: Path, in_process: bool = False) -> Path:
@@ -60,20 +60,24 @@ def test_multi_chunk_capture_matches_colbert_indexer(tiny_cfg, tmp_path, monkeyp
     assert index_differences(ours, reference, ignore=PLACE_KEYS + ("avoid_fork_if_possible",)) == {}
 
 
-def test_colbert_searcher_answers_from_our_index(tiny_cfg):
+def test_colbert_searcher_answers_from_our_index_as_from_the_indexers(tiny_cfg, tmp_path):
+    """colbert-ai's Searcher returns the very same pids and scores from our index and from the Indexer's."""
     from colbert import Searcher
     from colbert.infra import Run, RunConfig
 
     cfg = tiny_cfg("run=parity")
-    capture(cfg, progress=quiet_progress)
+    manifest = capture(cfg, progress=quiet_progress)
     run_dir = Store(cfg.store.root).run_dir("parity")
-    with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))):
-        searcher = Searcher(index="index", index_root=str(run_dir), verbose=0)
-        passage = searcher.collection[7]
-        pids, ranks, scores = searcher.search(passage[:200], k=5)
-    assert len(pids) == 5 and ranks == [1, 2, 3, 4, 5]
-    assert pids[0] == 7  # a passage's own opening words find it first
-    assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
+    reference = reference_index(cfg, manifest, tmp_path)
+    answers = []
+    for root, name in ((run_dir, "index"), (reference.parent, reference.name)):
+        with Run().context(RunConfig(nranks=1, experiment="search", root=str(root))):
+            searcher = Searcher(index=name, index_root=str(root), verbose=0)
+            answers.append([searcher.search(searcher.collection[pid][:200], k=5) for pid in (3, 7, 50)])
+    ours, theirs = answers
+    assert ours == theirs
+    for pids, ranks, scores in ours:
+        assert len(pids) == 5 and ranks == [1, 2, 3, 4, 5] and scores == sorted(scores, reverse=True)
 
 
 def test_index_differences_sees_a_changed_file(tiny_cfg, tmp_path):

@@ -16,7 +16,8 @@ from tests.conftest import quiet_progress
 
 @pytest.fixture(scope="module")
 def runs(tiny_cfg):
-    for label, extra in [("target", []), ("twin", []), ("seed7", ["perturb=kmeans_seed"]), ("eager", ["perturb=eager"])]:
+    for label, extra in [("target", []), ("twin", []), ("seed7", ["perturb=kmeans_seed"]), ("eager", ["perturb=eager"]),
+                         ("scaled", ["perturb=scale_layer"])]:
         capture(tiny_cfg(f"run={label}", *extra), progress=quiet_progress)
     return tiny_cfg
 
@@ -68,6 +69,27 @@ def test_injecting_the_source_query_embeddings(runs):
     assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin["Q_from"] == "eager"
     assert result["b"].label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
                                                    store, progress=quiet_progress)["b"].label  # kept apart
+
+
+def test_a_runs_queries_are_encoded_with_its_own_model_knobs(runs):
+    """The eager run's Q is what colbert-ai's query encoder gives with eager attention, whatever the machine."""
+    from colbert_swap.engine import Resources
+    from colbert_swap.replay import run_config
+
+    store = Store(runs().store.root)
+    result = search_task.search(runs("source=eager", "target=target", "search.num_queries=6"), store,
+                                progress=quiet_progress)
+    eager = store.load("eager")
+    resources = Resources(run_config(runs(), eager), store, store.run_dir("eager"))
+    model = resources.checkpoint
+    assert model.bert.config._attn_implementation == "eager"
+    model.query_tokenizer.query_maxlen = resources.colbert_config.query_maxlen
+    with torch.inference_mode():
+        expected = model.queryFromText(result["queries"], to_cpu=True)
+    assert torch.equal(store.get(result["a"], "Q"), expected)
+    scaled = search_task.search(runs("source=scaled", "target=target", "search.num_queries=6"), store,
+                                progress=quiet_progress)
+    assert scaled["comparison"]["Q"].status != "equal"  # another encoder: other query embeddings
 
 
 def test_a_query_file_with_trec_qrels(runs, tmp_path):

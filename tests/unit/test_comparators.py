@@ -103,3 +103,26 @@ def test_results_serialize():
     c = compare("x", torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]))
     d = c.to_json()
     assert d["status"] == "diverged" and d["fraction"] == 1 / 3 and d["mismatches"] == 1
+
+
+def test_the_inject_verdict_speaks_of_the_whole_run():
+    """Known answers for the verdict's three parts: downstream, elsewhere, index files."""
+    from colbert_swap.compare.comparators import Comparison
+    from colbert_swap.compare.runs import RunComparison, WholeRun
+    from colbert_swap.report.proof import injection_verdict
+
+    def cmp(**status):
+        return RunComparison("a", "b", tuple(Comparison(n, s) for n, s in status.items()))
+
+    before = cmp(x="diverged", y="diverged", z="diverged")
+    after = cmp(x="equal", y="equal", z="diverged")  # z is not downstream of x
+    whole = WholeRun("r", "a", 3, ("z",), (), {"0.codes.pt": "3 of 9 elements differ"})
+    text = injection_verdict(["x"], "a", "b", before, after, ["y"], whole)
+    assert text.startswith("Injecting `x` from a into b makes all 1 downstream artifact identical to a's.")
+    assert "Outside what the injection reaches, still different from a's: `z`" in text
+    assert "does not explain the whole run" in text and "index files of r and a differ: `0.codes.pt`" in text
+    fixed = injection_verdict(["x"], "a", "b", before, cmp(x="equal", y="equal", z="equal"), ["y"],
+                              WholeRun("r", "a", 3, (), (), {}))
+    assert "Every artifact of the replayed run now equals a's" in fixed and "index files of r and a are identical" in fixed
+    nothing = injection_verdict(["x"], "a", "b", cmp(x="equal"), cmp(x="equal"), [], WholeRun("r", "a", 1, (), (), {}))
+    assert nothing.startswith("Runs a and b do not differ") and "nothing for the injection to explain" in nothing
