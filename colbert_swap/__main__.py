@@ -1,34 +1,34 @@
-"""`python -m colbert_swap [task=...] [overrides...]`: a thin Hydra shell over `run(cfg)`."""
+"""`python -m colbert_swap [task=...] [overrides...]`: a thin Hydra shell over `run(cfg)`.
+
+Before Hydra sees the command line, `--help` (or `help=NAME`) prints colbert_swap's own help, and every
+override key is checked against the schema (colbert_swap/help.py)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import hydra
 
-from colbert_swap.config import Config, register, task_name
+from colbert_swap.config import Config, register, task_name, validate
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-# Every module of colbert_swap/tasks/ with a `run(cfg)` is a task; `common` holds their shared helpers.
-TASKS = tuple(sorted(p.stem for p in (Path(__file__).resolve().parent / "tasks").glob("*.py")
-                     if p.stem not in ("__init__", "common")))
 
 
 def run(cfg: Config) -> int:
+    from colbert_swap.tasks import get
+
     cfg.task = task_name(cfg.task, cfg.inject)  # `inject=NAME source=RUN` is the inject task
-    if cfg.task not in TASKS:
-        raise UserError(f"task={cfg.task!r} is unknown; expected one of: {', '.join(TASKS)}")
-    return importlib.import_module(f"colbert_swap.tasks.{cfg.task}").run(cfg)
+    validate(cfg)
+    return get(cfg.task).module().run(cfg)
 
 
 register()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: Config) -> int:
+def _hydra_main(cfg: Config) -> int:
     try:
         status = run(cfg)
     except UserError as exc:
@@ -37,6 +37,24 @@ def main(cfg: Config) -> int:
     if status:
         sys.exit(status)
     return status
+
+
+def main() -> None:
+    from colbert_swap import help as cli_help
+
+    args = sys.argv[1:]
+    wanted = next((a.split("=", 1)[1] for a in args if a.startswith("help=")), None)
+    try:
+        if wanted or "--help" in args or "-h" in args:
+            task = wanted or next((a.split("=", 1)[1] for a in args if a.startswith("task=")), None)
+            print(cli_help.task_help(task) if task else cli_help.main_help())
+            return
+        if "--hydra-help" not in args:
+            cli_help.check_overrides([a for a in args if not a.startswith("-")])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
 
 
 if __name__ == "__main__":

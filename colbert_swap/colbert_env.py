@@ -173,6 +173,33 @@ def perturbed(perturb) -> Iterator[None]:
             setattr(obj, name, value)
 
 
+# colbert-ai's C++ extensions, JIT-compiled by torch the first time each is needed (per torch version).
+EXTENSIONS = {"capture-cpu": ("segmented_maxsim_cpp",), "capture-cuda": ("decompress_residuals_cpp", "packbits_cpp"),
+              "search-cpu": ("segmented_maxsim_cpp", "filter_pids_cpp", "decompress_residuals_cpp",
+                             "segmented_lookup_cpp"),
+              "search-cuda": ("decompress_residuals_cpp", "packbits_cpp")}
+
+
+def announce_extensions(what: str, device: str, log: Path, progress) -> None:
+    """Say so before colbert-ai compiles an extension that is not built yet: the first capture or search
+    on a machine is otherwise a silent minute."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    missing = []
+    for name in EXTENSIONS[f"{what}-{'cuda' if device == 'cuda' else 'cpu'}"]:
+        try:
+            folder = Path(_get_build_directory(name, verbose=False))
+        except Exception:  # an API that moved: say nothing rather than fail
+            return
+        if not any(folder.glob("*.so")):
+            missing.append(name)
+    if missing:
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(_get_build_directory(missing[0], verbose=False)).parent)
+        progress(f"compiling colbert-ai's C++ extension{'s' if len(missing) > 1 else ''} {', '.join(missing)} (once per "
+                 f"torch version, ~30-60 s each; cached in {root}, set TORCH_EXTENSIONS_DIR to keep them elsewhere); "
+                 f"compiler output: {log}")
+
+
 _CONSOLE = []
 
 

@@ -117,6 +117,32 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
+# Keys that take one of a few values: checked when the config is composed, before any work starts.
+CHOICES = {
+    "model.kind": ("random_bert", "minilm", "path"),
+    "collection.kind": ("synthetic", "tsv", "jsonl"),
+    "index.device": ("auto", "cpu", "cuda"),
+    "index.kmeans_backend": ("faiss", "torch", "fastkmeans"),
+    "perturb.attn": (None, "eager", "sdpa", "sdpa_math"),
+    "perturb.normalize": (None, "fp16"),
+    "compare.tolerance": ("assert_close", "torch", "bnb"),
+}
+
+
+def validate(cfg: Any) -> None:
+    """Every key of CHOICES holds one of its values: a typo fails here, naming the key and the allowed
+    values, not minutes later as a traceback from a stage."""
+    from omegaconf import OmegaConf
+
+    from colbert_swap.errors import UserError
+
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value not in allowed:
+            shown = ", ".join("null" if a is None else a for a in allowed)
+            raise UserError(f"{key}={value!r} is not allowed; expected one of: {shown}")
+
+
 def task_name(task: str, inject: Any) -> str:
     """The task a command line asks for: `inject=NAME` alone means task=inject."""
     return "inject" if inject and task == "capture" else task
@@ -165,6 +191,11 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from colbert_swap.help import check_overrides
+
     register()
+    check_overrides(list(overrides))
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+        cfg = hydra_compose("config", overrides=list(overrides))
+    validate(cfg)
+    return cfg

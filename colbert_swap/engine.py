@@ -32,9 +32,10 @@ from colbert_swap.store.blobs import BlobRef
 class Resources:
     """Non-artifact inputs, built on first use: a replay downstream of the centroids never loads the model."""
 
-    def __init__(self, cfg: Config, store: Store, run_dir: Path):
+    def __init__(self, cfg: Config, store: Store, run_dir: Path, progress: Callable[[str], None] = lambda m: None):
         self.cfg, self.store, self.run_dir = cfg, store, run_dir
         self.log = run_dir / "capture.log"
+        self.progress = progress  # the engine's, once an engine runs with these resources
 
     @cached_property
     def device(self) -> str:
@@ -47,7 +48,7 @@ class Resources:
     @cached_property
     def checkpoint_path(self) -> str:
         with colbert_env.quiet(self.log):
-            return checkpoint_path(self.cfg.model, self.store.root / "models")
+            return checkpoint_path(self.cfg.model, self.store.root / "models", self.progress)
 
     @cached_property
     def colbert_config(self):
@@ -58,6 +59,8 @@ class Resources:
     @cached_property
     def _model(self):
         amp = self.cfg.index.amp if self.cfg.perturb.get("autocast") is None else self.cfg.perturb.autocast
+        colbert_env.announce_extensions("capture", self.device, self.log, self.progress)
+        self.progress("building the model (colbert-ai's Checkpoint)")
         return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
                                            self.cfg.seed, self.device, self.log, self.cfg.perturb)
 
@@ -84,6 +87,7 @@ class Engine:
                  progress: Callable[[str], None] = lambda msg: None):
         self.store, self.resources, self.manifest = store, resources, manifest
         self.progress = progress
+        resources.progress = progress
         self.memory: dict[str, Any] = {}
         here = environment()
         self.env = env_id(here)  # every artifact this engine computes is recorded as computed here

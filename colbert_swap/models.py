@@ -37,7 +37,7 @@ def spec_hash(spec: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike) -> str:
+def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike, progress=lambda message: None) -> str:
     """Return a directory colbert-ai can load, building (once, atomically) the seeded checkpoints."""
     if spec.kind == "path":
         path = Path(spec.path or "").expanduser()
@@ -50,6 +50,7 @@ def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike) -> str:
         raise UserError(f"model.kind={spec.kind!r} is unknown; expected random_bert, minilm or path")
     dest = Path(models_root) / f"{spec.name}-{spec_hash(spec)}"
     if not (dest / "artifact.metadata").exists():
+        progress(f"building the seeded checkpoint model={spec.name} once into {dest}")
         _build(spec, dest)
     return str(dest.resolve())
 

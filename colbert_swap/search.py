@@ -87,9 +87,8 @@ def search_run(store: Store, index_run: RunManifest, queries: list[str], k: int,
     check_environment(index_run)
     run_dir = store.run_dir(index_run.label)
     log = run_dir / "search.log"
-    progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r}; the first "
-             f"search compiles colbert-ai's C++ extensions (once, ~30-60 s, cached in TORCH_EXTENSIONS_DIR); "
-             f"log: {log}")
+    progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r} (log: {log})")
+    colbert_env.announce_extensions("search", "cuda" if torch.cuda.is_available() else "cpu", log, progress)
     s = searcher(run_dir, log, index_run.config)
     from omegaconf import OmegaConf
 

@@ -7,7 +7,7 @@
   operands, not with a result that cancels to ~0, so this is the unit rounding noise is measured in; it is
   what every verdict on rounding noise uses.
 
-    >>> a = torch.tensor([0.5, 1e-9]); b = torch.tensor([0.5, -1e-9])
+    >>> a = torch.tensor([0.5, 0.5, 1e-9]); b = torch.tensor([0.5, 0.5, -1e-9])
     >>> int(ulp_distance(a, b).max()) > 10**9, float(scaled_ulps(a, b, value_scale(a)).max()) < 1
     (True, True)
 """

@@ -148,9 +148,11 @@ def sentence(m: Magnitude, inputs: list[str] | None = None) -> str:
         why = f" Its stage's inputs differ ({shown}): this carries their difference along."
     if m.verdict == "within":
         return f"{size}: within {m.dtype} rounding ({noise}).{why}"
-    if m.verdict == "beyond":
+    if m.verdict == "beyond" and not inputs:
         return (f"{size}: {m.ratio:.3g}x beyond one {m.dtype} rounding ({noise}), the size of rounding noise "
                 f"carried through several operations.{why}")
+    if m.verdict == "beyond":  # the inputs differ: whatever their difference is, it is not this step's rounding
+        return f"{size}: {m.ratio:.3g}x beyond one {m.dtype} rounding of this step ({noise}).{why}"
     return f"{size}: far beyond {m.dtype} rounding ({noise}; {m.ratio:.3g}x that).{why}"
 
 

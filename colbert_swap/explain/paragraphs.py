@@ -92,11 +92,15 @@ def residuals(causes: dict) -> str:
     return ("; ".join(parts) + ".") if parts else ""
 
 
-def labels(name: str, data: dict, match: Matching | None) -> str:
+def labels(name: str, data: dict, match: Matching | None, said_in: str | None = None) -> str:
+    """The label-level paragraph; `said_in`: the artifact whose paragraph already gave the codes' agreement
+    (it is the same for every label-level artifact, so it is said once)."""
     codes = data.get("codes")
     ivf = data.get("ivf_pid")
     parts = []
-    if codes and match is not None:
+    if codes and said_in:
+        parts.append(f"It follows from the codes (see `{said_in}`)")
+    elif codes and match is not None:
         n = codes["embeddings"]
         parts.append(f"Modulo the centroid matching ({KINDS[match.kind]}), {codes['same_modulo_matching']:,} of "
                      f"{n:,} embeddings ({pct(codes['same_modulo_matching'], n)}) sit in the corresponding list")

@@ -60,6 +60,11 @@ class _Pair:
             self._cache[key] = value
         return value
 
+    def said(self, name: str) -> str | None:
+        """The first label-level artifact explained in this pair (None when `name` is it)."""
+        first = self._cache.setdefault(("said", "labels"), name)
+        return None if first == name else first
+
     def same(self, name: str) -> bool:
         ra, rb = self.a.artifacts.get(name), self.b.artifacts.get(name)
         return ra is not None and rb is not None and ra.ref.hash == rb.ref.hash
@@ -185,7 +190,8 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     if template in LABEL_LEVEL and (va.shape != vb.shape or va.dtype != vb.dtype):
         data = {"kind": "shape", "labels": _labels(pair)}
         return Explanation(r.name, f"{r.note} ({r.shape}). " + paragraphs.labels(r.name, data["labels"],
-                                                                                pair.code_matching), data)
+                                                                                pair.code_matching, pair.said(r.name)),
+                           data)
     if va.shape != vb.shape or va.dtype != vb.dtype:
         return Explanation(r.name, f"`{r.name}`: {r.note} ({r.dtype}, {r.shape}): the runs computed different "
                                    "things here, so no element-wise explanation applies.", {"kind": "shape"})
@@ -220,7 +226,7 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
         parts.append(paragraphs.residuals(data["residual_causes"]))
     if template in LABEL_LEVEL:
         data["labels"] = _labels(pair)
-        parts.append(paragraphs.labels(r.name, data["labels"], pair.code_matching))
+        parts.append(paragraphs.labels(r.name, data["labels"], pair.code_matching, pair.said(r.name)))
     return Explanation(r.name, " ".join(p for p in parts if p), data, figure and Path(figure).name)
 
 

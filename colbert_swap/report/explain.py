@@ -59,7 +59,7 @@ def histogram(m: Magnitude, path: Path) -> str:
                                                     if m.sampled < m.mismatches else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return str(path)
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 STATUS_COLORS = {"equal": "#4daf4a", "order_only": "#a6d96a", "allclose": "#fee08b", "diverged": "#d73027",
-                 "missing": "#bbbbbb", "": "#ffffff"}
+                 "missing": "#bbbbbb", "injected": "#4393c3", "": "#ffffff"}
 _LAYER = re.compile(r"^bert\.(embeddings|encoder\.layer\.\d+)$|^linear$|^colbert\.doc$")
 
 
@@ -38,7 +38,7 @@ def divergence_per_layer(rows: list[dict], path: Path) -> Path | None:
     ax.tick_params(axis="x", rotation=45)
     ax.set_title("Divergence per layer")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -50,17 +50,18 @@ def divergence_per_padded_length(batches: list[dict], path: Path) -> Path | None
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(batches)), 3.5))
     labels = [f"b{b['batch']}\nlen {b['padded_len']}\nbsize {b.get('bsize', b['size'])}" for b in batches]
     ax.bar(labels, [b["mismatches"] / b["numel"] if b["numel"] else 0 for b in batches], color="#d73027")
-    ax.set_ylabel("fraction of output elements that differ")
+    ax.set_ylabel("fraction of output\nelements that differ")
     ax.set_ylim(0, 1)
-    ax.set_title("Final output divergence per batch (padded length, batch size)")
+    ax.set_title("Final output per batch\n(padded length, batch size)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def sweep_heatmap(rows: list[tuple[str, list[str]]], columns: list[str], path: Path) -> Path | None:
-    """Injection point (row) x artifact (column), coloured by status after the replay."""
+def sweep_heatmap(rows: list[tuple[str, list[str]]], columns: list[str], path: Path,
+                  what: str = "injection point") -> Path | None:
+    """Injection point (row) x artifact (column), coloured by status after the replay (or job x artifact)."""
     if not rows:
         return None
     from matplotlib.colors import to_rgb
@@ -73,9 +74,11 @@ def sweep_heatmap(rows: list[tuple[str, list[str]]], columns: list[str], path: P
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for s, c in STATUS_COLORS.items() if s]
     ax.legend(handles, [s for s in STATUS_COLORS if s] + [], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
-    ax.set_title("Status after replay, vs the source run (white: upstream, untouched)")
+    ax.set_ylabel(what)
+    ax.set_title("Status against the source run" + (" after the replay (blue: injected)" if what == "injection point"
+                                                    else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -95,6 +98,6 @@ def retrieval_per_query(overlap: list[float], delta: list[float] | None, k: int,
         axes[1][0].set_ylabel(f"nDCG@{k}: target - source")
     axes[-1][0].set_xlabel("query")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

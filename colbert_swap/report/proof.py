@@ -73,6 +73,11 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
+def differ(n: int) -> str:
+    """'1 artifact differs', '2 artifacts differ'."""
+    return "differs" if n == 1 else "differ"
+
+
 def order_text(names: list[str] | tuple[str, ...], comparison: RunComparison | None = None) -> str:
     """' except the order of `ivf` (same elements in each of 512 segments, in another order)'."""
     if not names:
@@ -138,7 +143,34 @@ def computed_where(run: RunManifest) -> str:
     return table(["artifacts", "computed in", "environment", "count", "names"], rows)
 
 
-def write(folder: Path, report: dict, markdown: str) -> Path:
+def write(folder: Path, report: dict, markdown: str, runs: tuple[RunManifest, ...] | list = ()) -> Path:
+    """report.json, report.md and report.html (the markdown rendered, figures inlined: one file to attach
+    to a GitHub issue or mail). `runs`: their environments go into report.json under `environments`."""
+    if runs:
+        report = {**report, "environments": {r.label: {"env_id": r.env, **r.provenance} for r in runs}}
     atomic_write(folder / "report.json", (json.dumps(report, indent=1, default=str) + "\n").encode())
     atomic_write(folder / "report.md", markdown.encode())
+    atomic_write(folder / "report.html", html_page(markdown, folder).encode())
     return folder / "report.md"
+
+
+def html_page(markdown_text: str, folder: Path) -> str:
+    """The markdown as a self-contained HTML page: tables rendered, PNG figures inlined as data URIs."""
+    import base64
+    import re
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def inline(match: re.Match) -> str:
+        path = folder / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"/]+\.png)"', inline, body)
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto;line-height:1.45} table{border-collapse:"
+             "collapse;font-size:12px} td,th{border:1px solid #ccc;padding:2px 6px} img{max-width:100%} code{"
+             "background:#f4f4f4}")
+    return f"<!doctype html><meta charset=\"utf-8\"><title>colbert_swap report</title><style>{style}</style>\n{body}\n"

@@ -17,7 +17,7 @@ from colbert_swap.report.tables import table
 from colbert_swap.store.blobs import atomic_write
 
 COLORS = {"equal": "#b7e1b0", "order_only": "#d9f0a3", "allclose": "#fee391", "diverged": "#f4a582",
-          "missing": "#dddddd", "": "#ffffff"}
+          "missing": "#dddddd", "injected": "#92c5de", "": "#ffffff"}
 
 
 def read_report(path: Path) -> dict:
@@ -25,9 +25,16 @@ def read_report(path: Path) -> dict:
     report = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(report, dict):
         raise ValueError("not a JSON object")
-    injected = report.get("injected", [])
-    if not isinstance(injected, list) or not all(isinstance(n, str) for n in injected):
-        raise ValueError("'injected' is not a list of artifact names")
+    for key in ("injected", "injected_artifacts", "downstream"):
+        names = report.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{key!r} is not a list of artifact names")
+    whole = report.get("whole_run", {})
+    if not isinstance(whole, dict) or not isinstance(whole.get("differing", []), list):
+        raise ValueError("'whole_run' is not an object with a list 'differing'")
+    for key in ("task", "source", "target"):
+        if not isinstance(report.get(key, ""), str):
+            raise ValueError(f"{key!r} is not text")
     if not isinstance(report.get("verdict", ""), str):
         raise ValueError("'verdict' is not text")
     for key in ("before", "artifacts"):
@@ -60,62 +67,100 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     return reports, problems
 
 
+INJECT_LEGEND = ("Each cell: the artifact of the replayed run against the source run's. `injected`: taken from "
+                 "the source; a status with `*`: not recomputed (upstream of or beside the injection: the target's "
+                 "own, as it is); a plain status: recomputed by the replay.")
+
+
 def summarize(sweep_dir: Path) -> Path | None:
     reports, problems = collect(sweep_dir)
     if not reports:  # not a sweep of tasks that write reports (e.g. -m model=tiny,base captures)
         return None
+    tasks = sorted({r.get("task", "?") for r in reports})
+    inject = tasks == ["inject"]
     columns: list[str] = []
     for r in reports:
         for name in [*r.get("before", {}), *r.get("artifacts", {})]:
             if name not in columns:
                 columns.append(name)
-    rows = [_row(r, columns) for r in reports]
+    labels = [_label(r, inject) for r in reports]
     from colbert_swap.report.plots import sweep_heatmap
 
-    heatmap = sweep_heatmap([(", ".join(r.get("injected", [])), [_status(r, c) for c in columns]) for r in reports],
-                            columns, sweep_dir / "heatmap.png") if reports else None
-    md = "\n\n".join([
-        f"# sweep: {len(reports)} injection experiments", "Status of every artifact after replay, "
-        "compared with the source run (`-`: upstream of the injection, taken from the target as it is).",
-        f"![heatmap]({heatmap.name})" if heatmap else "",
+    heatmap = sweep_heatmap([(label, [_status(r, c) for c in columns]) for label, r in zip(labels, reports)],
+                            columns, sweep_dir / "heatmap.png",
+                            "injection point" if inject else "job") if columns else None
+    what = f"{len(reports)} injection experiments" if inject else f"{len(reports)} {' and '.join(tasks)} jobs"
+    legend = INJECT_LEGEND if inject else ("Each cell: the artifact of the job's source against its target; `-`: "
+                                           "not in that job's report.")
+    jobs = table(["job", "injected" if inject else "source vs target", "downstream same", "whole run", "index files",
+                  "verdict"], [[r["job"], label, _same_count(r), _whole(r), _index(r), r.get("verdict", "")]
+                               for label, r in zip(labels, reports)])
+    md = "\n\n".join(x for x in [
+        f"# sweep: {what}", legend, f"![heatmap]({heatmap.name})" if heatmap else "",
         "## Jobs without a report\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "",
-        table(["job", "injected", "downstream same", "verdict"],
-              [[r["job"], ", ".join(r.get("injected", [])), _same_count(r), r.get("verdict", "")] for r in reports]),
-        table(["injected", *columns], rows), ""])
+        jobs, table(["injected" if inject else "job", *columns],
+                    [[label, *[_cell(r, c) for c in columns]] for label, r in zip(labels, reports)]), ""] if x != "")
     atomic_write(sweep_dir / "summary.md", md.encode())
-    atomic_write(sweep_dir / "summary.json", json.dumps({"jobs": reports, "columns": columns, "problems": problems},
-                                                        indent=1).encode())
-    atomic_write(sweep_dir / "summary.html", _html(reports, columns).encode())
+    atomic_write(sweep_dir / "summary.json", json.dumps({"tasks": tasks, "jobs": reports, "columns": columns,
+                                                         "problems": problems, "legend": legend}, indent=1).encode())
+    atomic_write(sweep_dir / "summary.html", _html(reports, columns, labels, legend).encode())
     return sweep_dir / "summary.md"
 
 
+def _label(report: dict, inject: bool) -> str:
+    if inject:
+        return ", ".join(report.get("injected", [])) or "-"
+    return f"{report.get('source', '?')} vs {report.get('target', '?')}"
+
+
 def _status(report: dict, name: str) -> str:
+    if name in report.get("injected_artifacts", []):
+        return "injected"
     return report.get("artifacts", {}).get(name, {}).get("status", "")
 
 
-def _row(report: dict, columns: list[str]) -> list[str]:
-    return [", ".join(report.get("injected", [])) or "-", *[_status(report, c) or "-" for c in columns]]
+def _cell(report: dict, name: str) -> str:
+    status = _status(report, name)
+    if not status:
+        return "-"
+    recomputed = report.get("task") != "inject" or status == "injected" or name in report.get("downstream", [])
+    return status if recomputed else f"{status}*"
 
 
 def _same_count(report: dict) -> str:
-    arts = report.get("artifacts", {})
+    arts = {n: a for n, a in report.get("artifacts", {}).items() if n in report.get("downstream", report.get("artifacts", {}))}
     same = sum(1 for a in arts.values() if a["status"] in ("equal", "order_only"))
     return f"{same}/{len(arts)}"
 
 
-def _html(reports: list[dict], columns: list[str]) -> str:
+def _whole(report: dict) -> str:
+    whole = report.get("whole_run")
+    if not isinstance(whole, dict):
+        return ""
+    differing = whole.get("differing") or []
+    return "identical" if not differing else f"{len(differing)} differ"
+
+
+def _index(report: dict) -> str:
+    whole = report.get("whole_run")
+    if not isinstance(whole, dict) or whole.get("index_files_identical") is None:
+        return ""
+    return "identical" if whole["index_files_identical"] else "differ"
+
+
+def _html(reports: list[dict], columns: list[str], labels: list[str], legend_text: str) -> str:
     head = "".join(f"<th><div>{html.escape(c)}</div></th>" for c in columns)
     body = []
-    for r in reports:
+    for label, r in zip(labels, reports):
         cells = "".join(f'<td style="background:{COLORS.get(_status(r, c), "#fff")}" title="{html.escape(c)}: '
-                        f'{_status(r, c) or "upstream"}">{_status(r, c)[:1]}</td>' for c in columns)
-        body.append(f"<tr><th>{html.escape(', '.join(r.get('injected', [])))}</th>{cells}</tr>")
+                        f'{html.escape(_cell(r, c))}">{html.escape(_cell(r, c)[:1])}</td>' for c in columns)
+        body.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
     legend = " ".join(f'<span style="background:{v};padding:2px 6px">{k}</span>' for k, v in COLORS.items() if k)
     return f"""<!doctype html><meta charset="utf-8"><title>colbert_swap sweep</title>
 <style>body{{font-family:sans-serif}} td{{width:1.4em;text-align:center;font-size:11px}}
 th div{{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:11px}}</style>
-<h1>Injection point &times; artifact (status after replay vs the source run)</h1><p>{legend}</p>
-<table><tr><th>injected</th>{head}</tr>{''.join(body)}</table>
+<h1>Job &times; artifact</h1><p>{html.escape(legend_text)}</p><p>{legend}</p>
+<table><tr><th></th>{head}</tr>{''.join(body)}</table>
 """
 
 

@@ -24,6 +24,12 @@ def check_label(label: str) -> str:
     return label
 
 
+def derived(label: str) -> bool:
+    """Runs made from other runs carry their origin in their name: replays and isolates (`A+...`), drills
+    (`A+drill`, `A+ops=...`) and searches (`A.search-...`)."""
+    return "+" in label or ".search-" in label
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -45,8 +51,7 @@ class Store:
     def load(self, label: str) -> RunManifest:
         path = self.manifest_path(label)
         if not path.exists():
-            runs = ", ".join(self.runs()) or "none"
-            raise UserError(f"run {label!r} is not in the store {self.root.resolve()} (runs there: {runs})")
+            raise UserError(self.missing(label))
         try:
             manifest = RunManifest.load(path)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -55,6 +60,19 @@ class Store:
             raise UserError(f"run {label!r}: manifest {path} names another run ({manifest.label!r}); was it copied "
                             "from another run's folder?")
         return manifest
+
+    def missing(self, label: str) -> str:
+        """Why `label` cannot be loaded: the closest names, then the captured runs (derived ones counted)."""
+        import difflib
+
+        runs = self.runs()
+        captured = [r for r in runs if not derived(r)]
+        close = difflib.get_close_matches(label, runs, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        others = len(runs) - len(captured)
+        listing = (f"captured runs there: {', '.join(captured) or 'none'}"
+                   + (f"; and {others} derived runs (replays, drills, searches: task=verify lists them)" if others else ""))
+        return f"run {label!r} is not in the store {self.root.resolve()}.{hint} ({listing})"
 
     def save(self, manifest: RunManifest) -> None:
         manifest.save(self.manifest_path(manifest.label))

@@ -1,1 +1,61 @@
-"""One module per `task=`; each exposes `run(cfg) -> int` (the exit status)."""
+"""The tasks, listed explicitly: `task=NAME` runs `colbert_swap.tasks.NAME.run(cfg) -> int` (the exit status).
+
+To add a task: write `colbert_swap/tasks/NAME.py` with a module docstring (its first line is the task's
+one-line summary in `--help`; the rest is `task=NAME --help`) and a `run(cfg)`, then add a `Task` line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str
+    keys: tuple[str, ...] = ()  # the main keys it reads, for `--help`
+
+    def module(self):
+        return importlib.import_module(f"colbert_swap.tasks.{self.name}")
+
+    def doc(self) -> str:
+        return (self.module().__doc__ or self.summary).strip()
+
+
+TASKS = {t.name: t for t in [
+    Task("capture", "capture a run: every intermediate of colbert-ai's indexing, and its index files (the default)",
+         ("run", "force", "model", "collection", "index", "perturb")),
+    Task("stages", "print the DAG: every stage, what it reads, what it produces"),
+    Task("compare", "compare two runs artifact by artifact, and their index files", ("source", "target", "force")),
+    Task("inject", "swap artifacts of one run into another and replay what is downstream (`inject=NAME` alone)",
+         ("inject", "source", "target", "reuse", "force")),
+    Task("locate", "find the smallest set of artifacts whose injection explains every difference",
+         ("source", "target", "force")),
+    Task("isolate", "run one stage here on another run's inputs: does the stage itself depend on the environment?",
+         ("stage", "source")),
+    Task("drill", "inside the model: the first module, then the first operation, whose output differs",
+         ("run", "source", "target", "module", "probes", "bsizes")),
+    Task("search", "search both runs' indexes with colbert-ai's Searcher and compare the rankings",
+         ("source", "target", "run", "inject", "search")),
+    Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change",
+         ("envs", "env_cache")),
+    Task("bisect", "the first environment of a list that changes colbert-ai's index files", ("envs", "env_cache")),
+    Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)",
+         ("environment", "env_cache")),
+    Task("verify", "check every manifest and blob of the store against its hash; change nothing"),
+    Task("gc", "remove blob files no run points at"),
+    Task("rm", "remove a run from the store (an incomplete one, or any with force=true)", ("run", "force")),
+]}
+
+
+def get(name: str) -> Task:
+    import difflib
+
+    from colbert_swap.errors import UserError
+
+    if name not in TASKS:
+        close = difflib.get_close_matches(str(name), list(TASKS), n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"task={name!r} is unknown.{hint} Tasks: {', '.join(TASKS)} (python -m colbert_swap --help)")
+    return TASKS[name]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 from colbert_swap.colbert_env import console
 from colbert_swap.config import Config, config_hash, result_config
@@ -58,12 +59,13 @@ def _capture(cfg: Config, store: Store, label: str, progress) -> RunManifest:
         if changed:
             raise UserError(f"run {label!r} was started in another environment ({', '.join(changed)} differ); "
                             "resume it there, or pass force=true to start it over here")
-        progress(f"resuming run {label!r}: {len(manifest.artifacts)} artifacts already stored")
-    else:
+        progress(f"resuming run {label!r}: {len(manifest.artifacts)} artifact(s) already stored")
+    resources = Resources(cfg, store, run_dir, progress)
+    if manifest is None:
+        _check_inputs(resources, run_dir, progress)  # a checkpoint or collection that is not there: no run
         manifest = RunManifest(label=label, config=result, config_hash=digest, provenance=env,
                                origin={"kind": "capture"})
         store.save(manifest)
-    resources = Resources(cfg, store, run_dir)
     engine = Engine(store, resources, manifest, progress)
     progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
     engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
@@ -76,12 +78,37 @@ def _capture(cfg: Config, store: Store, label: str, progress) -> RunManifest:
     return manifest
 
 
+def _check_inputs(resources: Resources, run_dir, progress) -> None:
+    """The model and the collection exist and can be read, before the run is created: a capture that fails
+    here leaves nothing in the store."""
+    existed = run_dir.exists()
+    try:
+        resources.corpus
+        if not Path(resources.checkpoint_path).exists():
+            raise UserError(f"checkpoint {resources.checkpoint_path} does not exist")
+    except BaseException:
+        if not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run(cfg: Config) -> int:
+    from colbert_swap.report import proof
+    from colbert_swap.report.tables import table
+    from colbert_swap.tasks.common import environment_rows
+
     manifest = capture(cfg)
     store = Store(cfg.store.root)
     num_chunks = store.get(manifest, "num_chunks")
-    print(artifact_table(manifest, DAG.artifacts(num_chunks)))
+    artifacts = artifact_table(manifest, DAG.artifacts(num_chunks))
     run_dir = store.run_dir(manifest.label)
-    print(f"\nrun {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}")
-    print(f"colbert-ai index: {run_dir / 'index'}")
+    verdict = (f"run {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}; "
+               f"colbert-ai index: {run_dir / 'index'}")
+    md = "\n\n".join([f"# capture {manifest.label}", verdict, "## Environment",
+                       table(["", manifest.label, ""], environment_rows(manifest)), "## Artifacts", artifacts, ""])
+    report = {"task": "capture", "run": manifest.label, "verdict": verdict, "config": manifest.config,
+              "artifacts": {n: r.to_json() for n, r in manifest.artifacts.items()}}
+    path = proof.write(proof.out_dir(cfg, "capture"), report, md, (manifest,))
+    print(artifacts)
+    print(f"\n{verdict}\nreport: {path}")
     return 0

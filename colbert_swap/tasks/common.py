@@ -8,13 +8,16 @@ from colbert_swap.provenance import default_run_label
 from colbert_swap.store import RunManifest, Store
 
 # Provenance facts shown side by side in reports.
-ENV_KEYS = ("python", "torch", "cuda", "cudnn", "gpu", "cpu_capability", "transformers", "colbert-ai", "faiss",
-            "numpy", "env")
+ENV_KEYS = ("environment", "python", "torch", "cuda", "cudnn", "gpu", "cpu", "cpu_capability", "torch_threads",
+            "transformers", "tokenizers", "colbert-ai", "faiss", "numpy")
 
 
 def source_run(cfg, store: Store) -> RunManifest:
     if not cfg.source:
-        raise UserError(f"this task needs source=RUN (runs in {store.root}: {', '.join(store.runs()) or 'none'})")
+        raise UserError(f"task={cfg.task} needs source=RUN ({store.missing('').split('(', 1)[1]}")
+    if str(cfg.source) == target_label(cfg) and cfg.task in ("compare", "locate", "search"):
+        raise UserError(f"source and target are the same run ({cfg.source!r}): name the run to compare it with, "
+                        "target=OTHER")
     return store.load(str(cfg.source))
 
 
@@ -22,13 +25,27 @@ def target_label(cfg) -> str:
     return str(cfg.target or cfg.run or default_run_label())
 
 
+def knobs(config: dict) -> str:
+    """The perturb knobs a run set, `attn=eager, kmeans_seed=7`; `none` when it set none."""
+    set_ = {k: v for k, v in (config.get("perturb") or {}).items() if v is not None}
+    return ", ".join(f"{k}={v}" for k, v in set_.items()) or "none"
+
+
 def environment_rows(*runs: RunManifest) -> list[list[str]]:
+    """Rows of the Environments table: provenance facts, the torch-read environment variables that are set,
+    the environment id (provenance.env_id) and the perturb knobs that are set."""
     rows = []
     for key in ENV_KEYS:
-        values = [str(r.provenance.get(key)) for r in runs]
+        values = ["-" if r.provenance.get(key) is None else str(r.provenance.get(key)) for r in runs]
+        if key == "environment" and set(values) == {"-"}:
+            continue
         rows.append([key, *values, "" if len(set(values)) == 1 else "differs"])
-    perturb = [str(r.config.get("perturb")) for r in runs]
-    rows.append(["perturb", *perturb, "" if len(set(perturb)) == 1 else "differs"])
+    env = [", ".join(f"{k}={v}" for k, v in (r.provenance.get("env") or {}).items()) or "-" for r in runs]
+    rows.append(["environment variables", *env, "" if len(set(env)) == 1 else "differs"])
+    ids = [f"`{r.env}`" for r in runs]
+    rows.append(["environment id", *ids, "" if len(set(ids)) == 1 else "differs"])
+    perturb = [knobs(r.config) for r in runs]
+    rows.append(["perturb knobs set", *perturb, "" if len(set(perturb)) == 1 else "differs"])
     return rows
 
 

@@ -30,7 +30,8 @@ def verdict(comparison: RunComparison, whole: WholeRun) -> str:
     inputs_same = all(r.same for r in comparison.results if any(template(r.name) == template(i) for i in inputs))
     why = ("its input artifacts are identical in both runs, so the stage itself depends on the environment"
            if inputs_same else "some of its inputs differ too")
-    return (f"{len(left)} of {n} artifacts differ between {comparison.a} and {comparison.b}. The first divergence "
+    return (f"{len(left)} of {n} artifacts {proof.differ(len(left))} between {comparison.a} and {comparison.b}. The "
+            f"first divergence "
             f"is {proof.describe(first)} (stage `{stage.name}`): {why}. To test whether it explains everything "
             f"downstream: `python -m colbert_swap inject={stage.outputs[0].removesuffix('.N')} "
             f"source={comparison.a} target={comparison.b}`. " + proof.index_sentence(whole))
@@ -47,14 +48,14 @@ def run(cfg) -> int:
     meaning, meaning_json = explain(store, source, target, comparison, folder)
     md = "\n\n".join([
         f"# compare: {source.label} vs {target.label}", text, "## Environments",
-        table(["", source.label, target.label, ""], environment_rows(source, target)),
+        table(["", source.label, target.label, "differs?"], environment_rows(source, target)),
         f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison),
         *([meaning] if meaning else []), ""])
     report = {"task": "compare", "source": source.label, "target": target.label, "injected": [], "root_cause": [],
               "first_diverged": comparison.first_diverged(), "counts": comparison.counts(), "verdict": text,
               "whole_run": whole.to_json(), "tolerance": comparison.tolerance.to_json(),
               "artifacts": proof.artifact_json(comparison.results), "explain": meaning_json}
-    path = proof.write(folder, report, md)
+    path = proof.write(folder, report, md, (source, target))
     print(text)
     print(f"\nreport: {path}")
     return 0

@@ -145,11 +145,20 @@ def run(cfg) -> int:
     progress = progress_printer()
     if not cfg.source:
         manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
-        print(f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored")
+        lines = [f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored"]
+        runs = [manifest]
         if cfg.get("module"):
             ops = capture_ops(cfg, store, store.load(manifest.origin["run"]), cfg.module, manifest.origin["probes"],
                               manifest.origin["bsizes"], progress)
-            print(f"operation trace {ops.label!r}: {len(ops.artifacts) - 1} aten operations inside {cfg.module}")
+            lines.append(f"operation trace {ops.label!r}: {len(ops.artifacts) - 2} aten operations inside {cfg.module}")
+            runs.append(ops)
+        verdict = "; ".join(lines) + (f". Next, in the other environment: `python -m colbert_swap task=drill "
+                                      f"source={manifest.origin['run']}" + (f" module={cfg.module}" if cfg.get("module")
+                                                                             else "") + "`")
+        report = {"task": "drill", "run": manifest.origin["run"], "verdict": verdict, "captures": [r.label for r in runs]}
+        path = proof.write(proof.out_dir(cfg, "drill"), report, f"# drill capture {manifest.origin['run']}\n\n{verdict}\n",
+                           runs)
+        print(f"{verdict}\n\nreport: {path}")
         return 0
     source = source_run(cfg, store)
     if not store.has_run(drill_label(source.label)):
@@ -196,7 +205,7 @@ def run(cfg) -> int:
     report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
               "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
               "verdict": text, "artifacts": {}, "plots": [p.name for p in figures]}
-    path = proof.write(folder, report, md)
+    path = proof.write(folder, report, md, (source, store.load(t)))
     print(text)
     print(f"\nreport: {path}")
     return 0
@@ -244,10 +253,10 @@ def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes
     contexts = [a.origin["context"], b.origin["context"]]
     md = "\n\n".join([f"# drill {cfg.module}: {s} vs {t}, aten operations", text, "## Kernel context",
                        table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)] for k in contexts[0]]),
-                       "## Environments", table(["", s, t, ""], environment_rows(source, target)), ""])
+                       "## Environments", table(["", s, t, "differs?"], environment_rows(source, target)), ""])
     report = {"task": "drill", "source": s, "target": t, "module": cfg.module, "injected": [], "root_cause": [],
               "first_op": found, "contexts": contexts, "verdict": text, "artifacts": {}}
-    path = proof.write(proof.out_dir(cfg, "drill"), report, md)
+    path = proof.write(proof.out_dir(cfg, "drill"), report, md, (a, b))
     print(text)
     print(f"\nreport: {path}")
     return 0

@@ -87,7 +87,7 @@ def markdown(result: Injection, meaning: str = "") -> str:
     nothing = f"No stage reads {proof.describe(result.names)}: nothing was recomputed."
     return "\n\n".join([
         f"# inject {', '.join(result.names)}: {s} into {t}", result.verdict,
-        "## Environments", table(["", s, t, "replayed here", ""], environment_rows(result.source, result.target,
+        "## Environments", table(["", s, t, "replayed here", "differs?"], environment_rows(result.source, result.target,
                                                                                    result.replayed)),
         f"## Before injection ({s} vs {t})", proof.comparison_table(result.before),
         f"## After injection (replayed `{r}` vs {s}): the downstream artifacts and any other that still differs",
@@ -106,7 +106,7 @@ def report_json(result: Injection) -> dict:
             "tolerance": result.after.tolerance.to_json(),
             "computed_in": {n: result.replayed.computed_in(n) for n in result.replayed.artifacts},
             "environments": result.replayed.environments,
-            "artifacts": proof.artifact_json([result.after[n] for n in result.downstream]),
+            "artifacts": proof.artifact_json(result.after.results),  # every artifact, replayed vs source
             "before": proof.artifact_json(result.before.results),
             "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream])}
 
@@ -116,7 +116,8 @@ def run(cfg) -> int:
     result = inject(cfg, store, as_names(cfg.inject))
     folder = proof.out_dir(cfg, "inject")
     meaning, meaning_json = explanations(store, result, folder)
-    path = proof.write(folder, {**report_json(result), "explain": meaning_json}, markdown(result, meaning))
+    path = proof.write(folder, {**report_json(result), "explain": meaning_json}, markdown(result, meaning),
+                       (result.source, result.target, result.replayed))
     print(result.verdict)
     print(f"\nreport: {path}")
     return 0

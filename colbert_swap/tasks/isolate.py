@@ -28,6 +28,8 @@ from colbert_swap.tasks.common import environment_rows, source_run, tolerance
 
 def find_stage(name: str | None):
     names = [s.name for s in DAG.stages]
+    if not name:
+        raise UserError(f"task=isolate needs stage=STAGE, the stage to run alone; stages: {', '.join(names)}")
     if name in names:
         return DAG.stages[names.index(name)]
     close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
@@ -53,7 +55,8 @@ def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest,
         for node in nodes:
             for name in node.input_names():
                 manifest.artifacts[name] = source.artifacts[name]
-        progress(f"running stage {stage.name} ({len(nodes)} node(s)) here on {source.label!r}'s inputs")
+        progress(f"running stage {stage.name} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}) here on the inputs of run "
+                 f"{source.label!r}")
         engine = Engine(store, Resources(here, store, store.run_dir(label)), manifest, progress)
         engine.execute(nodes, rng_states=source.rng)
         manifest.complete = True
@@ -79,12 +82,12 @@ def run(cfg) -> int:
     stage = isolated.origin["stage"]
     text = verdict(stage, source.label, comparison)
     md = "\n\n".join([f"# isolate {stage}: here vs {source.label}", text, "## Environments",
-                      table(["", source.label, "here", ""], environment_rows(source, isolated)),
+                      table(["", source.label, "here", "differs?"], environment_rows(source, isolated)),
                       f"## Outputs of `{stage}` (here vs {source.label})", proof.comparison_table(comparison), ""])
     report = {"task": "isolate", "source": source.label, "target": isolated.label, "stage": stage, "injected": [],
               "root_cause": [], "verdict": text, "stage_depends_on_environment": bool(comparison.diverged()),
               "artifacts": proof.artifact_json(comparison.results)}
-    path = proof.write(proof.out_dir(cfg, "isolate"), report, md)
+    path = proof.write(proof.out_dir(cfg, "isolate"), report, md, (source, isolated))
     print(text)
     print(f"\nreport: {path}")
     return 0

@@ -47,7 +47,8 @@ def locate(cfg, store: Store, progress=None) -> dict:
         if any(n in injected for n in first):
             raise UserError(f"injecting {first} did not make them equal to the source; the store is inconsistent")
         injected += first
-        progress(f"round {len(rounds)}: {len(comparison.diverged())} artifacts differ; injecting "
+        progress(f"round {len(rounds)}: {proof.plural(len(comparison.diverged()), 'artifact')} "
+                 f"{proof.differ(len(comparison.diverged()))}; injecting "
                  f"{', '.join(compact(first, num_chunks))}")
         current = replay(cfg, store, target, source, injected, progress=progress)
         comparison = compare_runs(store, current, source, force=True, memo=memo, tol=tol)
@@ -110,7 +111,7 @@ def run(cfg) -> int:
                    proof.num(result["before"][g[0]].max_abs)] for names, g in zip(root, result["minimal"])]
     md = "\n\n".join([
         f"# locate: {s} vs {t}", text,
-        "## Environments", table(["", s, t, ""], environment_rows(result["source"], result["target"])),
+        "## Environments", table(["", s, t, "differs?"], environment_rows(result["source"], result["target"])),
         "## Rounds", table(["round", "run compared with source", "artifacts differing", "injected next"],
                            [[r["round"], r["run"], r["diverged"], ", ".join(r["inject"])] for r in result["rounds"]]),
         "## Root cause", table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs"], cause_rows),
@@ -124,7 +125,7 @@ def run(cfg) -> int:
               "whole_run": result["whole"].to_json(), "tolerance": result["before"].tolerance.to_json(),
               "artifacts": proof.artifact_json(result["final_cmp"].results),
               "before": proof.artifact_json(result["before"].results), "explain": meaning_json}
-    path = proof.write(folder, report, md)
+    path = proof.write(folder, report, md, (result["source"], result["target"], result["final"]))
     print(text)
     print(f"\nreport: {path}")
     return 0

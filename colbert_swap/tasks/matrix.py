@@ -48,7 +48,7 @@ def run(cfg) -> int:
                "\n".join(f"- `{n}`: {why.splitlines()[0]}" for n, why in study.failures.items()),
                "Their runs are missing from the table; fix the spec and run the same command again: runs already "
                "captured are kept."]
-    md += ["## Environments", table(["", *done, ""], environment_rows(*[store.load(n) for n in done]))]
+    md += ["## Environments", table(["", *done, "differs?"], environment_rows(*[store.load(n) for n in done]))]
     for p in pairs:
         if p.locate:
             md += [f"## {p.a} -> {p.b}", p.locate.get("verdict", ""),
@@ -56,7 +56,7 @@ def run(cfg) -> int:
                    f"(locate-{p.a}-vs-{p.b}/report.md)."]
     report = {"task": "matrix", "envs": study.names, "captured": done, "failures": study.failures,
               "pairs": [p.to_json() for p in pairs], "verdict": headline}
-    path = proof.write(folder, report, "\n\n".join(md) + "\n")
+    path = proof.write(folder, report, "\n\n".join(md) + "\n", [store.load(n) for n in done])
     print(headline)
     print(f"\nreport: {path}")
     return 1 if study.failures else 0

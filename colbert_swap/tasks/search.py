@@ -161,7 +161,7 @@ def run(cfg) -> int:
               "computed_in": {result["a"].label: result["a"].env, result["b"].label: result["b"].env}, "qids": qids, "per_query": per,
               "artifacts": proof.artifact_json(result["comparison"].results),
               "effectiveness": {s: eff[0], t: eff[1]} if eff else None}
-    path = proof.write(folder, report, "\n\n".join(md) + "\n")
+    path = proof.write(folder, report, "\n\n".join(md) + "\n", (result["a"], result["b"]))
     print(text)
     print(f"\nreport: {path}")
     return 0

@@ -1,12 +1,22 @@
-"""task=verify: check a whole store (manifests, blob hashes, orphans) and change nothing.
+"""task=verify: check a whole store (manifests, blob hashes, leftovers, orphans) and change nothing.
 
     python -m colbert_swap task=verify          # exit status 1 when it finds a problem
+
+Problems: a manifest that cannot be read or was edited, a blob that is missing or does not match its
+hash, a run that never finished (resume it with the same command, or remove it with `task=rm run=NAME`),
+a run folder without a manifest. Unreferenced blob files are listed too (not a problem: `task=gc`
+removes them).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from colbert_swap.errors import UserError
+from colbert_swap.report import proof
 from colbert_swap.store import Store
+
+SHOWN = 20  # unreferenced files listed by name; the rest counted
 
 
 def problems(store: Store) -> tuple[list[str], list[str], int]:
@@ -25,8 +35,13 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
                 store.blobs.get(record.ref, what=f"run {label!r} artifact {name!r}")
             except UserError as exc:
                 found.append(str(exc))
-        if not manifest.complete and manifest.origin.get("kind") == "capture":
-            found.append(f"run {label!r} is incomplete (a capture that stopped; run the same command to resume it)")
+        if not manifest.complete:
+            kind = manifest.origin.get("kind", "run")
+            found.append(f"run {label!r} is incomplete (a {kind} that stopped): run the same command to resume it, "
+                         f"or `python -m colbert_swap task=rm run={label}` to remove it")
+    for folder in leftovers(store):
+        found.append(f"folder {folder} holds no manifest (a run that failed before its first stage): "
+                     f"`python -m colbert_swap task=rm run={folder.name}` removes it")
     try:
         referenced = store.referenced()
     except UserError:
@@ -36,11 +51,29 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
     return found, orphans, len(refs)
 
 
+def leftovers(store: Store) -> list[Path]:
+    base = store.root / "runs"
+    return sorted(p for p in base.iterdir() if p.is_dir() and not (p / "manifest.json").exists()) \
+        if base.exists() else []
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     found, orphans, checked = problems(store)
     for line in found:
         print(f"problem: {line}")
-    print(f"{len(store.runs())} runs, {checked} artifact blobs checked against their hashes: "
-          f"{len(found)} problems, {len(orphans)} unreferenced files (task=gc removes them)")
+    for path in orphans[:SHOWN]:
+        print(f"unreferenced: {path}")
+    if len(orphans) > SHOWN:
+        print(f"unreferenced: ... and {len(orphans) - SHOWN:,} more")
+    verdict = (f"{proof.plural(len(store.runs()), 'run')}, {proof.plural(checked, 'artifact blob')} checked against "
+               f"their hashes: {proof.plural(len(found), 'problem')}, {proof.plural(len(orphans), 'unreferenced file')}"
+               + (" (task=gc removes them)" if orphans else ""))
+    report = {"task": "verify", "store": str(store.root.resolve()), "verdict": verdict, "problems": found,
+              "unreferenced": orphans, "blobs_checked": checked, "runs": store.runs()}
+    md = "\n\n".join([f"# verify {store.root}", verdict, "## Problems", "\n".join(f"- {p}" for p in found) or "None.",
+                      "## Unreferenced files", "\n".join(f"- `{p}`" for p in orphans) or "None.", ""])
+    path = proof.write(proof.out_dir(cfg, "verify"), report, md)
+    print(verdict)
+    print(f"\nreport: {path}")
     return 1 if found else 0
