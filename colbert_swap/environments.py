@@ -288,14 +288,21 @@ def runtime_versions(spec: EnvSpec, python: str) -> tuple[Optional[str], str]:
 
 
 def extensions_dir(spec: EnvSpec, python: str) -> Path:
-    """`<env cache>/torch_extensions/torch-2.1.0+cu121-py3.11` for a venv (the cache is the venv's parent),
-    `~/.cache/torch_extensions/torch-...` for `python: current`."""
+    """Where colbert-ai's C++ extension is compiled for this environment.
+
+    A venv: `<env cache>/torch_extensions/torch-2.1.0-py3.11/<venv folder>` (the cache is the venv's parent).
+    Keyed by torch and Python, and by the venv itself: torch's build file records the include paths of the
+    venv's torch, so two venvs with one torch version (the transformers axis) would still rebuild each
+    other's extension in a shared folder. `python: current`: `torch-2.13.0+cpu-py3.11` inside this process's
+    TORCH_EXTENSIONS_DIR, or ~/.cache/torch_extensions (one interpreter, one set of paths).
+    """
     torch, py = runtime_versions(spec, python)
+    key = f"torch-{torch or 'none'}-py{py}"
     if spec.python == "current":
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
-    else:
-        root = Path(python).parent.parent.parent / "torch_extensions"
-    return root / f"torch-{torch or 'none'}-py{py}"
+        default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
+        return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default) / key
+    folder = Path(python).parent.parent
+    return folder.parent / "torch_extensions" / key / folder.name
 
 
 def command_env(spec: EnvSpec, python: Optional[str] = None) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install
 
 
 def test_env_capture_runs_one_submitit_job_per_environment_into_one_store(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
     sweep = subprocess.run([sys.executable, "-m", "colbert_swap", "-m", "task=env_capture",
                             "environment=here,here-kmeans-seed", "hydra/launcher=submitit_local",
                             "hydra.launcher.timeout_min=30", f"store.root={tmp_path}/store",
@@ -30,11 +32,16 @@ def test_env_capture_runs_one_submitit_job_per_environment_into_one_store(tmp_pa
     assert store.load("here").complete and store.load("here-kmeans-seed").complete
     assert store.load("here-kmeans-seed").config["perturb"]["kmeans_seed"] is not None  # the spec's override
     assert store.load("here").config["perturb"]["kmeans_seed"] is None
-    # Each environment ran as a submitit job of its own: one folder, a pickled result and a log each.
-    jobs = sorted(p for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.is_dir())
-    assert len(jobs) == 2
+    # Each environment ran as a submitit job of its own (a process with its own job id): a result and a log each.
     results = sorted((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
-    assert len(results) == 2
+    assert len({p.parent for p in results}) == 2
+    # colbert-ai's extension was compiled in the folder of this interpreter's torch and Python, once for both jobs.
+    import torch
+
+    key = f"torch-{version('torch')}-py{sys.version_info.major}.{sys.version_info.minor}"
+    assert [p.name for p in (tmp_path / "ext").iterdir()] == [key]
+    assert (tmp_path / "ext" / key / "segmented_maxsim_cpp" / "build.ninja").exists()
+    assert torch.__version__.startswith(version("torch").split("+")[0])
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert "run 'here' is captured in environment 'here'" in logs
     assert "run 'here-kmeans-seed' is captured in environment 'here-kmeans-seed'" in logs

@@ -124,18 +124,22 @@ def test_each_environment_gets_its_own_extension_folder(tmp_path):
     a = _fake_venv(tmp_path, "a", "2.1.0+cu121")
     b = _fake_venv(tmp_path, "b", "2.13.0+cpu")
     c = _fake_venv(tmp_path, "c", "2.1.0+cu121", python="3.12.1")
-    assert extensions_dir(spec, a) == tmp_path / "torch_extensions" / "torch-2.1.0+cu121-py3.11"
-    assert len({extensions_dir(spec, p) for p in (a, b, c)}) == 3
-    assert command_env(spec, a)["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "torch_extensions/torch-2.1.0+cu121-py3.11")
+    d = _fake_venv(tmp_path, "d", "2.1.0+cu121")  # the same torch as a, another venv (its own include paths)
+    assert extensions_dir(spec, a) == tmp_path / "torch_extensions" / "torch-2.1.0+cu121-py3.11" / "a"
+    assert len({extensions_dir(spec, p) for p in (a, b, c, d)}) == 4
+    assert extensions_dir(spec, a) == extensions_dir(spec, a)  # stable: built once, found again
+    assert command_env(spec, a)["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "torch_extensions/torch-2.1.0+cu121-py3.11/a")
     assert (tmp_path / "a" / "environment.json").exists()  # read from its files once, kept in the venv
     with_own = EnvSpec(name="w", python="python3.11", env={"TORCH_EXTENSIONS_DIR": "/mine"})
     assert command_env(with_own, a)["TORCH_EXTENSIONS_DIR"] == "/mine"  # a spec's own setting wins
 
 
-def test_this_interpreter_is_keyed_by_its_own_torch_and_python():
+def test_this_interpreter_is_keyed_by_its_own_torch_and_python(monkeypatch, tmp_path):
     import torch
 
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # the user's folder is the root of ours
     env = command_env(load_spec("here"))
+    assert Path(env["TORCH_EXTENSIONS_DIR"]).parent == tmp_path
     folder = Path(env["TORCH_EXTENSIONS_DIR"])
     assert folder.name == f"torch-{torch.__version__}-py{sys.version_info.major}.{sys.version_info.minor}"
     assert command_env(load_spec("cpu-avx2"))["TORCH_EXTENSIONS_DIR"] == str(folder)  # same torch, same build
