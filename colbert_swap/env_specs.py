@@ -105,7 +105,7 @@ def _spec(data: dict, axis_name: str, name: str, pins: dict, changes: dict, prev
     moved = ", ".join(f"{p} {v}" for p, v in changes.items())
     against = f"against {previous} only {moved} changes" if previous else f"the start of the {axis_name} axis"
     return {"name": name, "python": data.get("python", "python3.11"), "requirements": requirements,
-            "axis": axis_name, "changes": changes, "notes": notes,
+            "axis": axis_name, "changes": changes, "notes": notes, "exclude": list(data.get("exclude", [])),
             "description": f"{moved} with the rest of {TABLE.name}'s stack pinned: {against}."}
 
 

@@ -66,11 +66,13 @@ class EnvSpec:
     axis: Optional[str] = None  # generated specs: the axis of conf/env/axes.yaml this spec is a step of
     changes: Dict[str, str] = field(default_factory=dict)  # generated: package -> version this step sets
     notes: List[str] = field(default_factory=list)  # pins the report should show (a pin that depends on torch)
+    exclude: List[str] = field(default_factory=list)  # packages left out although a requirement asks for them
 
     @property
     def digest(self) -> str:
         """Keys the venv cache: a changed requirement or interpreter builds a new venv."""
         keyed = {k: v for k, v in asdict(self).items() if k in ("python", "requirements", "pip_args")}
+        keyed.update({"exclude": self.exclude} if self.exclude else {})  # (older venvs keep their keys)
         return hashlib.sha256(json.dumps([keyed, RUNTIME, NO_DEPS], sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -159,6 +161,8 @@ def ensure(spec: EnvSpec, cache: Path, progress=lambda message: None) -> str:
     log = folder.with_name(folder.name + ".log")
     installer, start = installer_for(spec), time.perf_counter()
     progress(f"environment {spec.name!r}: creating {folder} with {spec.python} and {installer} (log: {log})")
+    if spec.exclude:  # uv: an override whose marker never holds drops the package from the resolution
+        excluded(folder).write_text("".join(f"{p} ; sys_platform == 'never'\n" for p in spec.exclude))
     for args, what in build_steps(spec, folder, installer):
         if what == "installing its requirements":
             progress(f"environment {spec.name!r}: {installer} install {' '.join(spec.requirements)} (can take minutes)")
@@ -177,13 +181,20 @@ def build_steps(spec: EnvSpec, folder: Path, installer: str) -> list[tuple[list[
     if installer == "uv":
         uv, local = uv_binary(), local_index_args()
         install = [uv, "pip", "install", "--python", python, *local, *spec.pip_args]
+        drop = ["--overrides", str(excluded(folder))] if spec.exclude else []
         return [([uv, "venv", "--python", _interpreter(spec), str(folder)], "creating the venv"),
-                ([*install, *pins], "installing its requirements"),
+                ([*install, *drop, *pins], "installing its requirements"),
                 ([*install, "--no-deps", *NO_DEPS, "-e", str(REPO)], "installing colbert_swap")]
     install = [python, "-m", "pip", "install", "--disable-pip-version-check", *spec.pip_args]
+    drop = [([python, "-m", "pip", "uninstall", "-y", *spec.exclude], "removing what it excludes")] if spec.exclude else []
     return [([_interpreter(spec), "-m", "venv", str(folder)], "creating the venv"),
-            ([*install, *pins], "installing its requirements"),
+            ([*install, *pins], "installing its requirements"), *drop,  # pip cannot exclude: it removes after
             ([*install, "--no-deps", *NO_DEPS, "-e", str(REPO)], "installing colbert_swap")]
+
+
+def excluded(folder: Path) -> Path:
+    """The uv overrides file that leaves out a spec's `exclude` packages, beside the venv and its log."""
+    return folder.with_name(folder.name + ".exclude.txt")
 
 
 def freeze_command(folder: Path, installer: str) -> list[str]:

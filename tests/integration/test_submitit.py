@@ -36,12 +36,9 @@ def test_env_capture_runs_one_submitit_job_per_environment_into_one_store(tmp_pa
     results = sorted((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
     assert len({p.parent for p in results}) == 2
     # colbert-ai's extension was compiled in the folder of this interpreter's torch and Python, once for both jobs.
-    import torch
-
     key = f"torch-{version('torch')}-py{sys.version_info.major}.{sys.version_info.minor}"
     assert [p.name for p in (tmp_path / "ext").iterdir()] == [key]
     assert (tmp_path / "ext" / key / "segmented_maxsim_cpp" / "build.ninja").exists()
-    assert torch.__version__.startswith(version("torch").split("+")[0])
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert "run 'here' is captured in environment 'here'" in logs
     assert "run 'here-kmeans-seed' is captured in environment 'here-kmeans-seed'" in logs

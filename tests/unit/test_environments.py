@@ -178,3 +178,17 @@ def test_a_build_that_fails_names_the_spec_and_quotes_the_resolver(tmp_path, ins
     assert message.startswith("environment 'broken': installing its requirements failed (exit ")
     assert "colbert-swap-no-such-package" in message  # the resolver's own words, quoted from the log
     assert not (venv_dir(spec, tmp_path) / ".ready").exists()
+
+
+def test_excluded_packages_are_overridden_away_by_uv_and_removed_by_pip(tmp_path, monkeypatch):
+    monkeypatch.setattr(environments, "uv_binary", lambda: "/bin/uv")
+    monkeypatch.setattr(environments, "local_index_args", lambda: [])
+    spec = EnvSpec(name="t", python=sys.executable, requirements=["torch==2.5.1"], exclude=["triton"])
+    assert spec.digest != EnvSpec(name="t", python=sys.executable, requirements=["torch==2.5.1"]).digest
+    folder = tmp_path / "t-uv"
+    install = build_steps(spec, folder, "uv")[1][0]
+    assert install[install.index("--overrides") + 1] == str(environments.excluded(folder))
+    steps = build_steps(spec, tmp_path / "t", "pip")
+    assert [what for _, what in steps][2] == "removing what it excludes" and steps[2][0][-2:] == ["-y", "triton"]
+    assert "--overrides" not in build_steps(EnvSpec(name="u", python=sys.executable), folder, "uv")[1][0]
+    assert load_spec("torch-2.5.1").exclude == ["triton"]  # the study's table leaves triton out (CPU only)
