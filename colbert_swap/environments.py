@@ -20,6 +20,7 @@ colbert-ai's C++ extension is compiled once per environment.
 from __future__ import annotations
 
 import difflib
+import fcntl
 import hashlib
 import json
 import os
@@ -148,16 +149,23 @@ def venv_dir(spec: EnvSpec, cache: Path) -> Path:
 
 
 def ensure(spec: EnvSpec, cache: Path, progress=lambda message: None) -> str:
-    """The interpreter of `spec`, building its venv first unless a finished one is cached."""
+    """The interpreter of `spec`, building its venv first unless a finished one is cached. Processes that
+    need the same venv at once (jobs of a sweep) build it once: the others wait for it and reuse it."""
     if spec.python == "current":
         return sys.executable
     folder = venv_dir(spec, cache)
-    python = folder / "bin" / "python"
-    if (folder / ".ready").exists():
-        return str(python)
+    if not (folder / ".ready").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".ready").exists():
+                _build(spec, folder, cache, progress)
+    return str(folder / "bin" / "python")
+
+
+def _build(spec: EnvSpec, folder: Path, cache: Path, progress) -> None:
     if folder.exists():
         shutil.rmtree(folder)  # a build that stopped half-way
-    folder.parent.mkdir(parents=True, exist_ok=True)
     log = folder.with_name(folder.name + ".log")
     installer, start = installer_for(spec), time.perf_counter()
     progress(f"environment {spec.name!r}: creating {folder} with {spec.python} and {installer} (log: {log})")
@@ -171,7 +179,6 @@ def ensure(spec: EnvSpec, cache: Path, progress=lambda message: None) -> str:
     (folder / FREEZE).write_text(freeze)
     _record_versions(folder, installer, time.perf_counter() - start)
     (folder / ".ready").write_text(json.dumps(asdict(spec), indent=1) + "\n")
-    return str(python)
 
 
 def build_steps(spec: EnvSpec, folder: Path, installer: str) -> list[tuple[list[str], str]]:

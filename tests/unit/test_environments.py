@@ -192,3 +192,26 @@ def test_excluded_packages_are_overridden_away_by_uv_and_removed_by_pip(tmp_path
     assert [what for _, what in steps][2] == "removing what it excludes" and steps[2][0][-2:] == ["-y", "triton"]
     assert "--overrides" not in build_steps(EnvSpec(name="u", python=sys.executable), folder, "uv")[1][0]
     assert load_spec("torch-2.5.1").exclude == ["triton"]  # the study's table leaves triton out (CPU only)
+
+
+def test_processes_that_need_one_venv_build_it_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    builds = []
+
+    def slow_build(spec, folder, cache, progress):
+        builds.append(folder)
+        time.sleep(0.5)
+        folder.mkdir(parents=True)
+        (folder / ".ready").write_text("{}")
+
+    monkeypatch.setattr(environments, "_build", slow_build)
+    spec = EnvSpec(name="once", python=sys.executable, installer="pip")
+    pythons = []
+    threads = [threading.Thread(target=lambda: pythons.append(environments.ensure(spec, tmp_path))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and pythons == [str(venv_dir(spec, tmp_path) / "bin" / "python")] * 3
