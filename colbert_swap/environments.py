@@ -103,7 +103,7 @@ def load_spec(name: str) -> EnvSpec:
                         f"{env_specs.TABLE.name}).{hint} Specs: {', '.join(available()) or 'none'}")
     try:
         return _validated({"name": path.stem, **OmegaConf.to_container(OmegaConf.load(path))}, str(path))
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, TypeError) as exc:  # TypeError: a file that is not a mapping
         raise UserError(f"environment spec {path}: {exc}") from exc
 
 
