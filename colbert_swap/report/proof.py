@@ -150,16 +150,22 @@ def write(folder: Path, report: dict, markdown: str, runs: tuple[RunManifest, ..
         report = {**report, "environments": {r.label: {"env_id": r.env, **r.provenance} for r in runs}}
     atomic_write(folder / "report.json", (json.dumps(report, indent=1, default=str) + "\n").encode())
     atomic_write(folder / "report.md", markdown.encode())
-    atomic_write(folder / "report.html", html_page(markdown, folder).encode())
+    page = html_page(markdown, folder)
+    if page is not None:
+        atomic_write(folder / "report.html", page.encode())
     return folder / "report.md"
 
 
-def html_page(markdown_text: str, folder: Path) -> str:
-    """The markdown as a self-contained HTML page: tables rendered, PNG figures inlined as data URIs."""
+def html_page(markdown_text: str, folder: Path) -> str | None:
+    """The markdown as a self-contained HTML page: tables rendered, PNG figures inlined as data URIs (None
+    where the `markdown` package is missing, e.g. in an environment built before it was a dependency)."""
     import base64
     import re
 
-    import markdown
+    try:
+        import markdown
+    except ImportError:
+        return None
 
     body = markdown.markdown(markdown_text, extensions=["tables"])
 
