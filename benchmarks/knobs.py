@@ -51,18 +51,21 @@ def main() -> None:
         result = locate(cfg(f"source={knob}", "target=target"), store, progress=quiet)
         cause = [n for g in result["minimal"] for n in compact(g, result["num_chunks"])]
         order = [r.name for r in result["final_cmp"].results if r.status == "order_only"]
-        from colbert_swap.index_files import run_index_differences
+        from colbert_swap.index_files import data_differences, run_index_differences
 
         index = run_index_differences(store, source, target)
+        data = data_differences(index)
         first = ", ".join(f"`{n}`" for n in before.first_diverged()) or "nothing"
         located = ", ".join(f"`{n}`" for n in cause) or ("nothing: `ivf` in another order only" if order else "nothing")
-        rows.append([f"`{knob}`", first, located, "changed" if index else "identical"])
+        files = "changed" if data else "identical" if not index else "same data, config differs: " + \
+            next(iter(index.values())).removeprefix("config: ")
+        rows.append([f"`{knob}`", first, located, files])
         results[knob] = {"first_diverged": before.first_diverged(), "root_cause": cause, "order_only": order,
                          "index_files_differing": index}
     env = environment()
     machine = f"{env.get('cpu') or 'CPU'}, {short(env)}"
     md = "\n\n".join([f"# What each perturb knob changes on {machine}", "Command: `" + " ".join(
-        ["ATEN_CPU_CAPABILITY=" + os.environ["ATEN_CPU_CAPABILITY"]] if os.environ.get("ATEN_CPU_CAPABILITY") else [])
+        ["ATEN_CPU_CAPABILITY=" + os.environ["ATEN_CPU_CAPABILITY"] + " "] if os.environ.get("ATEN_CPU_CAPABILITY") else [])
         + "python benchmarks/knobs.py " + " ".join(sys.argv[1:]) + f"` ({time.perf_counter() - start:.0f} s; tiny model, "
         "120 passages)", table(["`perturb=`", "first diverging artifact", "`locate` root cause",
                                 "colbert-ai index files"], rows), ""])

@@ -106,7 +106,23 @@ def run_index_differences(store, a, b) -> dict[str, str] | None:
     return index_differences(*dirs)
 
 
+CONFIG = "config: "  # how a JSON file that differs only in the config it records is described
+
+
+def data_differences(diffs: dict[str, str]) -> dict[str, str]:
+    """The files whose data differ (tensors, doclens, counts), leaving out those that differ only in the
+    ColBERTConfig they record (e.g. another index_bsize)."""
+    return {name: why for name, why in diffs.items() if not why.startswith(CONFIG)}
+
+
 def _difference(x, y) -> str:
+    if isinstance(x, dict) and isinstance(y, dict) and isinstance(x.get("config"), dict) \
+            and isinstance(y.get("config"), dict):
+        rest = _difference({k: v for k, v in x.items() if k != "config"}, {k: v for k, v in y.items() if k != "config"})
+        if rest:
+            return rest
+        keys = sorted(k for k in set(x["config"]) | set(y["config"]) if x["config"].get(k) != y["config"].get(k))
+        return CONFIG + ", ".join(f"{k} {x['config'].get(k)!r} vs {y['config'].get(k)!r}" for k in keys) if keys else ""
     if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
         if x.dtype != y.dtype or x.shape != y.shape:
             return f"{x.dtype}{list(x.shape)} vs {y.dtype}{list(y.shape)}"

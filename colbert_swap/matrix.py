@@ -59,8 +59,8 @@ class Pair:
 
     @property
     def index_changed(self) -> bool:
-        """Decided from colbert-ai's index files themselves, not from a list of artifacts."""
-        return bool(self.whole.index)
+        """Decided from colbert-ai's index files themselves (their data), not from a list of artifacts."""
+        return bool(self.whole.index_data)
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "index_changed": self.index_changed, "differing": self.differing,

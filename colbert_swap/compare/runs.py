@@ -69,11 +69,18 @@ class WholeRun:
     def identical(self) -> bool:
         return not self.differing and not self.index
 
+    @property
+    def index_data(self) -> dict[str, str] | None:
+        """The index files whose data differ (not only the ColBERTConfig they record)."""
+        from colbert_swap.index_files import data_differences
+
+        return None if self.index is None else data_differences(self.index)
+
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "artifacts": self.artifacts, "differing": list(self.differing),
                 "order_only": list(self.order_only), "identical": self.identical,
                 "index_files_identical": None if self.index is None else not self.index,
-                "index_files_differing": self.index}
+                "index_files_differing": self.index, "index_data_differing": self.index_data}
 
 
 def whole_run(store: Store, comparison: RunComparison, a: RunManifest, b: RunManifest) -> WholeRun:

@@ -140,19 +140,16 @@ def sentence(m: Magnitude, inputs: list[str] | None = None) -> str:
             f"(median {m.median_units:.3g}; max abs {m.max_abs:.3g}, median |value| {m.scale:.3g}; bit distance up "
             f"to {m.max_ulp_bits:,}{sampled})")
     noise = f"{m.reduction_what}, length {m.reduction:,}, rounds to at most {m.bound_units:.3g} ULP at scale"
-    why = ""
-    if inputs == []:
-        why = " Its stage's inputs are bitwise equal: the step itself computes differently."
-    elif inputs:
+    if inputs:  # the stage read other inputs: its own rounding bound says nothing about this difference
         shown = ", ".join(f"`{n}`" for n in inputs[:4]) + (" ..." if len(inputs) > 4 else "")
-        why = f" Its stage's inputs differ ({shown}): this carries their difference along."
+        return (f"{size}. Its stage's inputs differ ({shown}): this carries their difference along; it is not "
+                f"rounding noise of this step ({noise}).")
+    why = " Its stage's inputs are bitwise equal: the step itself computes differently." if inputs == [] else ""
     if m.verdict == "within":
         return f"{size}: within {m.dtype} rounding ({noise}).{why}"
-    if m.verdict == "beyond" and not inputs:
+    if m.verdict == "beyond":
         return (f"{size}: {m.ratio:.3g}x beyond one {m.dtype} rounding ({noise}), the size of rounding noise "
                 f"carried through several operations.{why}")
-    if m.verdict == "beyond":  # the inputs differ: whatever their difference is, it is not this step's rounding
-        return f"{size}: {m.ratio:.3g}x beyond one {m.dtype} rounding of this step ({noise}).{why}"
     return f"{size}: far beyond {m.dtype} rounding ({noise}; {m.ratio:.3g}x that).{why}"
 
 

@@ -92,9 +92,13 @@ def index_sentence(whole: WholeRun) -> str:
         return "colbert-ai's index files were not compared (one of the runs has no index folder)."
     if not whole.index:
         return f"colbert-ai's index files of {whole.a} and {whole.b} are identical."
-    files = sorted(whole.index)
-    return (f"colbert-ai's index files of {whole.a} and {whole.b} differ: {describe(files)} "
-            f"({whole.index[files[0]]} in `{files[0]}`).")
+    data = sorted(whole.index_data)
+    if not data:
+        files = sorted(whole.index)
+        return (f"colbert-ai's index files of {whole.a} and {whole.b} hold the same data; only the config they record "
+                f"differs ({describe(files)}: {whole.index[files[0]].removeprefix('config: ')}).")
+    return (f"colbert-ai's index files of {whole.a} and {whole.b} differ: {describe(data)} "
+            f"(`{data[0]}`: {whole.index[data[0]]}).")
 
 
 def injection_verdict(injected: list[str], source: str, target: str, before: RunComparison,

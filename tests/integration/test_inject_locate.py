@@ -146,8 +146,24 @@ def test_locate_explains_every_knob_whatever_the_machine(runs, tiny_cfg, preset)
         return
     located = [n for g in result["minimal"] for n in g]
     assert set(before.first_diverged()) <= set(located)
-    assert result["final_cmp"].diverged() == [] and result["whole"].index == {}
+    assert result["final_cmp"].diverged() == [] and result["whole"].index_data == {}  # the replay keeps its own
+    # config (another index_bsize is recorded in plan.json and metadata.json), every tensor file is equal
     assert "makes every artifact identical" in locate_verdict(result)
+
+
+def test_a_config_that_only_the_index_files_record_is_told_apart_from_data(runs, tiny_cfg):
+    """Another index_bsize is written into plan.json and metadata.json on every machine, whatever it does to
+    the tensors: the index sentence says which it is."""
+    from colbert_swap.compare.runs import whole_run
+    from colbert_swap.report.proof import index_sentence
+
+    store = Store(tiny_cfg().store.root)
+    comparison = compare_runs(store, runs["index_bsize"], runs["target"])
+    whole = whole_run(store, comparison, runs["index_bsize"], runs["target"])
+    assert whole.index["plan.json"] == whole.index["metadata.json"] == "config: index_bsize 8 vs 16"
+    assert "plan.json" not in whole.index_data
+    if not whole.index_data:
+        assert "hold the same data; only the config they record differs" in index_sentence(whole)
 
 
 @pytest.mark.parametrize("preset", ["eager", "sdpa_math"])
