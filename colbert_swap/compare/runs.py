@@ -14,8 +14,6 @@ from colbert_swap.errors import UserError
 from colbert_swap.stages import DAG
 from colbert_swap.store import BlobRef, RunManifest, Store
 
-# Artifacts whose order within segments (given by the second name) carries no meaning.
-ORDER_FREE = {"ivf": "ivf_lengths", "ivf_pid": "ivf_pid_lengths"}
 # Config groups that may differ between compared runs: they are the cause under study, not the question.
 CAUSES = ("perturb",)
 
@@ -151,9 +149,9 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
             continue
         va = store.get(a, name) if name in a.artifacts else None
         vb = store.get(b, name) if name in b.artifacts else None
-        segments = None
-        if name in ORDER_FREE and ORDER_FREE[name] in a.artifacts and ORDER_FREE[name] in b.artifacts:
-            la, lb = store.get(a, ORDER_FREE[name]), store.get(b, ORDER_FREE[name])
+        segments, by = None, DAG.facts(name).order_free  # order within these segments carries no meaning
+        if by and by in a.artifacts and by in b.artifacts:
+            la, lb = store.get(a, by), store.get(b, by)
             segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
         results.append(compare(name, va, vb, stage=stage, segments=segments, tol=tol))
         if key is not None:
@@ -162,6 +160,6 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
 
 
 def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple:
-    segments = ORDER_FREE.get(name)
+    segments = DAG.facts(name).order_free
     seg = tuple(sorted(str(m.artifacts[segments].ref) for m in (a, b) if segments in m.artifacts)) if segments else ()
     return (name, stage, *sorted((str(ra.ref), str(rb.ref))), seg)

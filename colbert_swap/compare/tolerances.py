@@ -52,8 +52,13 @@ class Tolerance:
         """compare.tolerance and compare.per_artifact (which win over tolerances declared on the stages)."""
         from colbert_swap.errors import UserError
 
-        table = getattr(compare_cfg, "tolerance", None) or DEFAULT_TABLE
-        given = getattr(compare_cfg, "per_artifact", None) or {}
+        def value(key: str):
+            if compare_cfg is None:
+                return None
+            return compare_cfg.get(key) if hasattr(compare_cfg, "get") else getattr(compare_cfg, key, None)
+
+        table = value("tolerance") or DEFAULT_TABLE
+        given = value("per_artifact") or {}
         try:
             overrides = {str(k): (float(v[0]), float(v[1])) for k, v in dict(given).items() if len(v) == 2}
             assert len(overrides) == len(given)

@@ -30,23 +30,6 @@ U32 = 2.0 ** -24  # unit roundoff of the float32 accumulators
 MAX_ELEMENTS = 4_000_000  # medians and histograms of more mismatches use an evenly strided sample of them
 CHUNK = 1 << 24  # elements per step of the exact pass (max, counts)
 BEYOND = 64  # "beyond" up to this many times the bound, "far_beyond" above
-# Reduction length behind each artifact (template name): what one output element sums over.
-REDUCTIONS = {
-    "local_sample_embs": ("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"),
-    "embs": ("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"),
-    "sample": (1, "a cast to float16"),
-    "sample_heldout": (1, "a cast to float16"),
-    "prenorm_centroids": ("cluster", "the mean over a cluster's members"),
-    "postnorm_centroids": ("dim", "the norm over the embedding dimension"),
-    "centroids": (1, "a cast"),
-    "half_centroids": (1, "a cast to float16"),
-    "heldout_residual": (1, "a subtraction"),
-    "avg_residual": ("numel", "the mean over every heldout residual"),
-    "bucket_cutoffs": (1, "a quantile's interpolation"),
-    "bucket_weights": (1, "a quantile's interpolation"),
-}
-
-
 @dataclass(frozen=True)
 class Magnitude:
     name: str
@@ -77,8 +60,9 @@ class Magnitude:
 
 def reduction_length(name: str, a: torch.Tensor, config: dict, sizes: dict) -> tuple[int, str]:
     """Length of the reduction behind one element of artifact `name`, and what it is."""
-    template = name.split(".")[0]
-    kind, what = REDUCTIONS.get(template, (1, "no known reduction"))
+    from colbert_swap.stages import DAG
+
+    kind, what = DAG.facts(name).reduction or (1, "no known reduction")  # declared on the stage
     if kind == "hidden":
         n = int(sizes.get("hidden") or (a.shape[-1] if a.dim() else 1))  # the checkpoint's own hidden size
     elif kind == "dim":

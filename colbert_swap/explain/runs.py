@@ -23,12 +23,11 @@ from colbert_swap.explain import centroids as cen
 from colbert_swap.explain import magnitude as mag
 from colbert_swap.explain import paragraphs
 from colbert_swap.explain.tokens import Attribution, TokenMap, attribute, changed_rows, token_map
+from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 
-CENTROID_SETS = ("prenorm_centroids", "postnorm_centroids", "centroids", "half_centroids")
 CACHE_BYTES = 256 << 20
 REUSE_ABOVE = 2048
-LABEL_LEVEL = ("all_codes", "values", "ivf", "ivf_lengths", "ivf_pid", "ivf_pid_lengths")
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,8 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     if not isinstance(va, torch.Tensor) or not isinstance(vb, torch.Tensor):
         return None
     template = r.name.split(".")[0]
-    if template in LABEL_LEVEL and (va.shape != vb.shape or va.dtype != vb.dtype):
+    facts = DAG.facts(r.name)  # what the stage that made it declares: centroid set, label level, reduction
+    if facts.label_level and (va.shape != vb.shape or va.dtype != vb.dtype):
         data = {"kind": "shape", "labels": _labels(pair)}
         return Explanation(r.name, f"{r.note} ({r.shape}). " + paragraphs.labels(r.name, data["labels"],
                                                                                 pair.code_matching, pair.said(r.name)),
@@ -198,7 +198,7 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     data: dict = {}
     parts: list[str] = []
     figure = None
-    if template in CENTROID_SETS:  # labels first: element-wise numbers mean little when labels moved
+    if facts.centroid_set:  # labels first: element-wise numbers mean little when labels moved
         match = pair.matching(r.name)
         data["matching"] = match.stats()
         parts.append(paragraphs.matching(match) + " Label by label:")
@@ -224,7 +224,7 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     if template == "residuals":
         data["residual_causes"] = _residual_causes(pair, r.name)
         parts.append(paragraphs.residuals(data["residual_causes"]))
-    if template in LABEL_LEVEL:
+    if facts.label_level:
         data["labels"] = _labels(pair)
         parts.append(paragraphs.labels(r.name, data["labels"], pair.code_matching, pair.said(r.name)))
     return Explanation(r.name, " ".join(p for p in parts if p), data, figure and Path(figure).name)

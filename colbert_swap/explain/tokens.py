@@ -66,7 +66,7 @@ def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
     from omegaconf import OmegaConf
 
     from colbert_swap.config import Config
-    from colbert_swap.engine import Resources
+    from colbert_swap.resources import Resources
 
     cfg = OmegaConf.merge(OmegaConf.structured(Config), {**manifest.config, "store": {"root": str(store.root)}})
     resources = Resources(cfg, store, store.run_dir(manifest.label))  # colbert-ai's chatter goes to the run's log

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from colbert_swap.dag import stage
+from colbert_swap.dag import Facts, stage
 
 
-@stage("finalize", inputs={"chunk_codes": "codes.*"})
+@stage("finalize", inputs={"chunk_codes": "codes.*"}, facts=Facts(label_level=True))
 def all_codes(chunk_codes):
     return torch.cat([c.long() for c in chunk_codes])  # (num_embeddings,) int64
 
@@ -18,20 +18,23 @@ def num_embeddings(chunk_codes) -> int:
     return sum(int(c.numel()) for c in chunk_codes)
 
 
-@stage("finalize", outputs=("ivf", "values"))
+@stage("finalize", outputs=("ivf", "values"),
+       facts={"ivf": Facts(order_free="ivf_lengths", label_level=True), "values": Facts(label_level=True)})
 def ivf(all_codes, perturb):
-    ordered = all_codes.sort() if perturb.get("stable_sort") is None else all_codes.sort(stable=perturb.stable_sort)
+    ordered = all_codes.sort() if perturb.stable_sort is None else all_codes.sort(stable=perturb.stable_sort)
     return ordered.indices, ordered.values  # embedding ids grouped by centroid, their centroid ids
 
 
-@stage("finalize")
+@stage("finalize", facts=Facts(label_level=True))
 def ivf_lengths(values, num_partitions):
     lengths = torch.bincount(values, minlength=num_partitions)
     assert lengths.size(0) == num_partitions
     return lengths  # (num_partitions,) embeddings per centroid
 
 
-@stage("finalize", outputs=("ivf_pid", "ivf_pid_lengths"), inputs={"chunk_doclens": "doclens.*"})
+@stage("finalize", outputs=("ivf_pid", "ivf_pid_lengths"), inputs={"chunk_doclens": "doclens.*"},
+       facts={"ivf_pid": Facts(order_free="ivf_pid_lengths", label_level=True, index_file="ivf.pid.pt"),
+              "ivf_pid_lengths": Facts(label_level=True, index_file="ivf.pid.pt")})
 def ivf_pid(ivf, ivf_lengths, chunk_doclens):
     doclens = torch.cat(list(chunk_doclens))
     emb2pid = torch.repeat_interleave(torch.arange(doclens.numel(), dtype=torch.int), doclens)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from colbert_swap.dag import stage
+from colbert_swap.dag import Facts, stage
 from colbert_swap.stages.setup import chunksize, encode
 from colbert_swap.stages.train import codec
 
 BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this many
 
 
-@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"))
+@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"),
+       facts={"embs.N": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")), "doclens.N": Facts(index_file="doclens.N.json")})
 def embs(corpus, num_passages, index_config, chunk, checkpoint, colbert_config, device, progress):
     size = chunksize(num_passages, index_config)
     passages = corpus.passages[chunk * size:(chunk + 1) * size]
@@ -29,7 +30,7 @@ def index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights):
                  bucket_cutoffs=bucket_cutoffs.cpu(), bucket_weights=bucket_weights.cpu())
 
 
-@stage("index", per_chunk=True, inputs={"embs": "embs.N"})
+@stage("index", per_chunk=True, inputs={"embs": "embs.N"}, facts=Facts(index_file="N.codes.pt"))
 def codes(embs, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
     compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
     out = []
@@ -40,7 +41,7 @@ def codes(embs, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, 
     return torch.cat(out).to(torch.int32)  # (tokens,)
 
 
-@stage("index", per_chunk=True, inputs={"embs": "embs.N", "codes": "codes.N"})
+@stage("index", per_chunk=True, inputs={"embs": "embs.N", "codes": "codes.N"}, facts=Facts(index_file="N.residuals.pt"))
 def residuals(embs, codes, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
     compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
     out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from colbert_swap.dag import stage
+from colbert_swap.dag import Facts, stage
 
 
 def chunksize(num_passages: int, index_config) -> int:
@@ -50,7 +50,7 @@ def encode(passages: list[str], checkpoint, colbert_config, progress) -> tuple[t
     return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim), (passages,)
 
 
-@stage("setup", outputs=("local_sample_embs", "sample_doclens"))
+@stage("setup", outputs=("local_sample_embs", "sample_doclens"), facts=Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")))
 def local_sample_embs(corpus, sample_pids, checkpoint, colbert_config, progress):
     wanted = set(sample_pids.tolist())
     passages = [p for pid, p in enumerate(corpus.passages) if pid in wanted]

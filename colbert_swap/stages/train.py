@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from colbert_swap.dag import stage
+from colbert_swap.dag import Facts, stage
 
 
-@stage("train", outputs=("sample", "sample_heldout"))
+@stage("train", outputs=("sample", "sample_heldout"),
+       facts={"sample": Facts(reduction=(1, "a cast to float16")),
+              "sample_heldout": Facts(reduction=(1, "a cast to float16"))})
 def sample(local_sample_embs, rng):
     embs = local_sample_embs.half()  # colbert-ai writes sample.{rank}.pt as .half() and reads it back
     embs = embs[torch.randperm(embs.size(0), generator=rng.torch)]
@@ -18,7 +20,7 @@ def sample(local_sample_embs, rng):
     return kept, heldout  # (n - h, dim) fp16, (h, dim) fp16
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=("cluster", "the mean over a cluster's members"), centroid_set=True))
 def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_config):
     """colbert-ai's compute_faiss_kmeans (seed 123), or another backend: see colbert_swap/kmeans.py."""
     from colbert_swap.kmeans import kmeans
@@ -27,7 +29,7 @@ def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_con
     return kmeans(index_config.kmeans_backend, sample, num_partitions, colbert_config.kmeans_niters, seed)
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=("dim", "the norm over the embedding dimension"), centroid_set=True))
 def postnorm_centroids(prenorm_centroids, perturb):
     if perturb.normalize == "fp16":
         return torch.nn.functional.normalize(prenorm_centroids.half(), dim=-1).float()
@@ -36,7 +38,7 @@ def postnorm_centroids(prenorm_centroids, perturb):
     return torch.nn.functional.normalize(prenorm_centroids, dim=-1)  # (num_partitions, dim) fp32
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=(1, "a cast"), centroid_set=True))
 def centroids(postnorm_centroids, device):
     return postnorm_centroids.half() if device == "cuda" else postnorm_centroids.float()
 
@@ -47,7 +49,7 @@ def codec(colbert_config, centroids, **buckets):
     return ResidualCodec(config=colbert_config, centroids=centroids, **buckets)
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=(1, "a subtraction")))
 def heldout_residual(centroids, sample_heldout, colbert_config, device):
     compressor = codec(colbert_config, centroids, avg_residual=None)
     codes = compressor.compress_into_codes(sample_heldout, out_device=device)
@@ -61,24 +63,25 @@ def _quantiles(nbits: int, device):
     return quantiles[1:], quantiles + (0.5 / num_options)
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=("numel", "the mean over every heldout residual"),
+                             index_file="avg_residual.pt"))
 def avg_residual(heldout_residual):
     return torch.abs(heldout_residual).mean(dim=0).cpu().mean()  # () scalar
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=(1, "a quantile's interpolation"), index_file="buckets.pt"))
 def bucket_cutoffs(heldout_residual, colbert_config):
     cutoffs, _ = _quantiles(colbert_config.nbits, heldout_residual.device)
     return heldout_residual.float().quantile(cutoffs)  # (2**nbits - 1,) fp32
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=(1, "a quantile's interpolation"), index_file="buckets.pt"))
 def bucket_weights(heldout_residual, colbert_config):
     _, weights = _quantiles(colbert_config.nbits, heldout_residual.device)
     return heldout_residual.float().quantile(weights)  # (2**nbits,) fp32
 
 
-@stage("train")
+@stage("train", facts=Facts(reduction=(1, "a cast to float16"), centroid_set=True, index_file="centroids.pt"))
 def half_centroids(centroids):
     """What centroids.pt holds, and what chunk compression reads back (IndexSaver.thread reloads it)."""
     return centroids.half()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from colbert_swap.store.blobs import BlobRef, atomic_write
+from colbert_swap.store.origin import Origin
 
 
 @dataclass
@@ -35,7 +36,7 @@ class RunManifest:
     config: dict
     config_hash: str
     provenance: dict
-    origin: dict  # {"kind": "capture"} or {"kind": "replay", "target": ..., "source": ..., "injected": [...]}
+    origin: Origin  # Capture(), Replay(target, source, ...), ...: colbert_swap/store/origin.py
     artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)
     rng: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {"python": hash, "torch": hash}
     complete: bool = False
@@ -43,11 +44,15 @@ class RunManifest:
     # env_id -> the provenance of every environment an artifact of this run was computed in
     environments: dict[str, dict] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if not isinstance(self.origin, Origin):  # as read from JSON
+            self.origin = Origin.from_json(self.origin)
+
     def to_json(self) -> dict:
         return {
             "label": self.label, "created": self.created, "complete": self.complete,
             "config_hash": self.config_hash, "config": self.config, "provenance": self.provenance,
-            "origin": self.origin, "artifacts": {k: v.to_json() for k, v in self.artifacts.items()},
+            "origin": self.origin.to_json(), "artifacts": {k: v.to_json() for k, v in self.artifacts.items()},
             "rng": self.rng, "environments": self.environments,
         }
 

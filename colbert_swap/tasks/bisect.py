@@ -15,7 +15,7 @@ from colbert_swap.matrix import Study, cause_text, differing_text
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import progress_printer
 
 
 def run(cfg) -> int:

@@ -5,91 +5,53 @@
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
-from colbert_swap.colbert_env import console
 from colbert_swap.config import Config, config_hash, result_config
-from colbert_swap.engine import Engine, Resources
+from colbert_swap.engine import Engine
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import changed_keys, default_run_label, environment
+from colbert_swap.provenance import default_run_label
 from colbert_swap.report.tables import artifact_table
+from colbert_swap.resources import Resources
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
-
-
-
-def progress_printer(stream=None):
-    start = time.perf_counter()
-    stream = stream or console()
-
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=stream, flush=True)
-
-    return say
+from colbert_swap.store.origin import Capture
+from colbert_swap.store.run import open_run
+from colbert_swap.tasks.common import progress_printer
 
 
 def capture(cfg: Config, progress=None) -> RunManifest:
+    """Capture run `cfg.run` (default: the torch version), resuming one that stopped; a complete one with
+    this config is returned as it is."""
+    progress = progress or progress_printer()
     store = Store(cfg.store.root)
     label = check_label(cfg.run or default_run_label())
-    with store.lock(label):
-        return _capture(cfg, store, label, progress or progress_printer())
-
-
-def _capture(cfg: Config, store: Store, label: str, progress) -> RunManifest:
-    run_dir = store.run_dir(label)
     result = result_config(cfg)
-    digest = config_hash(result)
-    env = environment()
-    manifest = store.load(label) if store.has_run(label) else None
-    if manifest is not None and manifest.config_hash != digest:
-        if not cfg.force:
-            raise UserError(f"run {label!r} already exists in {store.root} with another config "
-                            f"({manifest.config_hash} != {digest}); choose another run=NAME or pass force=true "
-                            "to replace it")
-        shutil.rmtree(run_dir)
-        manifest = None
-    if manifest is not None and manifest.complete:
-        progress(f"run {label!r} is already captured with this config; nothing to do")
-        return manifest
-    if manifest is not None:
-        changed = changed_keys(manifest.provenance, env)
-        if changed:
-            raise UserError(f"run {label!r} was started in another environment ({', '.join(changed)} differ); "
-                            "resume it there, or pass force=true to start it over here")
-        progress(f"resuming run {label!r}: {len(manifest.artifacts)} artifact(s) already stored")
-    resources = Resources(cfg, store, run_dir, progress)
-    if manifest is None:
-        _check_inputs(resources, run_dir, progress)  # a checkpoint or collection that is not there: no run
-        manifest = RunManifest(label=label, config=result, config_hash=digest, provenance=env,
-                               origin={"kind": "capture"})
-        store.save(manifest)
-    engine = Engine(store, resources, manifest, progress)
-    progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
-    engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
-    num_chunks = engine.get("num_chunks")
-    engine.execute(DAG.nodes(num_chunks))
-    progress("writing the colbert-ai index files")
-    write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
-    manifest.complete = True
-    store.save(manifest)
-    return manifest
+    with open_run(store, label, Capture(), result, config_hash(result), mismatch="refuse", force=cfg.force) as run:
+        if run.done:
+            progress(f"run {label!r} is already captured with this config; nothing to do")
+            return run.manifest
+        if run.resumed:
+            progress(f"resuming run {label!r}: {len(run.manifest.artifacts)} artifact(s) already stored")
+        run_dir = store.run_dir(label)
+        resources = Resources(cfg, store, run_dir, progress)
+        _check_inputs(resources)  # a checkpoint or collection that is not there: the run is removed again
+        engine = Engine(run, resources, progress)
+        progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
+        engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
+        num_chunks = engine.get("num_chunks")
+        engine.execute(DAG.nodes(num_chunks))
+        progress("writing the colbert-ai index files")
+        write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
+        return run.finish()
 
 
-def _check_inputs(resources: Resources, run_dir, progress) -> None:
-    """The model and the collection exist and can be read, before the run is created: a capture that fails
-    here leaves nothing in the store."""
-    existed = run_dir.exists()
-    try:
-        resources.corpus
-        if not Path(resources.checkpoint_path).exists():
-            raise UserError(f"checkpoint {resources.checkpoint_path} does not exist")
-    except BaseException:
-        if not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+def _check_inputs(resources: Resources) -> None:
+    """The model and the collection exist and can be read, before the first stage."""
+    resources.corpus
+    if not Path(resources.checkpoint_path).exists():
+        raise UserError(f"checkpoint {resources.checkpoint_path} does not exist")
 
 
 def run(cfg: Config) -> int:

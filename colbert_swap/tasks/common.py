@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from colbert_swap.compare.tolerances import Tolerance
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import default_run_label
@@ -50,5 +52,20 @@ def environment_rows(*runs: RunManifest) -> list[list[str]]:
 
 
 def tolerance(cfg) -> Tolerance:
-    """compare.tolerance and compare.per_artifact of this invocation."""
-    return Tolerance.from_config(cfg.get("compare"))
+    """compare.tolerance and compare.per_artifact of this invocation, over the tolerances the stages declare."""
+    from colbert_swap.stages import DAG
+
+    return Tolerance.from_config(cfg.get("compare"), DAG.tolerances())
+
+
+def progress_printer(stream=None):
+    """Progress lines on the terminal, with the seconds since the task started (`[   3.4s] ...`)."""
+    from colbert_swap.colbert_env import console
+
+    start = time.perf_counter()
+    stream = stream or console()
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=stream, flush=True)
+
+    return say

@@ -16,14 +16,14 @@ from omegaconf import OmegaConf
 from colbert_swap import colbert_env
 from colbert_swap.compare.comparators import compare
 from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages
-from colbert_swap.engine import Resources
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import environment
 from colbert_swap.report import plots, proof
+from colbert_swap.resources import Resources
 from colbert_swap.report.tables import table
-from colbert_swap.store import ArtifactRecord, RunManifest, Store
-from colbert_swap.tasks.capture import progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run, target_label
+from colbert_swap.store import RunManifest, Store
+from colbert_swap.store.origin import Drill, Ops
+from colbert_swap.store.run import open_run
+from colbert_swap.tasks.common import environment_rows, progress_printer, source_run, target_label
 
 
 def drill_label(run: str) -> str:
@@ -38,61 +38,43 @@ def _probing(cfg, store: Store, run: RunManifest, probes: int):
     return here, resources, probe_passages(resources.corpus.passages, probes)
 
 
-def _stored(store: Store, label: str, **origin) -> RunManifest | None:
-    """A complete capture under `label` made with these origin values, if the store has one."""
-    if store.has_run(label):
-        existing = store.load(label)
-        if existing.complete and all(existing.origin.get(k) == v for k, v in origin.items()):
-            return existing
-    return None
-
-
 def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None,
                   bsizes: list[int] | None = None) -> RunManifest:
     """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
-    label = drill_label(run.label)
     here, resources, passages = _probing(cfg, store, run, probes or cfg.probes)
     bsizes = list(bsizes or cfg.get("bsizes") or [resources.colbert_config.index_bsize])
-    existing = _stored(store, label, probes=len(passages), bsizes=bsizes)
-    if existing:
-        return existing
-    progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
-    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
-        outputs, batches = module_outputs(resources.checkpoint, passages, bsizes)
-    manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
-                           origin={"kind": "drill", "run": run.label, "probes": len(passages), "bsizes": bsizes})
-    for name, tensor in outputs.items():
-        manifest.artifacts[name] = ArtifactRecord(ref=store.blobs.put(tensor), stage="drill")
-    manifest.artifacts["batches"] = ArtifactRecord(ref=store.blobs.put(batches), stage="drill")
-    manifest.complete = True
-    store.save(manifest)
-    return manifest
+    origin = Drill(run.label, len(passages), tuple(bsizes))
+    with open_run(store, drill_label(run.label), origin, run.config, run.config_hash, resume=False) as writer:
+        if writer.done:
+            return writer.manifest
+        progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
+        with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
+            outputs, batches = module_outputs(resources.checkpoint, passages, bsizes)
+        for name, tensor in outputs.items():
+            writer.put(name, tensor, stage="drill")
+        writer.put("batches", batches, stage="drill")
+        return writer.finish()
 
 
 def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, bsizes: list[int],
                 progress) -> RunManifest:
     """The aten operations inside `module` for `run`'s probes, recorded in this environment on the very
     batches of the module drill (`bsizes`)."""
-    label = f"{run.label}+ops={module}"
     here, resources, passages = _probing(cfg, store, run, probes)
-    existing = _stored(store, label, probes=len(passages), bsizes=bsizes)
-    if existing:
-        return existing
-    progress(f"recording the aten operations inside {module} for run {run.label!r}")
-    with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
-        ops, params = op_trace(resources.checkpoint, passages, bsizes, module)
-        context = kernel_context(resources.checkpoint, here.perturb.get("attn"))
-    manifest = RunManifest(label=label, config=run.config, config_hash=run.config_hash, provenance=environment(),
-                           origin={"kind": "ops", "run": run.label, "module": module, "probes": len(passages),
-                                   "bsizes": bsizes, "context": context})
-    for i, op in enumerate(ops):
-        manifest.artifacts[f"op/{i}"] = ArtifactRecord(ref=store.blobs.put(op["output"]), stage=op["op"],
-                                                       inputs={str(k): h for k, h in enumerate(op["inputs"])})
-    manifest.artifacts["params"] = ArtifactRecord(ref=store.blobs.put(params), stage="drill")
-    manifest.artifacts["op_batches"] = ArtifactRecord(ref=store.blobs.put([op["batch"] for op in ops]), stage="drill")
-    manifest.complete = True
-    store.save(manifest)
-    return manifest
+    origin = Ops(run.label, module, len(passages), tuple(bsizes))
+    with open_run(store, f"{run.label}+ops={module}", origin, run.config, run.config_hash, resume=False) as writer:
+        if writer.done:
+            return writer.manifest
+        progress(f"recording the aten operations inside {module} for run {run.label!r}")
+        with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
+            ops, params = op_trace(resources.checkpoint, passages, bsizes, module)
+            context = kernel_context(resources.checkpoint, here.perturb.get("attn"))
+        writer.manifest.origin = Ops(run.label, module, len(passages), tuple(bsizes), context)
+        for i, op in enumerate(ops):
+            writer.put(f"op/{i}", op["output"], stage=op["op"], inputs={str(k): h for k, h in enumerate(op["inputs"])})
+        writer.put("params", params, stage="drill")
+        writer.put("op_batches", [op["batch"] for op in ops], stage="drill")
+        return writer.finish()
 
 
 def trace(manifest: RunManifest) -> list[tuple]:
@@ -148,15 +130,15 @@ def run(cfg) -> int:
         lines = [f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored"]
         runs = [manifest]
         if cfg.get("module"):
-            ops = capture_ops(cfg, store, store.load(manifest.origin["run"]), cfg.module, manifest.origin["probes"],
-                              manifest.origin["bsizes"], progress)
+            ops = capture_ops(cfg, store, store.load(manifest.origin.run), cfg.module, manifest.origin.probes,
+                              list(manifest.origin.bsizes), progress)
             lines.append(f"operation trace {ops.label!r}: {len(ops.artifacts) - 2} aten operations inside {cfg.module}")
             runs.append(ops)
         verdict = "; ".join(lines) + (f". Next, in the other environment: `python -m colbert_swap task=drill "
-                                      f"source={manifest.origin['run']}" + (f" module={cfg.module}" if cfg.get("module")
+                                      f"source={manifest.origin.run}" + (f" module={cfg.module}" if cfg.get("module")
                                                                              else "") + "`")
-        report = {"task": "drill", "run": manifest.origin["run"], "verdict": verdict, "captures": [r.label for r in runs]}
-        path = proof.write(proof.out_dir(cfg, "drill"), report, f"# drill capture {manifest.origin['run']}\n\n{verdict}\n",
+        report = {"task": "drill", "run": manifest.origin.run, "verdict": verdict, "captures": [r.label for r in runs]}
+        path = proof.write(proof.out_dir(cfg, "drill"), report, f"# drill capture {manifest.origin.run}\n\n{verdict}\n",
                            runs)
         print(f"{verdict}\n\nreport: {path}")
         return 0
@@ -165,14 +147,14 @@ def run(cfg) -> int:
         raise UserError(f"run {source.label!r} has no drill capture: run `python -m colbert_swap task=drill "
                         f"run={source.label}` in {source.label}'s environment first")
     a = store.load(drill_label(source.label))
-    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin["probes"],
-                           bsizes=a.origin.get("bsizes"))
+    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin.probes,
+                           bsizes=list(a.origin.bsizes))
     if cfg.get("module"):
-        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin["probes"], a.origin["bsizes"],
+        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin.probes, list(a.origin.bsizes),
                         progress)
     rows, per_batch = compare_drills(store, a, target)
     first = next((r for r in rows if r["mismatches"]), None)
-    s, t = source.label, target.origin["run"]
+    s, t = source.label, target.origin.run
     if first is None:
         text = f"All {len(rows)} module outputs are bitwise equal between {s} and {t} on the probe passages."
     else:
@@ -250,7 +232,7 @@ def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes
     found = first_op_difference(store, a, b)
     s, t = source.label, target.label
     text = op_verdict(cfg.module, s, t, found)
-    contexts = [a.origin["context"], b.origin["context"]]
+    contexts = [a.origin.context, b.origin.context]
     md = "\n\n".join([f"# drill {cfg.module}: {s} vs {t}, aten operations", text, "## Kernel context",
                        table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)] for k in contexts[0]]),
                        "## Environments", table(["", s, t, "differs?"], environment_rows(source, target)), ""])

@@ -12,7 +12,7 @@ from colbert_swap.errors import UserError
 from colbert_swap.matrix import Study
 from colbert_swap.report import proof
 from colbert_swap.store import Store
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import progress_printer
 
 
 def run(cfg) -> int:

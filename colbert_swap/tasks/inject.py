@@ -18,7 +18,8 @@ from colbert_swap.report.tables import table
 from colbert_swap.replay import as_names, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
-from colbert_swap.tasks.capture import capture, progress_printer
+from colbert_swap.tasks.capture import capture
+from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environment_rows, source_run, target_label, tolerance
 
 
@@ -27,7 +28,6 @@ class Injection:
     source: RunManifest
     target: RunManifest
     replayed: RunManifest
-    injected: list[str]
     downstream: list[str]
     before: RunComparison  # source vs target
     after: RunComparison  # replayed vs source, every artifact
@@ -37,7 +37,7 @@ class Injection:
     @property
     def names(self) -> list[str]:
         """The injected artifacts, every chunk of a per-chunk one written once (`embs`)."""
-        return self.replayed.origin["names"]
+        return list(self.replayed.origin.names)
 
     @property
     def verdict(self) -> str:
@@ -60,12 +60,12 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     target = ensure_target(cfg, store, progress)
     check_comparable(source, target, cfg.force)
     replayed = replay(cfg, store, target, source, names, progress=progress)
-    injected = replayed.origin["injected"]
+    injected = list(replayed.origin.injected)
     num_chunks = store.get(target, "num_chunks")
     downstream = [o for n in DAG.downstream_of(injected, num_chunks) for o in n.outputs if o not in injected]
     tol = tolerance(cfg)
     after = compare_runs(store, replayed, source, force=True, tol=tol)
-    return Injection(source, target, replayed, names, downstream,
+    return Injection(source, target, replayed, downstream,
                      before=compare_runs(store, source, target, force=True, tol=tol), after=after,
                      vs_target=compare_runs(store, replayed, target, force=True, tol=tol),
                      whole=whole_run(store, after, replayed, source))
@@ -75,7 +75,7 @@ def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
     """What the injected artifacts' divergence means (source vs target), and what is left after the replay."""
     s, t = result.source.label, result.target.label
     injected, ij = explain(store, result.source, result.target, result.before, folder,
-                           f"What this means: the injected artifacts ({s} vs {t})", result.replayed.origin["injected"])
+                           f"What this means: the injected artifacts ({s} vs {t})", list(result.replayed.origin.injected))
     left, lj = explain(store, result.replayed, result.source, result.after, folder,
                        f"What this means: left after the injection (replayed vs {s})", result.downstream)
     return "\n\n".join(x for x in (injected, left) if x), {"injected": ij, "left": lj}
@@ -100,7 +100,7 @@ def markdown(result: Injection, meaning: str = "") -> str:
 
 def report_json(result: Injection) -> dict:
     return {"task": "inject", "source": result.source.label, "target": result.target.label,
-            "injected": result.names, "injected_artifacts": result.replayed.origin["injected"], "root_cause": [],
+            "injected": result.names, "injected_artifacts": list(result.replayed.origin.injected), "root_cause": [],
             "replay_run": result.replayed.label,
             "downstream": result.downstream, "verdict": result.verdict, "whole_run": result.whole.to_json(),
             "tolerance": result.after.tolerance.to_json(),

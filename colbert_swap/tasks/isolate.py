@@ -10,19 +10,20 @@ invocation: its installed packages and its `perturb` knobs; model, collection an
 from __future__ import annotations
 
 import difflib
-import shutil
 
 from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, compare_runs
-from colbert_swap.engine import Engine, Resources
+from colbert_swap.engine import Engine
+from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import environment
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.store.origin import Isolate
+from colbert_swap.store.run import open_run
+from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environment_rows, source_run, tolerance
 
 
@@ -45,22 +46,19 @@ def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest,
     nodes = [n for n in DAG.nodes(num_chunks) if n.stage is stage]
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
     label = check_label(f"{source.label}+isolate={stage.name}")
-    with store.lock(label):
-        if store.has_run(label):
-            shutil.rmtree(store.run_dir(label))
-        perturb = OmegaConf.to_container(here.perturb)
-        manifest = RunManifest(label=label, config={**source.config, "perturb": perturb},
-                               config_hash=source.config_hash, provenance=environment(),
-                               origin={"kind": "isolate", "source": source.label, "stage": stage.name})
+    config = {**source.config, "perturb": OmegaConf.to_container(here.perturb)}
+
+    def inputs(manifest: RunManifest) -> None:  # the source's own inputs of the stage
         for node in nodes:
             for name in node.input_names():
-                manifest.artifacts[name] = source.artifacts[name]
-        progress(f"running stage {stage.name} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}) here on the inputs of run "
-                 f"{source.label!r}")
-        engine = Engine(store, Resources(here, store, store.run_dir(label)), manifest, progress)
-        engine.execute(nodes, rng_states=source.rng)
-        manifest.complete = True
-        store.save(manifest)
+                manifest.adopt(name, source.artifacts[name], source)
+
+    with open_run(store, label, Isolate(source.label, stage.name), config, source.config_hash, fresh=True,
+                  make=inputs) as run:
+        progress(f"running stage {stage.name} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}) here on the inputs "
+                 f"of run {source.label!r}")
+        Engine(run, Resources(here, store, store.run_dir(label)), progress).execute(nodes, rng_states=source.rng)
+        manifest = run.finish()
     outputs = [o for n in nodes for o in n.outputs]
     return source, manifest, compare_runs(store, manifest, source, names=outputs, force=True, tol=tolerance(cfg))
 
@@ -79,7 +77,7 @@ def verdict(stage: str, source: str, comparison: RunComparison) -> str:
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     source, isolated, comparison = isolate(cfg, store)
-    stage = isolated.origin["stage"]
+    stage = isolated.origin.stage
     text = verdict(stage, source.label, comparison)
     md = "\n\n".join([f"# isolate {stage}: here vs {source.label}", text, "## Environments",
                       table(["", source.label, "here", "differs?"], environment_rows(source, isolated)),

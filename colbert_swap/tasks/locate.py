@@ -17,7 +17,7 @@ from colbert_swap.report.tables import table
 from colbert_swap.replay import compact, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import Store
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environment_rows, source_run, tolerance
 from colbert_swap.tasks.inject import ensure_target
 

@@ -26,7 +26,7 @@ from colbert_swap.retrieval import (effectiveness, ranking_differences, read_qre
                                     synthetic_queries)
 from colbert_swap.search import SEARCH_ARTIFACTS, ElsewhereError, ranked_lists, search_label, search_run
 from colbert_swap.store import Store
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import source_run, target_label, tolerance
 
 

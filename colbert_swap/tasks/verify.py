@@ -36,7 +36,7 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
             except UserError as exc:
                 found.append(str(exc))
         if not manifest.complete:
-            kind = manifest.origin.get("kind", "run")
+            kind = manifest.origin.kind
             found.append(f"run {label!r} is incomplete (a {kind} that stopped): run the same command to resume it, "
                          f"or `python -m colbert_swap task=rm run={label}` to remove it")
     for folder in leftovers(store):

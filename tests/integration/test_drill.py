@@ -40,7 +40,7 @@ def test_drill_names_the_scaled_layer(runs, tiny_cfg, tmp_path):
     assert {b["bsize"] for b in report["batches"]} == {16}  # index_bsize
     assert sum(b["size"] for b in report["batches"]) == 40
     assert "padded length" in report["verdict"] and f"module={SCALED}" in report["verdict"]
-    assert store.load("scaled+drill").origin["probes"] == 40
+    assert store.load("scaled+drill").origin.probes == 40
     assert report["plots"] == ["layers.png", "padded_lengths.png"]
     for png in report["plots"]:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,7 +89,7 @@ def test_operation_drill_sees_another_implementation(runs, tiny_cfg, tmp_path):
         assert eager["autocast"].startswith("off (CPU")  # colbert-ai's CUDA autocast does nothing on the CPU
     store = Store(tiny_cfg().store.root)
     ops, drilled = store.load("eager+ops=bert.encoder.layer.0.attention.self"), store.load("eager+drill")
-    assert ops.origin["bsizes"] == drilled.origin["bsizes"]  # the very calls and batches of the module drill
+    assert ops.origin.bsizes == drilled.origin.bsizes  # the very calls and batches of the module drill
     assert sorted(set(store.get(ops, "op_batches"))) == list(range(len(store.get(drilled, "batches"))))
 
 

@@ -11,7 +11,7 @@ import torch
 
 import colbert_swap.store
 from colbert_swap.compare.runs import compare_runs
-from colbert_swap.engine import Resources
+from colbert_swap.resources import Resources
 from colbert_swap.explain.runs import explain_runs
 from colbert_swap.explain.tokens import attribute, row_pids, token_map
 from colbert_swap.replay import replay, run_config

@@ -66,14 +66,14 @@ def test_injecting_the_source_query_embeddings(runs):
                                 progress=quiet_progress)
     assert result["comparison"]["Q"].status == "equal"  # the target searched with eager's Q
     assert result["b"].artifacts["Q"].ref == result["a"].artifacts["Q"].ref
-    assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin["Q_from"] == "eager"
+    assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin.Q_from == "eager"
     assert result["b"].label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
                                                    store, progress=quiet_progress)["b"].label  # kept apart
 
 
 def test_a_runs_queries_are_encoded_with_its_own_model_knobs(runs):
     """The eager run's Q is what colbert-ai's query encoder gives with eager attention, whatever the machine."""
-    from colbert_swap.engine import Resources
+    from colbert_swap.resources import Resources
     from colbert_swap.replay import run_config
 
     store = Store(runs().store.root)

@@ -165,3 +165,49 @@ def test_dag_artifact_produced_twice_fails():
 
     with pytest.raises(AssertionError, match="produced twice"):
         Dag([alpha, again])
+
+
+def test_every_fact_names_artifacts_and_files_that_exist():
+    """Facts about artifacts live on their stages; what they name must exist in the DAG and the index."""
+    from colbert_swap.stages import DAG
+
+    templates = set(DAG.artifact_templates())
+    declared = DAG.declared()
+    assert declared and set(declared) <= templates
+    for name, facts in declared.items():
+        if facts.order_free:
+            assert facts.order_free in templates, name
+        if facts.reduction:
+            assert facts.reduction[0] in ("hidden", "dim", "cluster", "numel") or isinstance(facts.reduction[0], int)
+    files = {f.index_file for f in declared.values() if f.index_file}
+    assert files == {"avg_residual.pt", "buckets.pt", "centroids.pt", "doclens.N.json", "N.codes.pt",
+                     "N.residuals.pt", "ivf.pid.pt"}
+    assert {n for n, f in declared.items() if f.centroid_set} == {"prenorm_centroids", "postnorm_centroids",
+                                                                   "centroids", "half_centroids"}
+    assert DAG.facts("ivf").order_free == "ivf_lengths" and DAG.facts("codes.3").index_file == "N.codes.pt"
+    assert DAG.facts("num_passages") == type(DAG.facts("ivf"))()  # no facts: the defaults
+
+
+def test_a_tolerance_declared_on_a_stage_is_what_allclose_means_for_its_artifact():
+    import torch
+
+    from colbert_swap.compare.comparators import compare
+    from colbert_swap.compare.tolerances import Tolerance
+    from colbert_swap.dag import Dag, Facts, stage
+
+    @stage("setup", facts=Facts(tolerance=(1e-2, 0.0)))
+    def loose(x):
+        return x
+
+    @stage("setup")
+    def x():
+        return torch.ones(3)
+
+    dag = Dag([x, loose])
+    assert dag.tolerances() == {"loose": (1e-2, 0.0)}
+    a, b = torch.ones(3), torch.tensor([1.0, 1.0, 1.005])
+    assert compare("loose", a, b, tol=Tolerance(per_artifact=dag.tolerances())).status == "allclose"
+    assert compare("loose", a, b, tol=Tolerance()).status == "diverged"
+    overridden = Tolerance.from_config({"per_artifact": {"loose": [0.0, 0.0]}}, dag.tolerances())
+    assert overridden.rtol_atol("loose", torch.float32) == (0.0, 0.0)  # compare.per_artifact wins
+    assert loose(x=a) is a  # a stage is callable like the function it wraps

@@ -180,7 +180,7 @@ def _manifest(label: str, store: Store | None = None) -> RunManifest:
         refs["avg_residual"] = BlobRef(hash="ef" * 16, kind="tensor", dtype="float32", shape=(), device="cpu")
     return RunManifest(
         label=label, config={"seed": 12345, "index": {"nbits": 2}}, config_hash="0123456789abcdef",
-        provenance={"torch": "2.13.0"}, origin={"kind": "replay", "target": "t", "source": "s", "injected": ["x"]},
+        provenance={"torch": "2.13.0"}, origin={"kind": "replay", "target": "t", "source": "s", "names": ["x"], "injected": ["x"]},
         artifacts={
             "embs.0": ArtifactRecord(ref=refs["embs.0"], stage="embs.0", inputs={"num_passages": "cd" * 16},
                                      seconds=0.5),

@@ -1,0 +1,98 @@
+"""What a stage may read besides artifacts: the one table of resources, and the object that builds them.
+
+A stage's parameter that names an artifact is fed from the run; one that names a key of `RESOURCES` is
+handed over by the engine: the collection, the model, colbert-ai's config, this run's typed index config
+and perturb knobs, the device, the chunk a per-chunk node works on, the node's random generators, and a
+progress callback. Everything is built on first use, so a replay downstream of the centroids never loads
+the model.
+
+    resources = Resources(cfg, store, run_dir)
+    RESOURCES["index_config"](resources, node, rng, bar)   # -> IndexConfig(nbits=2, ...)
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+
+from colbert_swap import colbert_env
+from colbert_swap.config import IndexConfig, PerturbConfig
+from colbert_swap.corpus import Corpus, load_corpus
+from colbert_swap.models import checkpoint_path
+from colbert_swap.rng import RngStream
+
+
+class Resources:
+    """Non-artifact inputs of one run, built on first use."""
+
+    def __init__(self, cfg, store, run_dir: Path, progress: Callable[[str], None] = lambda m: None):
+        self.cfg, self.store, self.run_dir = cfg, store, run_dir
+        self.log = run_dir / "capture.log"
+        self.progress = progress  # the engine's, once an engine runs with these resources
+
+    @cached_property
+    def index(self) -> IndexConfig:
+        return _typed(IndexConfig, self.cfg.index)
+
+    @cached_property
+    def perturb(self) -> PerturbConfig:
+        return _typed(PerturbConfig, self.cfg.perturb)
+
+    @cached_property
+    def device(self) -> str:
+        return colbert_env.resolve_device(self.index.device)
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        return load_corpus(self.cfg.collection, self.store.root / "collections")
+
+    @cached_property
+    def checkpoint_path(self) -> str:
+        with colbert_env.quiet(self.log):
+            return checkpoint_path(self.cfg.model, self.store.root / "models", self.progress)
+
+    @cached_property
+    def colbert_config(self):
+        with colbert_env.quiet(self.log):
+            return colbert_env.colbert_config(self.checkpoint_path, self.index, self.corpus.path,
+                                              str(self.run_dir.resolve()), self.perturb.index_bsize)
+
+    @cached_property
+    def _model(self):
+        amp = self.index.amp if self.perturb.autocast is None else self.perturb.autocast
+        colbert_env.announce_extensions("capture", self.device, self.log, self.progress)
+        self.progress("building the model (colbert-ai's Checkpoint)")
+        return colbert_env.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
+                                           self.cfg.seed, self.device, self.log, self.perturb)
+
+    @property
+    def checkpoint(self):
+        return self._model[0]
+
+    def initial_rng(self) -> RngStream:
+        """The generators as colbert-ai's worker has them after building its model."""
+        return self._model[1]
+
+
+def _typed(schema, node) -> Any:
+    """A config group as its dataclass (attribute access, types checked), whatever it was handed as."""
+    if isinstance(node, schema):
+        return node
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+
+
+# name -> how the engine provides it to a stage: (resources, node, rng, progress bar) -> value
+RESOURCES: dict[str, Callable[..., Any]] = {
+    "corpus": lambda r, node, rng, bar: r.corpus,
+    "checkpoint": lambda r, node, rng, bar: r.checkpoint,
+    "colbert_config": lambda r, node, rng, bar: r.colbert_config,
+    "index_config": lambda r, node, rng, bar: r.index,
+    "perturb": lambda r, node, rng, bar: r.perturb,
+    "device": lambda r, node, rng, bar: r.device,
+    "chunk": lambda r, node, rng, bar: node.chunk,
+    "rng": lambda r, node, rng, bar: rng,
+    "progress": lambda r, node, rng, bar: bar.update,
+}

@@ -1,0 +1,116 @@
+"""The run writer: the one way every kind of run (capture, replay, isolate, drill, ops, search) is written.
+
+    with open_run(store, label, Capture(), config, digest, mismatch="refuse", force=cfg.force) as run:
+        if run.done:
+            return run.manifest                   # already complete with this origin, config, environment
+        run.put("num_passages", 120, stage="num_passages")   # a blob, its record, and where it was computed
+        run.save()                                 # after every node: a crash resumes from here
+        run.finish()                               # complete
+
+It takes the run's lock, decides to return a complete run, resume a partial one (same origin, config and
+environment) or start over, records every artifact with the environment that computed it, and removes a
+run that failed before it stored anything of its own (so a failed validation leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+from colbert_swap.errors import UserError
+from colbert_swap.provenance import changed_keys, env_id, environment
+from colbert_swap.store.manifest import ArtifactRecord, RunManifest
+from colbert_swap.store.origin import Origin
+
+
+class RunWriter:
+    def __init__(self, store, manifest: RunManifest, done: bool = False, resumed: bool = False):
+        self.store, self.manifest, self.done, self.resumed = store, manifest, done, resumed
+        here = environment()
+        self.env = env_id(here)  # what this writer stores is recorded as computed here
+        if not done:
+            manifest.environments.setdefault(self.env, here)
+        self.wrote = False
+
+    def put(self, name: str, value: Any, stage: str, inputs: dict[str, str] | Iterable[str] = (),
+            seconds: float = 0.0) -> ArtifactRecord:
+        """Store `value` as artifact `name`, made by `stage` from `inputs` (artifact names of this run, or
+        name -> blob hash), computed here."""
+        ref = self.store.blobs.put(value)
+        hashes = inputs if isinstance(inputs, dict) else {n: self.manifest.artifacts[n].ref.hash for n in inputs}
+        record = ArtifactRecord(ref=ref, stage=stage, inputs=dict(hashes), seconds=seconds, env=self.env)
+        self.manifest.artifacts[name] = record
+        self.wrote = True
+        return record
+
+    def put_rng(self, node: str, state: dict) -> None:
+        """The random generators' state at the start of `node` (python: JSON, torch: a uint8 tensor)."""
+        self.manifest.rng[node] = {k: self.store.blobs.put(v).hash for k, v in state.items()}
+
+    def adopt(self, name: str, record: ArtifactRecord, origin: RunManifest) -> None:
+        """Take an artifact from another run (reused or injected), keeping the environment that computed it."""
+        self.manifest.adopt(name, record, origin)
+
+    def save(self) -> None:
+        self.store.save(self.manifest)
+
+    def finish(self) -> RunManifest:
+        self.manifest.complete = True
+        self.save()
+        return self.manifest
+
+
+@contextmanager
+def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, *,
+             mismatch: str = "restart", force: bool = False, resume: bool = True, fresh: bool = False,
+             make: Callable[[RunManifest], None] | None = None) -> Iterator[RunWriter]:
+    """Write run `label` under its lock. An existing run with the same origin and config is returned complete
+    (`run.done`), resumed where it stopped (when `resume` and its environment is this one), or started over.
+    One of another origin or config is started over, or refused with `mismatch="refuse"` unless `force`;
+    with `fresh`, any existing run is started over (an isolate: what "here" is may have changed).
+    `make(manifest)` fills a new run before anything is computed (a replay's records from its target)."""
+    with store.lock(label):
+        if fresh and store.run_dir(label).exists():
+            shutil.rmtree(store.run_dir(label))
+        writer = _existing(store, label, origin, config_hash, mismatch, force, resume)
+        if writer is not None and (writer.done or writer.resumed):
+            yield writer
+            if not writer.done:
+                writer.save()
+            return
+        manifest = RunManifest(label=label, config=config, config_hash=config_hash, provenance=environment(),
+                               origin=origin)
+        if make is not None:
+            make(manifest)
+        writer = RunWriter(store, manifest)
+        writer.save()
+        try:
+            yield writer
+        except BaseException:
+            if not writer.wrote:  # nothing of its own: leave nothing behind (a resume would have nothing to use)
+                shutil.rmtree(store.run_dir(label), ignore_errors=True)
+            raise
+
+
+def _existing(store, label: str, origin: Origin, config_hash: str, mismatch: str, force: bool,
+              resume: bool) -> RunWriter | None:
+    if not store.has_run(label):
+        return None
+    existing = store.load(label)
+    if existing.config_hash != config_hash or existing.origin != origin:
+        if mismatch == "refuse" and not force:
+            raise UserError(f"run {label!r} already exists in {store.root} with another config "
+                            f"({existing.config_hash} != {config_hash}); choose another run=NAME or pass "
+                            "force=true to replace it")
+    elif existing.complete:
+        return RunWriter(store, existing, done=True)
+    elif resume:
+        changed = changed_keys(existing.provenance, environment())
+        if not changed:
+            return RunWriter(store, existing, resumed=True)
+        if mismatch == "refuse" and not force:
+            raise UserError(f"run {label!r} was started in another environment ({', '.join(changed)} differ); "
+                            "resume it there, or pass force=true to start it over here")
+    shutil.rmtree(store.run_dir(label))
+    return None
