@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
+from colbert_swap.environments import normalize
 from colbert_swap.index_files import data_differences
 from colbert_swap.report.tables import table
 
@@ -107,8 +108,8 @@ class Change:
     @property
     def unintended(self) -> tuple[PackageChange, ...]:
         """Packages that moved besides the ones b's spec names (empty when the spec names none)."""
-        wanted = {_normal(n) for n in self.intended}
-        return tuple(p for p in self.packages or () if wanted and _normal(p.name) not in wanted)
+        wanted = {normalize(n) for n in self.intended}
+        return tuple(p for p in self.packages or () if wanted and normalize(p.name) not in wanted)
 
     def cause_text(self) -> str:
         """'root cause `local_sample_embs`, `embs`; module `...`; op `...` gets equal inputs and ...'."""
@@ -140,10 +141,6 @@ class Change:
         if self.packages is None:
             why.append(f"{self.a} -> {self.b}: which packages differ is unknown (a freeze is missing)")
         return why
-
-
-def _normal(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
 def packages_text(packages: Optional[tuple[PackageChange, ...]], limit: int = 4) -> str:

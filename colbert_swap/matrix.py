@@ -27,8 +27,8 @@ from colbert_swap.compare.runs import RunComparison, WholeRun, compare_runs, who
 from colbert_swap.compare.tolerances import Tolerance
 from colbert_swap.compatibility import Change, Drill, FirstOp, PackageChange, in_encoder
 from colbert_swap.config import model_fields
-from colbert_swap.environments import (EnvSpec, capture_in, ensure, frozen, load_spec, package_differences,
-                                       run_in)
+from colbert_swap.environments import (EnvSpec, capture_in, ensure, frozen, load_spec, normalize,
+                                       package_differences, run_in)
 from colbert_swap.errors import UserError
 from colbert_swap.replay import compact
 from colbert_swap.store import RunManifest, Store
@@ -145,8 +145,9 @@ class Pair:
 
 
 def pair_key(cfg, a: RunManifest, b: RunManifest) -> dict:
-    """What a pair's locate and drill reports depend on: the two runs as captured, and the drill's knobs."""
-    return {"version": KEY_VERSION, "runs": [[m.label, m.created, m.config_hash] for m in (a, b)],
+    """What a pair's locate and drill reports depend on: the two runs as captured (label, when, config hash,
+    environment id), and the drill's and comparison's knobs."""
+    return {"version": KEY_VERSION, "runs": [[m.label, m.created, m.config_hash, m.env] for m in (a, b)],
             "probes": cfg.probes, "bsizes": list(cfg.bsizes) if cfg.get("bsizes") else None,
             "compare": OmegaConf.to_container(cfg.compare, resolve=True) if cfg.get("compare") else None}
 
@@ -198,7 +199,7 @@ class Study:
         ref = self.cfg.get("reference")
         if not ref:
             return self.names[0]
-        name = ref if ref in self.specs else load_spec(str(ref)).name
+        name = load_spec(str(ref)).name if str(ref).endswith((".yaml", ".yml")) else str(ref)
         if name not in self.specs:
             raise UserError(f"reference={ref!r} is not one of envs: {', '.join(self.names)}")
         return name
@@ -290,7 +291,8 @@ class Study:
         return Step(name, command, env, out, log, done.returncode)
 
     def packages(self, a: str, b: str) -> Optional[tuple[PackageChange, ...]]:
-        """The packages whose versions differ between the two environments' freezes (None: one is missing)."""
+        """The packages whose versions differ between the two environments' freezes (None: one is missing),
+        the ones b's spec means to change first."""
         try:
             for name in (a, b):
                 if name not in self.freezes:
@@ -298,7 +300,9 @@ class Study:
         except UserError as exc:
             self.progress(f"packages of {a} vs {b} unknown: {exc}")
             return None
-        return tuple(PackageChange(*d) for d in package_differences(self.freezes[a], self.freezes[b]))
+        wanted = {normalize(n) for n in self.specs[b].changes}  # what b's spec means to change, listed first
+        moved = [PackageChange(*d) for d in package_differences(self.freezes[a], self.freezes[b])]
+        return tuple(sorted(moved, key=lambda p: p.name not in wanted))
 
 
 def cause_text(pair: Pair, num_chunks: int = 1) -> str:
@@ -315,15 +319,3 @@ def differing_text(pair: Pair, num_chunks: int) -> str:
     names = compact(pair.differing, num_chunks)
     return ", ".join(f"`{n}`" for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "") or "-"
 
-
-def drill_text(pair: Pair) -> str:
-    """The module / op cell of a pair: what the drill found, or why there is none."""
-    if not pair.differing:
-        return "-"
-    if pair.drill is not None:
-        d = pair.drill
-        return d.error or ("no module output differs" if d.module is None else
-                           f"`{d.module}` / " + (f"`{d.op.op}` ({d.op.kind})" if d.op and d.op.op else "no op differs"))
-    if pair.locate is None:
-        return "not drilled (not located)"
-    return "not drilled (root cause outside the encoder)"

@@ -15,12 +15,12 @@ from __future__ import annotations
 from colbert_swap.compatibility import packages_text
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import data_differences, run_index_differences
-from colbert_swap.matrix import Pair, Study, cause_text, differing_text, drill_text, expand_envs
+from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
 from colbert_swap.tasks.capture import progress_printer
-from colbert_swap.tasks.matrix import pair_section
+from colbert_swap.tasks.matrix import drill_text, pair_section
 
 
 def run(cfg) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from colbert_swap.compatibility import Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import run_index_differences
-from colbert_swap.matrix import Pair, Study, cause_text, differing_text, drill_text, expand_envs
+from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
@@ -39,6 +39,19 @@ def pairs_table(study: Study, pairs: list[Pair]) -> str:
         rows.append([f"{p.a} -> {p.b}", "changed" if p.index_changed else "same", differing_text(p, chunks), first,
                      cause_text(p), drill_text(p), packages_text(p.packages)])
     return table(PAIR_HEADERS, rows)
+
+
+def drill_text(pair: Pair) -> str:
+    """The module / op cell of a pair: what the drill found, or why there is none."""
+    if not pair.differing:
+        return "-"
+    if pair.drill is not None:
+        d = pair.drill
+        return d.error or ("no module output differs" if d.module is None else
+                           f"`{d.module}` / " + (f"`{d.op.op}` ({d.op.kind})" if d.op and d.op.op else "no op differs"))
+    if pair.locate is None:
+        return "not drilled (not located)"
+    return "not drilled (root cause outside the encoder)"
 
 
 def pair_section(p: Pair) -> list[str]:
