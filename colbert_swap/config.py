@@ -101,7 +101,8 @@ class Config:
     probes: int = 24  # task=drill: probe passages, spread over the collection's lengths
     module: Optional[str] = None  # task=drill: record the aten operations inside this module
     bsizes: Optional[List[int]] = None  # task=drill: batch the probes at each size (default: index_bsize)
-    envs: List[str] = field(default_factory=list)  # task=matrix|bisect: environment specs (conf/env/), in order
+    envs: Any = field(default_factory=list)  # task=matrix|bisect: specs (conf/env/) and axis names, in order
+    reference: Optional[str] = None  # task=matrix: the environment the compatibility table compares with
     environment: Optional[str] = None  # task=env_capture: the one environment (conf/env/NAME.yaml) to capture in
     env_cache: Optional[str] = None  # where built venvs are kept; default: STORE/envs
     force: bool = False

@@ -2,27 +2,34 @@
 log2(N) captures instead of N, then `locate` on that pair.
 
     python -m colbert_swap task=bisect envs=[torch-2.0.1,torch-2.1.0,torch-2.2.2,torch-2.3.1,torch-2.4.1]
+    python -m colbert_swap task=bisect envs=torch env_cache=/work/envcache     # a whole axis of axes.yaml
 
 It assumes one change along the list (as `git bisect` does): the ends are captured first; when they give
-the same index there is nothing to find.
+the same index there is nothing to find. The pair it finds is explained as task=matrix explains a pair:
+`locate` in the later environment, the module and op drill of an encoder change, and the packages that
+differ between the two environments (reports linked, kept in STORE/matrix/<a>-vs-<b>/ for the next run).
 """
 
 from __future__ import annotations
 
-from colbert_swap.index_files import run_index_differences
+from colbert_swap.compatibility import packages_text
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import Study, cause_text, differing_text
+from colbert_swap.index_files import data_differences, run_index_differences
+from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
 from colbert_swap.tasks.common import progress_printer
+from colbert_swap.tasks.matrix import drill_text, pair_section
 
 
 def run(cfg) -> int:
-    if len(cfg.envs or []) < 2:
-        raise UserError("task=bisect needs envs=[A,...,Z] (at least two specs from conf/env/, oldest first)")
+    envs = expand_envs(cfg.envs)
+    if len(envs) < 2:
+        raise UserError("task=bisect needs envs=[A,...,Z] (at least two specs from conf/env/, oldest first, or an "
+                        "axis of conf/env/axes.yaml: envs=torch)")
     store = Store(cfg.store.root)
-    study = Study(cfg, store, list(cfg.envs), progress_printer())
+    study = Study(cfg, store, envs, progress_printer())
     names, memo, steps = study.names, {}, []
 
     def capture(i: int) -> str:
@@ -34,7 +41,7 @@ def run(cfg) -> int:
         differing = run_index_differences(store, store.load(capture(i)), store.load(capture(j)))
         if differing is None:
             raise UserError(f"bisect stops: run {names[i]!r} or {names[j]!r} has no index folder to compare")
-        same = not differing  # colbert-ai's index files themselves
+        same = not data_differences(differing)  # colbert-ai's index files themselves (their data, not the config)
         steps.append([f"{names[i]} vs {names[j]}", "same index" if same else "index differs"])
         study.progress(f"bisect: {names[i]} vs {names[j]}: {steps[-1][1]}")
         return same
@@ -51,18 +58,24 @@ def run(cfg) -> int:
             else:
                 hi = mid
         pair = study.pair(names[lo], names[hi], folder, memo)
-        verdict = (f"The first change of the final index is {names[lo]} -> {names[hi]} "
-                   f"(root cause: {cause_text(pair)}).")
+        verdict = (f"The first change of the final index is {names[lo]} -> {names[hi]} (root cause: "
+                   f"{cause_text(pair)}; module / op: {drill_text(pair)}; packages that differ: "
+                   f"{packages_text(pair.packages)}).")
     captured = [n for n in names if study.captured(n)]
     verdict += f" {len(captured)} of {len(names)} environments captured."
     md = [f"# bisect: {' -> '.join(names)}", verdict, "## Steps", table(["compared", "result"], steps)]
-    if pair is not None:
-        chunks = store.get(store.load(pair.b), "num_chunks")
-        md += [f"## {pair.a} -> {pair.b}", f"Artifacts that differ: {differing_text(pair, chunks)}",
-               (pair.locate or {}).get("verdict", "")]
+    md += _pair_lines(store, pair) if pair is not None else []
     report = {"task": "bisect", "envs": names, "captured": captured, "steps": steps, "verdict": verdict,
               "pair": pair.to_json() if pair else None}
     path = proof.write(folder, report, "\n\n".join(md) + "\n")
     print(verdict)
     print(f"\nreport: {path}")
     return 0
+
+
+def _pair_lines(store: Store, pair: Pair) -> list[str]:
+    """The pair's section as task=matrix writes it: locate verdict, drill, links, and what differs."""
+    chunks = store.get(store.load(pair.b), "num_chunks")
+    head, *rest = pair_section(pair)
+    return [head, f"Artifacts that differ: {differing_text(pair, chunks)}. Packages that differ: "
+                  f"{packages_text(pair.packages, 12)}.", *rest]

@@ -1,22 +1,34 @@
-"""task=matrix envs=[A,B,C,...]: capture one config in every environment, compare each adjacent pair, and
-locate the root cause of every pair that differs (in the later environment of the pair).
+"""task=matrix envs=[A,B,C,...]: capture one config in every environment, compare each adjacent pair, locate
+the root cause of every pair that differs (in the later environment of the pair), drill each encoder change
+to the module and the operation (each side in its own environment), and give the compatibility verdict.
 
-    python -m colbert_swap task=matrix envs=[torch-2.0.1,torch-2.1.0,torch-2.13.0]
+    python -m colbert_swap task=matrix envs=torch env_cache=/work/envcache         # a whole axis of axes.yaml
+    python -m colbert_swap task=matrix envs=[torch-2.0.1,torch-2.1.0,torch-2.13.0] reference=torch-2.0.1
 
-The report is the seed posts' headline as a table: which adjacent pair changes which artifacts, and why.
+`envs=` takes spec names of conf/env/, axis names of conf/env/axes.yaml (`torch`, `transformers`, `faiss`,
+`numpy`: every spec of the axis, in order) or both. `reference=` (default: the first environment) is the
+environment the compatibility table compares every other with: index identical / index differs (the data
+of colbert-ai's index files; a file that differs only in the config it records does not count), and the
+change that made each environment differ from the one before it. Each pair's locate and drill reports are
+linked from report.md; they are kept in STORE/matrix/<a>-vs-<b>/ and reused while the runs stay the same,
+so the same command continues where a stopped matrix left off.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from colbert_swap.compatibility import Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import Pair, Study, cause_text, differing_text
+from colbert_swap.index_files import run_index_differences
+from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
-from colbert_swap.tasks.capture import progress_printer
+from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environment_rows
+
+PAIR_HEADERS = ["pair", "index files", "artifacts that differ", "first divergence", "root cause", "module / op",
+                "packages that differ"]
+LINKS = {"locate": "locate", "drill": "module drill", "ops": "op drill"}
 
 
 def pairs_table(study: Study, pairs: list[Pair]) -> str:
@@ -25,24 +37,69 @@ def pairs_table(study: Study, pairs: list[Pair]) -> str:
         chunks = study.store.get(study.store.load(p.b), "num_chunks")
         first = ", ".join(f"`{n}`" for n in p.comparison.first_diverged()[:3]) or "-"
         rows.append([f"{p.a} -> {p.b}", "changed" if p.index_changed else "same", differing_text(p, chunks), first,
-                     cause_text(p)])
-    return table(["pair", "final index", "artifacts that differ", "first divergence", "root cause (locate)"], rows)
+                     cause_text(p), drill_text(p), packages_text(p.packages)])
+    return table(PAIR_HEADERS, rows)
+
+
+def drill_text(pair: Pair) -> str:
+    """The module / op cell of a pair: what the drill found, or why there is none."""
+    if not pair.differing:
+        return "-"
+    if pair.drill is not None:
+        d = pair.drill
+        return d.error or ("no module output differs" if d.module is None else
+                           f"`{d.module}` / " + (f"`{d.op.op}` ({d.op.kind})" if d.op and d.op.op else "no op differs"))
+    if pair.locate is None:
+        return "not drilled (not located)"
+    return "not drilled (root cause outside the encoder)"
+
+
+def pair_section(p: Pair) -> list[str]:
+    """A pair's locate verdict, what the drills found, and links to each report (relative to report.md)."""
+    lines = [f"## {p.a} -> {p.b}"]
+    if p.locate:
+        lines.append(p.locate.get("verdict", ""))
+    lines += [f"Drill: {p.drill.text()}." if p.drill else "", _unintended(p)]
+    links = [f"[{LINKS.get(s.name, s.name)}]({p.folder}/{s.name}/report.md)" + (" (kept from an earlier run)"
+                                                                             if s.reused else "")
+             for s in p.steps if s.ok and s.name in LINKS]
+    failed = [f"`{s.command}` in {s.env} failed (exit {s.returncode}): [log]({p.folder}/{s.name}.log)"
+              for s in p.steps if not s.ok]
+    lines += ["Reports: " + ", ".join(links) + "." if links else "", *failed]
+    return [x for x in lines if x]
+
+
+def _unintended(p: Pair) -> str:
+    extra = p.change().unintended
+    return (f"Besides {', '.join(p.intended)}, {p.b}'s environment moves {packages_text(extra, 8)}: the change "
+            "cannot be pinned on the intended package alone." if extra else "")
+
+
+def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: str) -> Verdict:
+    store = study.store
+    against = {} if reference not in done else \
+        {e: run_index_differences(store, store.load(reference), store.load(e)) for e in done}
+    return verdict(study.names, reference, against, {p.b: p.change() for p in pairs}, study.failures)
 
 
 def run(cfg) -> int:
-    if len(cfg.envs or []) < 2:
-        raise UserError("task=matrix needs envs=[A,B,...] with at least two specs from conf/env/")
+    envs = expand_envs(cfg.envs)
+    if len(envs) < 2:
+        raise UserError("task=matrix needs envs=[A,B,...] with at least two specs from conf/env/ (or an axis of "
+                        "conf/env/axes.yaml: envs=torch)")
     progress = progress_printer()
     store = Store(cfg.store.root)
-    study = Study(cfg, store, list(cfg.envs), progress)
+    study = Study(cfg, store, envs, progress)
+    reference = study.reference()
     for name in study.names:
         study.capture(name)
     done = [n for n in study.names if n not in study.failures]
     folder = proof.out_dir(cfg, "matrix")
     memo: dict = {}
     pairs = [study.pair(a, b, folder, memo) for a, b in zip(done, done[1:])]
-    headline = _headline(pairs)
-    md = [f"# matrix: {' -> '.join(study.names)}", headline, "## Adjacent pairs", pairs_table(study, pairs)]
+    result = compatibility(study, done, pairs, reference)
+    md = [f"# matrix: {' -> '.join(study.names)}", result.summary,
+          f"## Compatibility against {reference}", result.table(), "## Adjacent pairs", pairs_table(study, pairs)]
     if study.failures:
         md += ["## Environments that could not be captured",
                "\n".join(f"- `{n}`: {why.splitlines()[0]}" for n, why in study.failures.items()),
@@ -50,30 +107,12 @@ def run(cfg) -> int:
                "captured are kept."]
     md += ["## Environments", table(["", *done, "differs?"], environment_rows(*[store.load(n) for n in done]))]
     for p in pairs:
-        if p.locate:
-            md += [f"## {p.a} -> {p.b}", p.locate.get("verdict", ""),
-                   f"The whole proof, with what each difference means: [locate-{p.a}-vs-{p.b}/report.md]"
-                   f"(locate-{p.a}-vs-{p.b}/report.md)."]
-    report = {"task": "matrix", "envs": study.names, "captured": done, "failures": study.failures,
-              "pairs": [p.to_json() for p in pairs], "verdict": headline}
+        if p.differing:
+            md += pair_section(p)
+    report = {"task": "matrix", "envs": study.names, "reference": reference, "captured": done,
+              "failures": study.failures, "pairs": [p.to_json() for p in pairs],
+              "compatibility": result.to_json(), "verdict": result.summary}
     path = proof.write(folder, report, "\n\n".join(md) + "\n", [store.load(n) for n in done])
-    print(headline)
+    print(result.summary)
     print(f"\nreport: {path}")
     return 1 if study.failures else 0
-
-
-def _headline(pairs: list[Pair]) -> str:
-    changed = [p for p in pairs if p.differing]
-    if not pairs:
-        return "Fewer than two environments were captured: nothing to compare."
-    if not changed:
-        same_files = all(p.whole.index == {} for p in pairs)
-        return (f"All {len(pairs) + 1} environments give bitwise identical artifacts"
-                + (" and identical colbert-ai index files." if same_files else "; their index files were not all compared."))
-    parts = []
-    for p in changed:
-        cause = ", ".join(f"`{c}`" for c in (p.locate or {}).get("root_cause") or []) or "not located"
-        parts.append(f"{p.a} -> {p.b} {'changes the index' if p.index_changed else 'changes artifacts but not the index'}"
-                     f" (root cause: {cause})")
-    same = len(pairs) - len(changed)
-    return "; ".join(parts) + f". {same} of {len(pairs)} adjacent pairs are identical."

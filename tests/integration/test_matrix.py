@@ -12,8 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 from colbert_swap.__main__ import run
 from colbert_swap.config import compose
+from colbert_swap.env_specs import axis
+from colbert_swap.errors import UserError
+from colbert_swap.matrix import Pair, Study, expand_envs, pair_folder
 from colbert_swap.store import Store
 from tests.conftest import TINY
 
@@ -46,6 +51,38 @@ def test_matrix_after_a_joblib_sweep_of_env_captures(tmp_path):
     assert re.search(r"\| here -> here-scale-layer +\| changed +\|", md) and "`local_sample_embs`, `embs`" in md
     assert "is in the store already" not in md  # progress goes to the console, the report is the table
 
+    # the encoder changes are drilled, each side in its own environment: the planted weight scale
+    assert first["first_module"] == "bert.encoder.layer.0.output.dense"
+    assert first["first_op"]["kind"] == "same operation, different inputs"
+    assert first["first_op"]["parameters"] == ["bert.encoder.layer.0.output.dense.weight"]
+    assert second["first_module"] == "bert.encoder.layer.0.output.dense"  # scaled in here-scale-layer only
+    assert first["packages_differing"] == []  # `python: current`: one interpreter, the same packages
+    assert [s["name"] for s in first["steps"]] == ["locate", "drill-source", "drill", "ops-source", "ops"]
+    for step in ("locate", "drill", "ops"):
+        assert f"](here-vs-here-scale-layer/{step}/report.md)" in md
+        assert (out / "here-vs-here-scale-layer" / step / "report.md").exists()
+    assert "| pair " in md and "| module / op " in md and "| packages that differ |" in md
+    assert "`bert.encoder.layer.0.output.dense` / `aten.linear.default` (same operation, different inputs)" in md
+    rows = report["compatibility"]["rows"]
+    assert [(r["env"], r["index"]) for r in rows] == [("here", "index identical"), ("here-scale-layer", "index differs"),
+                                                       ("here-kmeans-seed", "index differs")]
+    assert report["reference"] == "here" and all(r["retrieval"] is None for r in rows)
+    assert report["verdict"].startswith("here gives the index; here-scale-layer changes it (root cause "
+                                        "`local_sample_embs`, `embs`; module `bert.encoder.layer.0.output.dense`; op "
+                                        "`aten.linear.default` runs on different inputs")
+    assert "## Compatibility against here" in md and "| `here` (reference) | index identical" in md
+
+    # the same matrix again, into a new folder (as Hydra gives each run): every locate and drill is kept
+    logs = {p: p.read_text() for p in (tmp_path / "matrix").glob("*/*.log")}
+    again = tmp_path / "again"
+    assert run(compose(f"store.root={tmp_path}", *TINY, "task=matrix", "envs=[here,here-scale-layer,here-kmeans-seed]",
+                       f"out_dir={again}", "reference=here-kmeans-seed")) == 0
+    redone = json.loads((again / "report.json").read_text())
+    assert all(s["reused"] for p in redone["pairs"] for s in p["steps"]) and len(redone["pairs"][1]["steps"]) == 5
+    assert {p: p.read_text() for p in (tmp_path / "matrix").glob("*/*.log")} == logs  # nothing ran again
+    assert (again / "here-vs-here-scale-layer" / "ops" / "report.md").exists()  # its links work there too
+    assert [r["index"] for r in redone["compatibility"]["rows"]] == ["index differs", "index differs", "index identical"]
+
 
 def _spec(folder: Path, name: str, overrides: list[str]) -> str:
     path = folder / f"{name}.yaml"
@@ -60,6 +97,11 @@ def test_bisect_finds_the_first_change_with_fewer_captures(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert (report["pair"]["a"], report["pair"]["b"]) == ("v2", "v3")
     assert report["pair"]["root_cause"] == ["local_sample_embs", "embs"]
+    assert report["pair"]["first_module"] == "bert.encoder.layer.0.output.dense"
+    assert report["pair"]["first_op"]["kind"] == "same operation, different inputs"
+    assert report["pair"]["packages_differing"] == []
+    md = (out / "report.md").read_text()
+    assert "](v2-vs-v3/ops/report.md)" in md and (out / "v2-vs-v3" / "drill" / "report.md").exists()
     assert sorted(report["captured"]) == ["v0", "v1", "v2", "v3", "v7"]  # 5 of 8: the ends, then halving
     assert [s[1] for s in report["steps"]] == ["index differs", "index differs", "same index", "same index"]
 
@@ -78,3 +120,77 @@ def test_a_failing_environment_is_reported_and_the_others_kept(tmp_path):
     assert "colbert-swap-no-such-package" in report["failures"]["broken"]  # pip's own error, quoted
     assert [(p["a"], p["b"]) for p in report["pairs"]] == [("here", "here-kmeans-seed")]
     assert "could not be captured" in (out / "report.md").read_text()
+    pair = report["pairs"][0]  # the k-means seed changes the centroids, not the encoder: located, not drilled
+    assert pair["root_cause"] == ["prenorm_centroids"] and pair["first_module"] is None
+    assert [s["name"] for s in pair["steps"]] == ["locate"]
+    assert "not drilled (root cause outside the encoder)" in (out / "report.md").read_text()
+    assert [(r["env"], r["index"]) for r in report["compatibility"]["rows"]] == [
+        ("here", "index identical"), ("broken", "not captured"), ("here-kmeans-seed", "index differs")]
+    assert "Not captured: broken (environment 'broken': installing its requirements failed" in report["verdict"]
+
+
+def test_envs_takes_axis_names_spec_names_and_both():
+    torch = axis("torch")
+    assert expand_envs("torch") == torch and torch[0] == "torch-1.13.1" and torch[-1] == "torch-2.15.0"
+    assert expand_envs(compose("envs=torch").envs) == torch  # envs=torch on the command line
+    assert expand_envs(compose("envs=[here,torch]").envs) == ["here", *torch]
+    assert expand_envs(compose("envs=[torch-2.0.1,here-eager]").envs) == ["torch-2.0.1", "here-eager"]
+    both = expand_envs(["torch", "transformers"])  # transformers starts from torch-2.15.0: listed once
+    assert both.count("torch-2.15.0") == 1 and both[len(torch)] == "huggingface_hub-0.36.2"
+
+
+def test_the_reference_is_the_first_env_unless_named(tmp_path):
+    cfg = lambda *o: compose(f"store.root={tmp_path}", *o)  # noqa: E731
+    assert Study(cfg(), Store(tmp_path), ["here", "here-kmeans-seed"]).reference() == "here"
+    assert Study(cfg("reference=here-kmeans-seed"), Store(tmp_path), ["here", "here-kmeans-seed"]).reference() \
+        == "here-kmeans-seed"
+    with pytest.raises(UserError, match=r"reference='here-eager' is not one of envs: here, here-kmeans-seed"):
+        Study(cfg("reference=here-eager"), Store(tmp_path), ["here", "here-kmeans-seed"]).reference()
+
+
+class FakeRunner:
+    """Stands in for environments.run_in: writes the report.json each task would, fails where told."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls: list[tuple[str, list[str]]] = []
+        self.fail = fail
+
+    def __call__(self, spec, python, args, log):
+        out = Path(next(a for a in args if a.startswith("out_dir="))[len("out_dir="):])
+        self.calls.append((spec.name, [a for a in args if a.startswith(("task=", "run=", "source=", "module="))]))
+        if out.name == self.fail:
+            return SimpleNamespace(returncode=1)
+        report = {"locate": {"root_cause": ["local_sample_embs", "embs"], "verdict": "Root cause: ..."},
+                  "drill": {"first_module": "bert.encoder.layer.0.output.dense"},
+                  "ops": {"first_op": {"kind": "equal inputs, different output", "op": "aten.addmm.default"}}}
+        out.mkdir(parents=True)
+        (out / "report.json").write_text(json.dumps(report.get(out.name, {})))
+        return SimpleNamespace(returncode=0)
+
+
+def test_a_stopped_pair_resumes_at_the_step_that_did_not_finish(tmp_path):
+    store = Store(tmp_path)
+    study = Study(compose(f"store.root={tmp_path}"), store, ["here", "here-scale-layer"], progress=lambda m: None)
+    key = {"version": 1, "runs": [["here", "t0", "h"], ["here-scale-layer", "t1", "h"]], "probes": 24}
+
+    def explain(runner: FakeRunner, key: dict) -> Pair:
+        study.runner = runner
+        pair = Pair("here", "here-scale-layer", comparison=None, whole=None)
+        study._explain(pair, pair_folder(store, key))
+        return pair
+
+    stopped = explain(FakeRunner(fail="ops"), key)  # the op drill in here-scale-layer's environment fails
+    assert stopped.drill.module == "bert.encoder.layer.0.output.dense" and stopped.drill.op is None
+    assert "failed (exit 1); see " in stopped.drill.error and stopped.drill.error.endswith("ops.log")
+    assert [s.ok for s in stopped.steps] == [True, True, True, True, False]
+    resumed = FakeRunner()
+    pair = explain(resumed, key)
+    assert resumed.calls == [("here-scale-layer", ["task=drill", "source=here", "module=bert.encoder.layer.0.output.dense"])]
+    assert [s.reused for s in pair.steps] == [True, True, True, True, False]
+    assert pair.drill.op.op == "aten.addmm.default" and pair.drill.error is None
+    done = FakeRunner()
+    assert all(s.reused for s in explain(done, key).steps) and done.calls == []
+    recaptured = FakeRunner()  # run here-scale-layer captured again: another `created`, the pair is redone
+    explain(recaptured, {**key, "runs": [key["runs"][0], ["here-scale-layer", "t2", "h"]]})
+    assert [c[0] for c in recaptured.calls] == ["here-scale-layer", "here", "here-scale-layer", "here", "here-scale-layer"]
+    assert recaptured.calls[0][1] == ["task=locate", "source=here"]

@@ -1,0 +1,265 @@
+"""The compatibility verdict of a matrix: one row per environment against a reference, and a paragraph.
+
+    changes = {"torch-2.1.0": Change("torch-2.0.1", "torch-2.1.0", artifacts_differ=True, index_changed=True,
+                                     root_cause=("local_sample_embs", "embs"), drill=Drill(...), ...)}
+    v = verdict(["torch-1.13.1", "torch-2.0.1", "torch-2.1.0"], "torch-1.13.1", against, changes, failures={})
+    v.table()     # environment | index vs the reference | retrieval | change from the one before | packages
+    v.summary     # "torch-1.13.1 .. torch-2.0.1 give an identical index; torch-2.1.0 changes it (root cause ...)"
+
+Pure functions over typed results: the matrix (colbert_swap/matrix.py) gathers the facts (colbert-ai's index
+files against the reference's, each adjacent pair's locate, drill and package differences), this module
+only decides and words them. "index identical" is decided from the data of colbert-ai's index files: files
+that differ only in the ColBERTConfig they record (another index_bsize) do not make an index differ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
+
+from colbert_swap.environments import normalize
+from colbert_swap.index_files import data_differences
+from colbert_swap.report.tables import table
+
+IDENTICAL, DIFFERS = "index identical", "index differs"
+NOT_COMPARED, NOT_CAPTURED = "index not compared", "not captured"
+EQUAL_INPUTS = "equal inputs, different output"
+OTHER_INPUTS = "same operation, different inputs"
+
+
+def in_encoder(artifact: str) -> bool:
+    """The encoder's outputs: `local_sample_embs` (the k-means sample) and `embs` / `embs.N` (every chunk)."""
+    return artifact == "local_sample_embs" or re.fullmatch(r"embs(\.\d+)?", artifact) is not None
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    name: str
+    old: Optional[str]  # None: not installed in the earlier environment
+    new: Optional[str]  # None: not installed in the later one
+
+    def text(self) -> str:
+        return f"{self.name} {self.old or '(none)'} -> {self.new or '(none)'}"
+
+
+@dataclass(frozen=True)
+class FirstOp:
+    """The first operation event of a module drill (report.json `first_op`)."""
+
+    kind: str  # "equal inputs, different output" | "same operation, different inputs" | "different operations" | ...
+    op: Optional[str]  # None when no operation differs on equal inputs
+    other_op: Optional[str] = None  # what the other side runs instead (already quoted), for "different operations"
+    parameters: tuple[str, ...] = ()  # parameters that differ, for "same operation, different inputs"
+
+    @classmethod
+    def from_report(cls, found: dict) -> "FirstOp":
+        return cls(found.get("kind", "?"), found.get("op"), found.get("other_op") or None,
+                   tuple(found.get("parameters_differing") or ()))
+
+    def text(self) -> str:
+        if self.op is None:
+            return "no operation differs on equal inputs"
+        if self.kind == EQUAL_INPUTS:
+            return f"op `{self.op}` gets equal inputs and gives different outputs (the kernel differs)"
+        if self.kind == OTHER_INPUTS:
+            named = ", ".join(f"`{p}`" for p in self.parameters)
+            why = f": {named} differ{'s' if len(self.parameters) == 1 else ''}" if self.parameters else ""
+            return f"op `{self.op}` runs on different inputs{why}"
+        return f"op `{self.op}` runs where the other side runs {self.other_op or 'nothing'} (another implementation)"
+
+
+@dataclass(frozen=True)
+class Drill:
+    """What the module drill and the op drill of a pair found (or why they could not)."""
+
+    module: Optional[str] = None  # the first module whose output differs; None: none on the probe passages
+    op: Optional[FirstOp] = None  # the first operation inside it (None: not drilled that far)
+    error: Optional[str] = None  # "drill failed (exit 1) ...; see LOG"
+
+    def text(self) -> str:
+        if self.error:
+            return self.error
+        if self.module is None:
+            return "every module output is equal on the probe passages"
+        return f"module `{self.module}`" + (f"; {self.op.text()}" if self.op else "")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What made environment `b` differ from its predecessor `a` (an adjacent pair of the matrix)."""
+
+    a: str
+    b: str
+    artifacts_differ: bool
+    index_changed: bool  # the data of colbert-ai's index files (not only the config they record)
+    index_compared: bool = True  # False: one of the runs has no index folder
+    root_cause: Optional[tuple[str, ...]] = None  # locate's answer; None when not located
+    locate_error: Optional[str] = None
+    drill: Optional[Drill] = None  # None: not drilled (root cause outside the encoder, or not located)
+    packages: Optional[tuple[PackageChange, ...]] = None  # None: a freeze is missing
+    intended: tuple[str, ...] = ()  # the packages b's spec means to change (a generated step's `changes`)
+    retrieval: Optional[str] = None  # later: "retrieval identical" | "same top-k sets" | "retrieval changed"
+
+    @property
+    def encoder(self) -> bool:
+        return any(in_encoder(n) for n in self.root_cause or ())
+
+    @property
+    def unintended(self) -> tuple[PackageChange, ...]:
+        """Packages that moved besides the ones b's spec names (empty when the spec names none)."""
+        wanted = {normalize(n) for n in self.intended}
+        return tuple(p for p in self.packages or () if wanted and normalize(p.name) not in wanted)
+
+    def cause_text(self) -> str:
+        """'root cause `local_sample_embs`, `embs`; module `...`; op `...` gets equal inputs and ...'."""
+        if self.locate_error:
+            return f"not located: {self.locate_error}"
+        if not self.root_cause:
+            return "not located"
+        text = "root cause " + ", ".join(f"`{n}`" for n in self.root_cause)
+        if self.drill is not None:
+            text += "; " + self.drill.text()
+        return text
+
+    def unexplained(self) -> list[str]:
+        """Why this change is not fully explained; empty when it is (or when nothing changed)."""
+        if not self.artifacts_differ:
+            return []
+        why = []
+        if self.locate_error or not self.root_cause:
+            why.append(f"{self.a} -> {self.b} is not located ({self.locate_error or 'locate named no root cause'})")
+        if self.drill is not None and self.drill.error:
+            why.append(f"{self.a} -> {self.b}: the drill failed ({self.drill.error})")
+        elif self.drill is not None and self.drill.module is None:
+            why.append(f"{self.a} -> {self.b}: the encoder differs but no module output differs on the probes")
+        elif self.drill is not None and (self.drill.op is None or self.drill.op.op is None):
+            why.append(f"{self.a} -> {self.b}: inside `{self.drill.module}` no operation differs on equal inputs")
+        if self.unintended:
+            why.append(f"{self.a} -> {self.b} moves more than {', '.join(self.intended)}: "
+                       f"{packages_text(self.unintended)}")
+        if self.packages is None:
+            why.append(f"{self.a} -> {self.b}: which packages differ is unknown (a freeze is missing)")
+        return why
+
+
+def packages_text(packages: Optional[tuple[PackageChange, ...]], limit: int = 4) -> str:
+    if packages is None:
+        return "unknown"
+    if not packages:
+        return "none"
+    shown = ", ".join(p.text() for p in packages[:limit])
+    return shown + (f" and {len(packages) - limit} more" if len(packages) > limit else "")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One environment against the reference."""
+
+    env: str
+    index: str  # IDENTICAL | DIFFERS | NOT_COMPARED | NOT_CAPTURED
+    files: tuple[str, ...] = ()  # index files whose data differ from the reference's
+    config_only: tuple[str, ...] = ()  # index files that differ only in the config they record
+    retrieval: Optional[str] = None  # later, from the search stages: "retrieval identical" | "retrieval changed"
+    change: Optional[Change] = None  # from the environment before it (None for the first, or not captured)
+    failure: Optional[str] = None  # why it was not captured
+
+
+def index_row(env: str, diffs: Optional[dict[str, str]], change: Optional[Change] = None) -> Row:
+    """A row from `run_index_differences(store, reference, env)` (None: a run has no index folder)."""
+    if diffs is None:
+        return Row(env, NOT_COMPARED, change=change)
+    data = data_differences(diffs)
+    return Row(env, DIFFERS if data else IDENTICAL, tuple(sorted(data)),
+               tuple(sorted(n for n in diffs if n not in data)), change=change)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reference: str
+    rows: tuple[Row, ...]
+    summary: str
+    unexplained: tuple[str, ...]
+
+    def table(self) -> str:
+        rows = []
+        for r in self.rows:
+            files = ", ".join(f"`{f}`" for f in r.files[:4]) + (" ..." if len(r.files) > 4 else "")
+            note = f" (config only: {', '.join(r.config_only)})" if r.config_only and r.index == IDENTICAL else ""
+            c = r.change
+            before = "-" if c is None else ("same artifacts" if not c.artifacts_differ else c.cause_text())
+            rows.append([f"`{r.env}`" + (" (reference)" if r.env == self.reference else ""),
+                         r.index + note + (f": {files}" if files else ""), r.retrieval or "not measured",
+                         r.failure.splitlines()[0] if r.failure else before,
+                         "-" if c is None else packages_text(c.packages)])
+        return table(["environment", f"against {self.reference}", "retrieval", "change from the one before",
+                      "packages that differ from the one before"], rows)
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "summary": self.summary, "unexplained": list(self.unexplained),
+                "rows": [asdict(r) for r in self.rows]}
+
+
+def verdict(envs: list[str], reference: str, against: Mapping[str, Optional[dict[str, str]]],
+            changes: Mapping[str, Change], failures: Mapping[str, str]) -> Verdict:
+    """`against`: env -> its index differences from the reference's (run_index_differences); `changes`:
+    env -> the Change from the captured environment before it; `failures`: env -> why it was not captured."""
+    rows = tuple(Row(e, NOT_CAPTURED, failure=failures[e]) if e in failures else
+                 index_row(e, against.get(e), changes.get(e)) if e in against else
+                 Row(e, NOT_COMPARED, change=changes.get(e)) for e in envs)
+    why = tuple(w for r in rows if r.change for w in r.change.unexplained())
+    return Verdict(reference, rows, summary(rows, reference, why), why)
+
+
+def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...]) -> str:
+    """One paragraph: where the index stays and where it changes (and why), against the reference, and
+    what could not be explained."""
+    captured = [r for r in rows if r.index != NOT_CAPTURED]
+    if len(captured) < 2:
+        text = "Fewer than two environments were captured: nothing to compare."
+    else:
+        text = _segments(captured) + " " + _against(rows, reference)
+        quiet = [r.change for r in captured if r.change and r.change.artifacts_differ and not r.change.index_changed]
+        if quiet:
+            text += " Changes that leave the index data as it was: " + "; ".join(
+                f"{c.a} -> {c.b} ({c.cause_text()})" for c in quiet) + "."
+    failed = [r for r in rows if r.index == NOT_CAPTURED]
+    if failed:
+        text += " Not captured: " + "; ".join(f"{r.env} ({(r.failure or '?').splitlines()[0]})" for r in failed) + "."
+    if unexplained:
+        text += " Not explained: " + "; ".join(unexplained) + "."
+    elif any(r.change and r.change.artifacts_differ for r in captured):
+        text += " Every change is located, and every encoder change drilled to its module and operation."
+    return text + " Retrieval is not compared yet."
+
+
+def _segments(rows: list[Row]) -> str:
+    """'A .. C give an identical index; D changes it (root cause ...); E .. F keep D's'."""
+    groups: list[list[Row]] = []
+    for r in rows:
+        if not groups or (r.change is not None and (r.change.index_changed or not r.change.index_compared)):
+            groups.append([r])
+        else:
+            groups[-1].append(r)
+    parts = []
+    for k, group in enumerate(groups):
+        head, rest = group[0], group[1:]
+        span = f"{rest[0].env}" + (f" .. {rest[-1].env}" if len(rest) > 1 else "") if rest else ""
+        if k == 0:
+            parts.append(f"{head.env} .. {group[-1].env} give an identical index" if rest else
+                         f"{head.env} gives the index")
+            continue
+        c = head.change
+        what = "changes it" if c.index_compared else "cannot be compared (no index folder)"
+        parts.append(f"{head.env} {what} ({c.cause_text()})" + (f", and {span} keep{'s' if len(rest) == 1 else ''} "
+                                                               f"{head.env}'s" if rest else ""))
+    return "; ".join(parts) + "."
+
+
+def _against(rows: tuple[Row, ...], reference: str) -> str:
+    same = [r.env for r in rows if r.index == IDENTICAL and r.env != reference]
+    other = [r.env for r in rows if r.index == DIFFERS]
+    if not same and not other:
+        return f"No environment's index could be compared with {reference}'s."
+    return (f"Against the reference {reference}: the index is identical in "
+            f"{', '.join(same) or 'no other environment'} and differs in {', '.join(other) or 'none'}.")

@@ -1,0 +1,136 @@
+"""The compatibility verdict: pure functions over typed pair results (no runs, no environments)."""
+
+from __future__ import annotations
+
+import json
+
+from colbert_swap.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, Drill, FirstOp,
+                                        PackageChange, in_encoder, index_row, packages_text, verdict)
+from colbert_swap.environments import package_differences
+
+SDPA = FirstOp("equal inputs, different output", "aten.scaled_dot_product_attention.default")
+ENCODER = ("local_sample_embs", "embs")
+
+
+def _change(a: str, b: str, **kw) -> Change:
+    return Change(a, b, artifacts_differ=kw.pop("artifacts_differ", True), index_changed=kw.pop("index_changed", True),
+                  **kw)
+
+
+def test_the_encoder_is_local_sample_embs_and_every_chunk_of_embs():
+    assert all(in_encoder(n) for n in ("local_sample_embs", "embs", "embs.0", "embs.12"))
+    assert not any(in_encoder(n) for n in ("prenorm_centroids", "embs_x", "sample", "codes.0", "doclens.0"))
+    assert _change("a", "b", root_cause=("prenorm_centroids", "embs")).encoder
+    assert not _change("a", "b", root_cause=("prenorm_centroids",)).encoder
+
+
+def test_packages_that_differ_from_two_freezes_and_the_ones_the_step_did_not_mean():
+    old = {"torch": "2.12.1", "setuptools": "69.5.1", "Numpy": "1.26.4", "nvidia_cublas_cu12": "12.4.5.8"}
+    new = {"torch": "2.13.0+cpu", "setuptools": "80.9.0", "numpy": "1.26.4"}
+    moved = tuple(PackageChange(*d) for d in package_differences(old, new))
+    assert moved == (PackageChange("nvidia-cublas-cu12", "12.4.5.8", None), PackageChange("setuptools", "69.5.1", "80.9.0"),
+                     PackageChange("torch", "2.12.1", "2.13.0+cpu"))
+    change = _change("torch-2.12.1", "torch-2.13.0", root_cause=ENCODER, drill=Drill("m", SDPA), packages=moved,
+                     intended=("torch",))
+    assert [p.name for p in change.unintended] == ["nvidia-cublas-cu12", "setuptools"]
+    assert change.unexplained() == ["torch-2.12.1 -> torch-2.13.0 moves more than torch: nvidia-cublas-cu12 "
+                                    "12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0"]
+    assert packages_text(moved, 2) == "nvidia-cublas-cu12 12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0 and 1 more"
+    assert packages_text(()) == "none" and packages_text(None) == "unknown"
+    # a hand-written spec names no intended package: nothing is "unintended", every package is listed
+    assert _change("a", "b", root_cause=ENCODER, packages=moved).unintended == ()
+
+
+def test_first_op_from_a_drill_report_in_words():
+    equal = FirstOp.from_report({"kind": "equal inputs, different output", "index": 9,
+                                 "op": "aten.scaled_dot_product_attention.default"})
+    assert equal == SDPA
+    assert equal.text() == ("op `aten.scaled_dot_product_attention.default` gets equal inputs and gives different "
+                            "outputs (the kernel differs)")
+    weights = FirstOp.from_report({"kind": "same operation, different inputs", "op": "aten.linear.default",
+                                   "inputs_differing": [1], "parameters_differing": ["layer.0.output.dense.weight"]})
+    assert weights.parameters == ("layer.0.output.dense.weight",)
+    assert weights.text() == "op `aten.linear.default` runs on different inputs: `layer.0.output.dense.weight` differs"
+    other = FirstOp.from_report({"kind": "different operations", "op": "aten.softmax.int",
+                                 "other_op": "`aten.scaled_dot_product_attention.default`"})
+    assert "runs where the other side runs `aten.scaled_dot_product_attention.default`" in other.text()
+    assert FirstOp.from_report({"kind": "no operation differs on equal inputs", "index": None}).op is None
+
+
+def test_config_only_index_differences_do_not_count_as_a_changed_index():
+    assert index_row("x", {}).index == IDENTICAL
+    row = index_row("x", {"plan.json": "config: index_bsize 16 vs 8", "metadata.json": "config: index_bsize 16 vs 8"})
+    assert row.index == IDENTICAL and row.config_only == ("metadata.json", "plan.json") and row.files == ()
+    row = index_row("x", {"plan.json": "config: index_bsize 16 vs 8", "centroids.pt": "3 of 10 elements differ"})
+    assert row.index == DIFFERS and row.files == ("centroids.pt",)
+    assert index_row("x", None).index == NOT_COMPARED
+
+
+def _study() -> tuple[list[str], dict, dict, dict]:
+    """torch-1 .. torch-3 keep the index, torch-4 changes it in the encoder (drilled to SDPA), torch-5 keeps
+    torch-4's, torch-6 could not be built, torch-7 changes the k-means only (not drilled)."""
+    envs = [f"torch-{i}" for i in range(1, 8)]
+    differs = {"centroids.pt": "650 of 8192 elements differ", "0.codes.pt": "120 of 5000 elements differ"}
+    against = {"torch-1": {}, "torch-2": {}, "torch-3": {"plan.json": "config: index_bsize 16 vs 8"},
+               "torch-4": differs, "torch-5": differs, "torch-7": differs}
+    same = dict(artifacts_differ=False, index_changed=False, packages=())
+    changes = {"torch-2": _change("torch-1", "torch-2", **same), "torch-3": _change("torch-2", "torch-3", **same),
+               "torch-4": _change("torch-3", "torch-4", root_cause=ENCODER,
+                                  drill=Drill("bert.encoder.layer.0.attention.self", SDPA),
+                                  packages=(PackageChange("torch", "3", "4"),), intended=("torch",)),
+               "torch-5": _change("torch-4", "torch-5", **same),
+               "torch-7": _change("torch-5", "torch-7", root_cause=("prenorm_centroids",), packages=(),
+                                  intended=("torch",))}
+    return envs, against, changes, {"torch-6": "environment 'torch-6': installing its requirements failed\n..."}
+
+
+def test_the_verdict_table_one_row_per_environment_against_the_reference():
+    envs, against, changes, failures = _study()
+    v = verdict(envs, "torch-1", against, changes, failures)
+    assert [(r.env, r.index) for r in v.rows] == [
+        ("torch-1", IDENTICAL), ("torch-2", IDENTICAL), ("torch-3", IDENTICAL), ("torch-4", DIFFERS),
+        ("torch-5", DIFFERS), ("torch-6", NOT_CAPTURED), ("torch-7", DIFFERS)]
+    assert v.rows[3].change.drill.op.op == "aten.scaled_dot_product_attention.default"
+    assert v.rows[3].files == ("0.codes.pt", "centroids.pt") and v.rows[2].config_only == ("plan.json",)
+    assert all(r.retrieval is None for r in v.rows)  # the search stages will fill it
+    table = v.table()
+    assert "| `torch-1` (reference) | index identical" in table
+    assert "index identical (config only: plan.json)" in table
+    assert "installing its requirements failed" in table and "torch 3 -> 4" in table
+    json.dumps(v.to_json())  # report.json holds it as it is
+    assert v.to_json()["rows"][3]["change"]["drill"]["op"]["kind"] == "equal inputs, different output"
+
+
+def test_the_summary_says_where_the_index_changes_why_and_what_is_not_explained():
+    envs, against, changes, failures = _study()
+    text = verdict(envs, "torch-1", against, changes, failures).summary
+    assert text.startswith(
+        "torch-1 .. torch-3 give an identical index; torch-4 changes it (root cause `local_sample_embs`, `embs`; "
+        "module `bert.encoder.layer.0.attention.self`; op `aten.scaled_dot_product_attention.default` gets equal "
+        "inputs and gives different outputs (the kernel differs)), and torch-5 keeps torch-4's; torch-7 changes it "
+        "(root cause `prenorm_centroids`).")
+    assert "Against the reference torch-1: the index is identical in torch-2, torch-3 and differs in torch-4, " \
+           "torch-5, torch-7." in text
+    assert "Not captured: torch-6 (environment 'torch-6': installing its requirements failed)." in text
+    assert "Every change is located, and every encoder change drilled" in text
+
+
+def test_changes_that_could_not_be_explained_are_named():
+    log = "/s/matrix/a-vs-b/ops.log"
+    changes = {"b": _change("a", "b", locate_error="locate failed (exit 1); see /s/locate.log", packages=()),
+               "c": _change("b", "c", root_cause=ENCODER, drill=Drill("m", error=f"`task=drill ...` failed; see {log}"),
+                            packages=None),
+               "d": _change("c", "d", artifacts_differ=True, index_changed=False, root_cause=("ivf",), packages=())}
+    v = verdict(["a", "b", "c", "d"], "a", {e: {} for e in "abcd"}, changes, {})
+    assert v.unexplained == ("a -> b is not located (locate failed (exit 1); see /s/locate.log)",
+                             f"b -> c: the drill failed (`task=drill ...` failed; see {log})",
+                             "b -> c: which packages differ is unknown (a freeze is missing)")
+    assert "b changes it (not located: locate failed (exit 1); see /s/locate.log)" in v.summary
+    assert "Changes that leave the index data as it was: c -> d (root cause `ivf`)." in v.summary
+    assert "Not explained: a -> b is not located" in v.summary and "Every change is located" not in v.summary
+
+
+def test_a_reference_that_was_not_captured_compares_nothing():
+    v = verdict(["a", "b"], "a", {}, {}, {"a": "the capture failed"})
+    assert [r.index for r in v.rows] == [NOT_CAPTURED, NOT_COMPARED]
+    assert v.summary.startswith("Fewer than two environments were captured")
