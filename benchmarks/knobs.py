@@ -49,8 +49,8 @@ def main() -> None:
         source = capture(cfg(f"run={knob}", f"perturb={knob}"), progress=quiet)
         before = compare_runs(store, source, target)
         result = locate(cfg(f"source={knob}", "target=target"), store, progress=quiet)
-        cause = [n for g in result["minimal"] for n in compact(g, result["num_chunks"])]
-        order = [r.name for r in result["final_cmp"].results if r.status == "order_only"]
+        cause = [n for g in result.minimal for n in compact(g, result.num_chunks)]
+        order = [r.name for r in result.final_cmp.results if r.status == "order_only"]
         from colbert_swap.index_files import data_differences, run_index_differences
 
         index = run_index_differences(store, source, target)

@@ -242,7 +242,7 @@ def main() -> None:
             with measured("locate (rounds + pruning)") as row:
                 result = locate(cfg_for(args, args.store, km, "source=bench-eager", "target=bench"), store,
                                 progress=quiet)
-                row["root_cause"] = [n for g in result["minimal"] for n in g][:4]
+                row["root_cause"] = [n for g in result.minimal for n in g][:4]
         if "gpu-kmeans" in steps and args.kmeans == "faiss":
             with measured("capture with kmeans_backend=torch", passages=args.passages):
                 fk = capture(cfg_for(args, args.store, "run=bench-torch-kmeans", "index.kmeans_backend=torch"),

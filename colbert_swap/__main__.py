@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hydra
 
-from colbert_swap.config import Config, register, task_name, validate
+from colbert_swap.config import Config, check_overrides, expand_aliases, register, task_name, validate
 from colbert_swap.errors import UserError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -49,8 +49,9 @@ def main() -> None:
             task = wanted or next((a.split("=", 1)[1] for a in args if a.startswith("task=")), None)
             print(cli_help.task_help(task) if task else cli_help.main_help())
             return
+        sys.argv[1:] = args = expand_aliases(args)  # module=X is drill.module=X: task options under their task
         if "--hydra-help" not in args:
-            cli_help.check_overrides([a for a in args if not a.startswith("-")])
+            check_overrides([a for a in args if not a.startswith("-")])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

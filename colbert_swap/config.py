@@ -1,16 +1,30 @@
-"""Structured configs: the schema Hydra validates every value against (a bad type fails naming its key).
+"""Structured configs: the schema Hydra validates every value against (a bad type fails naming its key),
+and the check of every override key against it, so that a typo fails with a did-you-mean instead of being
+appended (`+index.nbit=2`) and read by nothing.
 
     python -m colbert_swap model=base collection.num_passages=5000 index.nbits=2 run=mine
+
+    >>> check_overrides(["index.nbits=4", "model=base", "+experiments=sweep", "hydra/launcher=joblib"])
+    >>> check_overrides(["index.nbit=2"])
+    Traceback (most recent call last):
+    ...
+    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
+
+from colbert_swap.errors import UserError
 
 
 @dataclass
@@ -86,6 +100,46 @@ class CompareConfig:
 
 
 @dataclass
+class IsolateConfig:
+    stage: Optional[str] = None  # the stage to run alone (short: stage=)
+
+
+@dataclass
+class DrillConfig:
+    probes: int = 24  # probe passages, spread over the collection's lengths (short: probes=)
+    module: Optional[str] = None  # record the aten operations inside this module (short: module=)
+    bsizes: Optional[List[int]] = None  # batch the probes at each size; default: index_bsize (short: bsizes=)
+
+
+@dataclass
+class MatrixConfig:
+    """task=matrix and task=bisect."""
+
+    envs: Any = field(default_factory=list)  # specs (conf/env/) and axis names, in order (short: envs=)
+    reference: Optional[str] = None  # the environment the compatibility table compares with (short: reference=)
+
+
+@dataclass
+class EnvCaptureConfig:
+    environment: Optional[str] = None  # the one environment spec to capture in (short: environment=)
+
+
+# The short forms of task options on the command line: `module=X` is `drill.module=X`.
+ALIASES = {"stage": "isolate.stage", "probes": "drill.probes", "module": "drill.module", "bsizes": "drill.bsizes",
+           "envs": "matrix.envs", "reference": "matrix.reference", "environment": "env_capture.environment"}
+
+
+def expand_aliases(overrides: list[str]) -> list[str]:
+    """`module=X` -> `drill.module=X` (and `+`/`~` forms): task options live under their task's key."""
+    out = []
+    for override in overrides:
+        prefix = override[:len(override) - len(override.lstrip("+~"))]
+        key, sep, value = override[len(prefix):].partition("=")
+        out.append(f"{prefix}{ALIASES[key]}{sep}{value}" if sep and key in ALIASES else override)
+    return out
+
+
+@dataclass
 class StoreConfig:
     root: str = "outputs"
 
@@ -97,13 +151,10 @@ class Config:
     source: Optional[str] = None
     target: Optional[str] = None
     inject: Any = field(default_factory=list)  # an artifact name or a list of them
-    stage: Optional[str] = None  # task=isolate: the stage to run alone
-    probes: int = 24  # task=drill: probe passages, spread over the collection's lengths
-    module: Optional[str] = None  # task=drill: record the aten operations inside this module
-    bsizes: Optional[List[int]] = None  # task=drill: batch the probes at each size (default: index_bsize)
-    envs: Any = field(default_factory=list)  # task=matrix|bisect: specs (conf/env/) and axis names, in order
-    reference: Optional[str] = None  # task=matrix: the environment the compatibility table compares with
-    environment: Optional[str] = None  # task=env_capture: the one environment (conf/env/NAME.yaml) to capture in
+    isolate: IsolateConfig = field(default_factory=lambda: IsolateConfig())
+    drill: DrillConfig = field(default_factory=lambda: DrillConfig())
+    matrix: MatrixConfig = field(default_factory=lambda: MatrixConfig())
+    env_capture: EnvCaptureConfig = field(default_factory=lambda: EnvCaptureConfig())
     env_cache: Optional[str] = None  # where built venvs are kept; default: STORE/envs
     force: bool = False
     reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
@@ -134,8 +185,6 @@ def validate(cfg: Any) -> None:
     """Every key of CHOICES holds one of its values: a typo fails here, naming the key and the allowed
     values, not minutes later as a traceback from a stage."""
     from omegaconf import OmegaConf
-
-    from colbert_swap.errors import UserError
 
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
@@ -192,11 +241,64 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from colbert_swap.help import check_overrides
-
     register()
-    check_overrides(list(overrides))
+    overrides = expand_aliases(list(overrides))
+    check_overrides(overrides)
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=list(overrides))
+        cfg = hydra_compose("config", overrides=overrides)
     validate(cfg)
     return cfg
+
+
+# Config groups chosen with GROUP=OPTION; `env` is conf/env/, read by envs= and environment=, not a group.
+GROUPS = ("model", "collection", "index", "perturb", "store")
+CONF = Path(__file__).resolve().parent.parent / "conf"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group (conf/GROUP/*.yaml; `experiments`: experiments/*.yaml)."""
+    folder = EXPERIMENTS if group == "experiments" else CONF / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Every override names a key of the schema, a config group or a Hydra setting; else a UserError with
+    the closest names. `+key=value` is checked too: appending a key nothing reads is a typo."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        if "=" not in override or not key or key.startswith("hydra") or override.startswith("-"):
+            continue
+        if key in GROUPS or key == "experiments":
+            _check_option(key, override.split("=", 1)[1])
+            continue
+        _check_key(key)
+
+
+def _check_option(group: str, value: str) -> None:
+    known = options(group)
+    for choice in value.strip("[]").split(","):
+        choice = choice.strip()
+        if choice and choice not in known and not choice.startswith("$"):
+            close = difflib.get_close_matches(choice, known, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UserError(f"{group}={choice!r} is not an option of {group}.{hint} Options: {', '.join(known)}")
+
+
+def _check_key(key: str) -> None:
+    parts = key.split(".")
+    node = Config
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            return  # inside a free-form value (a dict or Any): compare.per_artifact.embs
+        fields = [f.name for f in dataclasses.fields(node)]
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            where = f"{prefix}." if prefix else ""
+            close = [where + c for c in difflib.get_close_matches(part, fields, n=2, cutoff=0.7)]
+            hint = f" Did you mean {' or '.join(repr(c) for c in dict.fromkeys(close))}?" if close else ""
+            listing = f"Keys of {prefix}: " if prefix else "Top-level keys: "
+            raise UserError(f"unknown key {key!r}.{hint} {listing}{', '.join(fields)}")
+        node = typing.get_type_hints(node)[part]
+        if typing.get_origin(node) is typing.Union:  # Optional[X]
+            node = next(a for a in typing.get_args(node) if a is not type(None))

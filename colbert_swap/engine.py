@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from functools import cached_property
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch

@@ -149,7 +149,7 @@ def pair_key(cfg, a: RunManifest, b: RunManifest) -> dict:
     """What a pair's locate and drill reports depend on: the two runs as captured (label, when, config hash,
     environment id), and the drill's and comparison's knobs."""
     return {"version": KEY_VERSION, "runs": [[m.label, m.created, m.config_hash, m.env] for m in (a, b)],
-            "probes": cfg.probes, "bsizes": list(cfg.bsizes) if cfg.get("bsizes") else None,
+            "probes": cfg.drill.probes, "bsizes": list(cfg.drill.bsizes) if cfg.drill.bsizes else None,
             "compare": OmegaConf.to_container(cfg.compare, resolve=True) if cfg.get("compare") else None}
 
 
@@ -197,7 +197,7 @@ class Study:
 
     def reference(self) -> str:
         """`reference=` (a spec name or file, one of envs), else the first environment."""
-        ref = self.cfg.get("reference")
+        ref = self.cfg.matrix.reference
         if not ref:
             return self.names[0]
         name = load_spec(str(ref)).name if str(ref).endswith((".yaml", ".yml")) else str(ref)
@@ -235,12 +235,12 @@ class Study:
                     intended=tuple(self.specs[b].changes))
         if comparison.diverged():
             folder = pair_folder(self.store, pair_key(self.cfg, ra, rb))
-            self._explain(pair, folder)
+            self._locate_and_drill(pair, folder)
             pair.folder = folder.name
             shutil.copytree(folder, Path(out_dir) / folder.name, dirs_exist_ok=True)
         return pair
 
-    def _explain(self, pair: Pair, folder: Path) -> None:
+    def _locate_and_drill(self, pair: Pair, folder: Path) -> None:
         """`task=locate source=a target=b` in b's environment (the replays run where b was captured), then,
         when the root cause is in the encoder, the module and the op drill."""
         a, b = pair.a, pair.b
@@ -269,8 +269,8 @@ class Study:
 
     def _drill_both(self, a: str, b: str, prefix: str, extra: list[str], folder: Path, steps: list[Step]) -> str | None:
         """a's drill capture in a's environment, then b's and the comparison in b's; the error of a failure."""
-        knobs = [f"probes={self.cfg.probes}"] + ([f"bsizes=[{','.join(map(str, self.cfg.bsizes))}]"]
-                                                  if self.cfg.get("bsizes") else [])
+        knobs = [f"probes={self.cfg.drill.probes}"] + ([f"bsizes=[{','.join(map(str, self.cfg.drill.bsizes))}]"]
+                                                        if self.cfg.drill.bsizes else [])
         for name, env, args in ((f"{prefix}-source", a, [f"run={a}"]), (prefix, b, [f"source={a}", f"target={b}"])):
             steps.append(self._step(name, env, ["task=drill", *args, *extra, *knobs], folder))
             if not steps[-1].ok:

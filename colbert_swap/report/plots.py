@@ -19,20 +19,21 @@ def _pyplot():
     return plt
 
 
-def divergence_per_layer(rows: list[dict], path: Path) -> Path | None:
-    """Mismatching fraction and max abs difference of each layer's output, in execution order."""
-    layers = [r for r in rows if _LAYER.match(r["module"]) and r.get("numel")]
+def divergence_per_layer(rows: list, path: Path) -> Path | None:
+    """Mismatching fraction and max abs difference of each layer's output, in execution order (rows: the
+    drill's ModuleRow)."""
+    layers = [r for r in rows if _LAYER.match(r.module) and r.numel]
     if not layers:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers)), 4))
-    names = [re.sub(r"^bert\.(encoder\.layer\.)?", lambda m: "layer " if m.group(1) else "", r["module"])
+    names = [re.sub(r"^bert\.(encoder\.layer\.)?", lambda m: "layer " if m.group(1) else "", r.module)
              for r in layers]
-    ax.plot(names, [r["mismatches"] / r["numel"] for r in layers], marker="o", color="#d73027")
+    ax.plot(names, [r.mismatches / r.numel for r in layers], marker="o", color="#d73027")
     ax.set_ylabel("fraction of elements that differ", color="#d73027")
     ax.set_ylim(0, 1)
     twin = ax.twinx()
-    twin.plot(names, [r["max_abs"] or float("nan") for r in layers], marker="s", color="#4575b4")  # 0: no point
+    twin.plot(names, [r.max_abs or float("nan") for r in layers], marker="s", color="#4575b4")  # 0: no point
     twin.set_yscale("log")
     twin.set_ylabel("max abs difference", color="#4575b4")
     ax.tick_params(axis="x", rotation=45)
@@ -43,13 +44,14 @@ def divergence_per_layer(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-def divergence_per_padded_length(batches: list[dict], path: Path) -> Path | None:
+def divergence_per_padded_length(batches: list, path: Path) -> Path | None:
+    """The final output's mismatching fraction per probe batch (batches: the drill's BatchRow)."""
     if not batches:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(batches)), 3.5))
-    labels = [f"b{b['batch']}\nlen {b['padded_len']}\nbsize {b.get('bsize', b['size'])}" for b in batches]
-    ax.bar(labels, [b["mismatches"] / b["numel"] if b["numel"] else 0 for b in batches], color="#d73027")
+    labels = [f"b{b.batch}\nlen {b.padded_len}\nbsize {b.bsize}" for b in batches]
+    ax.bar(labels, [b.mismatches / b.numel if b.numel else 0 for b in batches], color="#d73027")
     ax.set_ylabel("fraction of output\nelements that differ")
     ax.set_ylim(0, 1)
     ax.set_title("Final output per batch\n(padded length, batch size)", fontsize=10)
@@ -101,3 +103,42 @@ def retrieval_per_query(overlap: list[float], delta: list[float] | None, k: int,
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def histogram(m, path: Path) -> Path:
+    """ULP distances (power-of-two bins) and absolute differences (decades) of the mismatching elements,
+    with the expected rounding noise marked."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    left.bar([k.split("-")[0] for k in m.ulp_hist], list(m.ulp_hist.values()), color="#4575b4")
+    left.set_xlabel(f"ULP at scale ({m.dtype}), bins <1, 1, 2-3, 4-7, ...")
+    left.set_ylabel("elements")
+    left.set_yscale("log")
+    right.set_yscale("log")
+    left.tick_params(axis="x", rotation=45, labelsize=7)
+    left.axvline(_bound_bin(m), color="black", linestyle="--", linewidth=1)
+    left.set_title(f"bound from rounding: {m.bound_units:.3g} ULP at scale (dashed)")
+    right.bar(list(m.abs_hist), list(m.abs_hist.values()), color="#d73027")
+    right.set_xlabel("|a - b| (decade's lower edge)")
+    right.tick_params(axis="x", rotation=45, labelsize=7)
+    right.set_title(f"median |value| {m.scale:.3g}")
+    verdict = {"within": "within", "beyond": "beyond", "far_beyond": "far beyond"}[m.verdict]
+    fig.suptitle(f"{m.name}: {m.mismatches:,} of {m.numel:,} elements differ, max {m.max_units:.3g} ULP at scale: "
+                 f"{verdict} {m.dtype} rounding" + (f" (histograms of {m.sampled:,} of them)"
+                                                    if m.sampled < m.mismatches else ""))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _bound_bin(m) -> float:
+    """The x position (bar index) of the bin that holds the rounding bound."""
+    keys = list(m.ulp_hist)
+    for i, key in enumerate(keys):
+        low = 0.0 if key == "<1" else float(key.split("-")[0])
+        high = 1.0 if key == "<1" else float(key.split("-")[-1]) + 1
+        if low <= m.bound_units < high:
+            return i
+    return len(keys) - 0.5 if keys and m.bound_units >= 1 else -0.5

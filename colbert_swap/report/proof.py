@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from colbert_swap.compare.comparators import Comparison
 from colbert_swap.compare.runs import RunComparison, WholeRun
 from colbert_swap.report.tables import table
 from colbert_swap.store import RunManifest
-from colbert_swap.store.blobs import atomic_write
 
 
 def out_dir(cfg, task: str) -> Path:
@@ -145,19 +143,6 @@ def computed_where(run: RunManifest) -> str:
              short(run.environments.get(env) or run.provenance), len(names), describe(names, 4)]
             for (env, how), names in groups.items()]
     return table(["artifacts", "computed in", "environment", "count", "names"], rows)
-
-
-def write(folder: Path, report: dict, markdown: str, runs: tuple[RunManifest, ...] | list = ()) -> Path:
-    """report.json, report.md and report.html (the markdown rendered, figures inlined: one file to attach
-    to a GitHub issue or mail). `runs`: their environments go into report.json under `environments`."""
-    if runs:
-        report = {**report, "environments": {r.label: {"env_id": r.env, **r.provenance} for r in runs}}
-    atomic_write(folder / "report.json", (json.dumps(report, indent=1, default=str) + "\n").encode())
-    atomic_write(folder / "report.md", markdown.encode())
-    page = html_page(markdown, folder)
-    if page is not None:
-        atomic_write(folder / "report.html", page.encode())
-    return folder / "report.md"
 
 
 def html_page(markdown_text: str, folder: Path) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
 from colbert_swap.store.blobs import atomic_write
 
@@ -20,7 +21,7 @@ COLORS = {"equal": "#b7e1b0", "order_only": "#d9f0a3", "allclose": "#fee391", "d
           "missing": "#dddddd", "injected": "#92c5de", "": "#ffffff"}
 
 
-def read_report(path: Path) -> dict:
+def read_report(path: Path) -> Report:
     """One job's report.json, checked for the fields the summary reads; ValueError says what is wrong."""
     report = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(report, dict):
@@ -32,9 +33,12 @@ def read_report(path: Path) -> dict:
     whole = report.get("whole_run", {})
     if not isinstance(whole, dict) or not isinstance(whole.get("differing", []), list):
         raise ValueError("'whole_run' is not an object with a list 'differing'")
-    for key in ("task", "source", "target"):
+    for key in ("task", "source", "target", "title"):
         if not isinstance(report.get(key, ""), str):
             raise ValueError(f"{key!r} is not text")
+    figures = report.get("figures", [])
+    if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        raise ValueError("'figures' is not a list of file names")
     if not isinstance(report.get("verdict", ""), str):
         raise ValueError("'verdict' is not text")
     for key in ("before", "artifacts"):
@@ -44,10 +48,10 @@ def read_report(path: Path) -> dict:
         for name, entry in section.items():
             if not isinstance(entry, dict) or entry.get("status") not in COLORS or not entry.get("status"):
                 raise ValueError(f"{key}.{name} has no valid status")
-    return report
+    return Report.from_json(report)
 
 
-def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+def collect(sweep_dir: Path) -> tuple[list[Report], list[str]]:
     """The jobs' reports, and one line per job folder whose report is missing or unreadable (a job that
     crashed or was killed, a file edited by hand): the summary lists them instead of failing."""
     reports, problems = [], []
@@ -62,7 +66,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             problems.append(f"job {job.name}: {path} cannot be read ({exc})")
             continue
-        report["job"] = job.name
+        report.data["job"] = job.name
         reports.append(report)
     return reports, problems
 
@@ -76,11 +80,11 @@ def summarize(sweep_dir: Path) -> Path | None:
     reports, problems = collect(sweep_dir)
     if not reports:  # not a sweep of tasks that write reports (e.g. -m model=tiny,base captures)
         return None
-    tasks = sorted({r.get("task", "?") for r in reports})
+    tasks = sorted({r.task for r in reports})
     inject = tasks == ["inject"]
     columns: list[str] = []
     for r in reports:
-        for name in [*r.get("before", {}), *r.get("artifacts", {})]:
+        for name in [*r.data.get("before", {}), *r.data.get("artifacts", {})]:
             if name not in columns:
                 columns.append(name)
     labels = [_label(r, inject) for r in reports]
@@ -93,7 +97,7 @@ def summarize(sweep_dir: Path) -> Path | None:
     legend = INJECT_LEGEND if inject else ("Each cell: the artifact of the job's source against its target; `-`: "
                                            "not in that job's report.")
     jobs = table(["job", "injected" if inject else "source vs target", "downstream same", "whole run", "index files",
-                  "verdict"], [[r["job"], label, _same_count(r), _whole(r), _index(r), r.get("verdict", "")]
+                  "verdict"], [[r.data["job"], label, _same_count(r), _whole(r), _index(r), r.verdict]
                                for label, r in zip(labels, reports)])
     md = "\n\n".join(x for x in [
         f"# sweep: {what}", legend, f"![heatmap]({heatmap.name})" if heatmap else "",
@@ -101,54 +105,54 @@ def summarize(sweep_dir: Path) -> Path | None:
         jobs, table(["injected" if inject else "job", *columns],
                     [[label, *[_cell(r, c) for c in columns]] for label, r in zip(labels, reports)]), ""] if x != "")
     atomic_write(sweep_dir / "summary.md", md.encode())
-    atomic_write(sweep_dir / "summary.json", json.dumps({"tasks": tasks, "jobs": reports, "columns": columns,
+    atomic_write(sweep_dir / "summary.json", json.dumps({"tasks": tasks, "jobs": [r.to_json() for r in reports], "columns": columns,
                                                          "problems": problems, "legend": legend}, indent=1).encode())
     atomic_write(sweep_dir / "summary.html", _html(reports, columns, labels, legend).encode())
     return sweep_dir / "summary.md"
 
 
-def _label(report: dict, inject: bool) -> str:
+def _label(report: Report, inject: bool) -> str:
     if inject:
-        return ", ".join(report.get("injected", [])) or "-"
-    return f"{report.get('source', '?')} vs {report.get('target', '?')}"
+        return ", ".join(report.data.get("injected", [])) or "-"
+    return f"{report.data.get('source', '?')} vs {report.data.get('target', '?')}"
 
 
-def _status(report: dict, name: str) -> str:
-    if name in report.get("injected_artifacts", []):
+def _status(report: Report, name: str) -> str:
+    if name in report.data.get("injected_artifacts", []):
         return "injected"
-    return report.get("artifacts", {}).get(name, {}).get("status", "")
+    return report.data.get("artifacts", {}).get(name, {}).get("status", "")
 
 
-def _cell(report: dict, name: str) -> str:
+def _cell(report: Report, name: str) -> str:
     status = _status(report, name)
     if not status:
         return "-"
-    recomputed = report.get("task") != "inject" or status == "injected" or name in report.get("downstream", [])
+    recomputed = report.task != "inject" or status == "injected" or name in report.data.get("downstream", [])
     return status if recomputed else f"{status}*"
 
 
-def _same_count(report: dict) -> str:
-    arts = {n: a for n, a in report.get("artifacts", {}).items() if n in report.get("downstream", report.get("artifacts", {}))}
+def _same_count(report: Report) -> str:
+    arts = {n: a for n, a in report.data.get("artifacts", {}).items() if n in report.data.get("downstream", report.data.get("artifacts", {}))}
     same = sum(1 for a in arts.values() if a["status"] in ("equal", "order_only"))
     return f"{same}/{len(arts)}"
 
 
-def _whole(report: dict) -> str:
-    whole = report.get("whole_run")
+def _whole(report: Report) -> str:
+    whole = report.data.get("whole_run")
     if not isinstance(whole, dict):
         return ""
     differing = whole.get("differing") or []
     return "identical" if not differing else f"{len(differing)} differ"
 
 
-def _index(report: dict) -> str:
-    whole = report.get("whole_run")
+def _index(report: Report) -> str:
+    whole = report.data.get("whole_run")
     if not isinstance(whole, dict) or whole.get("index_files_identical") is None:
         return ""
     return "identical" if whole["index_files_identical"] else "differ"
 
 
-def _html(reports: list[dict], columns: list[str], labels: list[str], legend_text: str) -> str:
+def _html(reports: list[Report], columns: list[str], labels: list[str], legend_text: str) -> str:
     head = "".join(f"<th><div>{html.escape(c)}</div></th>" for c in columns)
     body = []
     for label, r in zip(labels, reports):

@@ -1,13 +1,23 @@
-"""The ordered stage list of one ColBERT indexing run (colbert-ai 0.2.22 CollectionIndexer)."""
+"""The stages of one ColBERT indexing run (colbert-ai 0.2.22 CollectionIndexer), phase by phase.
 
-from colbert_swap.dag import Dag
+Every `@stage` function of the phase modules, in the order it is defined there, is a node of the DAG:
+adding a stage is writing one function, after the stages it reads from.
+
+    >>> [s.name for s in DAG.stages][:4]
+    ['num_passages', 'num_chunks', 'sample_pids', 'local_sample_embs']
+"""
+
+from colbert_swap.dag import Dag, Stage
 from colbert_swap.stages import finalize, index, setup, train
 
-DAG = Dag([
-    setup.num_passages, setup.num_chunks, setup.sample_pids, setup.local_sample_embs, setup.avg_doclen_est,
-    setup.num_embeddings_est, setup.num_partitions,
-    train.sample, train.prenorm_centroids, train.postnorm_centroids, train.centroids, train.heldout_residual,
-    train.avg_residual, train.bucket_cutoffs, train.bucket_weights, train.half_centroids,
-    index.embs, index.codes, index.residuals,
-    finalize.all_codes, finalize.num_embeddings, finalize.ivf, finalize.ivf_lengths, finalize.ivf_pid,
-])
+PHASE_MODULES = (setup, train, index, finalize)  # colbert-ai's order: setup, train, index (per chunk), finalize
+
+
+def _stages(modules) -> list[Stage]:
+    found: list[Stage] = []
+    for module in modules:
+        found += [v for v in vars(module).values() if isinstance(v, Stage) and v.fn.__module__ == module.__name__]
+    return found
+
+
+DAG = Dag(_stages(PHASE_MODULES))

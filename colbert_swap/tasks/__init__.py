@@ -39,7 +39,7 @@ TASKS = {t.name: t for t in [
     Task("search", "search both runs' indexes with colbert-ai's Searcher and compare the rankings",
          ("source", "target", "run", "inject", "search")),
     Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change",
-         ("envs", "env_cache")),
+         ("envs", "reference", "env_cache")),
     Task("bisect", "the first environment of a list that changes colbert-ai's index files", ("envs", "env_cache")),
     Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)",
          ("environment", "env_cache")),

@@ -17,14 +17,15 @@ from colbert_swap.errors import UserError
 from colbert_swap.index_files import data_differences, run_index_differences
 from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.report import proof
+from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
-from colbert_swap.tasks.common import progress_printer
+from colbert_swap.tasks.common import finish, progress_printer
 from colbert_swap.tasks.matrix import drill_text, pair_section
 
 
 def run(cfg) -> int:
-    envs = expand_envs(cfg.envs)
+    envs = expand_envs(cfg.matrix.envs)
     if len(envs) < 2:
         raise UserError("task=bisect needs envs=[A,...,Z] (at least two specs from conf/env/, oldest first, or an "
                         "axis of conf/env/axes.yaml: envs=torch)")
@@ -63,14 +64,11 @@ def run(cfg) -> int:
                    f"{packages_text(pair.packages)}).")
     captured = [n for n in names if study.captured(n)]
     verdict += f" {len(captured)} of {len(names)} environments captured."
-    md = [f"# bisect: {' -> '.join(names)}", verdict, "## Steps", table(["compared", "result"], steps)]
-    md += _pair_lines(store, pair) if pair is not None else []
-    report = {"task": "bisect", "envs": names, "captured": captured, "steps": steps, "verdict": verdict,
-              "pair": pair.to_json() if pair else None}
-    path = proof.write(folder, report, "\n\n".join(md) + "\n")
-    print(verdict)
-    print(f"\nreport: {path}")
-    return 0
+    sections = ["## Steps\n\n" + table(["compared", "result"], steps),
+                *(["\n\n".join(_pair_lines(store, pair))] if pair is not None else [])]
+    return finish(folder, Report("bisect", f"bisect: {' -> '.join(names)}", verdict, sections,
+                                 {"envs": names, "captured": captured, "steps": steps,
+                                  "pair": pair.to_json() if pair else None}))
 
 
 def _pair_lines(store: Store, pair: Pair) -> list[str]:

@@ -56,21 +56,17 @@ def _check_inputs(resources: Resources) -> None:
 
 def run(cfg: Config) -> int:
     from colbert_swap.report import proof
-    from colbert_swap.report.tables import table
-    from colbert_swap.tasks.common import environment_rows
+    from colbert_swap.report.report import Report
+    from colbert_swap.tasks.common import environments_section, finish
 
     manifest = capture(cfg)
     store = Store(cfg.store.root)
-    num_chunks = store.get(manifest, "num_chunks")
-    artifacts = artifact_table(manifest, DAG.artifacts(num_chunks))
+    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks")))
     run_dir = store.run_dir(manifest.label)
     verdict = (f"run {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}; "
                f"colbert-ai index: {run_dir / 'index'}")
-    md = "\n\n".join([f"# capture {manifest.label}", verdict, "## Environment",
-                       table(["", manifest.label, ""], environment_rows(manifest)), "## Artifacts", artifacts, ""])
-    report = {"task": "capture", "run": manifest.label, "verdict": verdict, "config": manifest.config,
-              "artifacts": {n: r.to_json() for n, r in manifest.artifacts.items()}}
-    path = proof.write(proof.out_dir(cfg, "capture"), report, md, (manifest,))
-    print(artifacts)
-    print(f"\n{verdict}\nreport: {path}")
-    return 0
+    print(artifacts + "\n")
+    return finish(proof.out_dir(cfg, "capture"), Report(
+        "capture", f"capture {manifest.label}", verdict, [environments_section(manifest), "## Artifacts\n\n" + artifacts],
+        {"run": manifest.label, "config": manifest.config,
+         "artifacts": {n: r.to_json() for n, r in manifest.artifacts.items()}}, [manifest]))

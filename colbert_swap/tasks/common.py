@@ -1,4 +1,5 @@
-"""What the comparing tasks share: resolving the runs named on the command line."""
+"""What the tasks share: the runs named on the command line, the environments table, the tolerance, the
+progress printer, and the tail every task ends with (`finish`: write the report, print its verdict)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,18 @@ def progress_printer(stream=None):
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=stream, flush=True)
 
     return say
+
+
+def environments_section(*runs: RunManifest, labels: list[str] | None = None) -> str:
+    """`## Environments` and the table of the runs' environments side by side."""
+    from colbert_swap.report.tables import table
+
+    return "## Environments\n\n" + table(["", *(labels or [r.label for r in runs]), "differs?"], environment_rows(*runs))
+
+
+def finish(folder, report) -> int:
+    """Write `report` (a report.report.Report) into `folder`, print its verdict and where it is."""
+    path = report.write(folder)
+    print(report.verdict)
+    print(f"\nreport: {path}")
+    return 0

@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from colbert_swap.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.report import proof
-from colbert_swap.report.explain import explain
-from colbert_swap.report.tables import table
+from colbert_swap.report.meaning import meaning
+from colbert_swap.report.report import Report
 from colbert_swap.dag import template
 from colbert_swap.stages import DAG
-from colbert_swap.store import Store
-from colbert_swap.tasks.common import environment_rows, source_run, target_label, tolerance
+from colbert_swap.store import RunManifest, Store
+from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
 
 
 def verdict(comparison: RunComparison, whole: WholeRun) -> str:
@@ -37,25 +39,38 @@ def verdict(comparison: RunComparison, whole: WholeRun) -> str:
             f"source={comparison.a} target={comparison.b}`. " + proof.index_sentence(whole))
 
 
-def run(cfg) -> int:
-    store = Store(cfg.store.root)
+@dataclass(frozen=True)
+class Comparison:
+    """task=compare's result: every artifact, and the runs as wholes (index files included)."""
+
+    source: RunManifest
+    target: RunManifest
+    artifacts: RunComparison
+    whole: WholeRun
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.artifacts, self.whole)
+
+
+def compare(cfg, store: Store) -> Comparison:
     source = source_run(cfg, store)
     target = store.load(target_label(cfg))
-    comparison = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg))
-    whole = whole_run(store, comparison, source, target)
-    text = verdict(comparison, whole)
+    artifacts = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg))
+    return Comparison(source, target, artifacts, whole_run(store, artifacts, source, target))
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    result = compare(cfg, store)
+    s, t = result.source.label, result.target.label
     folder = proof.out_dir(cfg, "compare")
-    meaning, meaning_json = explain(store, source, target, comparison, folder)
-    md = "\n\n".join([
-        f"# compare: {source.label} vs {target.label}", text, "## Environments",
-        table(["", source.label, target.label, "differs?"], environment_rows(source, target)),
-        f"## Artifacts ({source.label} vs {target.label})", proof.comparison_table(comparison),
-        *([meaning] if meaning else []), ""])
-    report = {"task": "compare", "source": source.label, "target": target.label, "injected": [], "root_cause": [],
-              "first_diverged": comparison.first_diverged(), "counts": comparison.counts(), "verdict": text,
-              "whole_run": whole.to_json(), "tolerance": comparison.tolerance.to_json(),
-              "artifacts": proof.artifact_json(comparison.results), "explain": meaning_json}
-    path = proof.write(folder, report, md, (source, target))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+    meaning_md, meaning_json = meaning(store, result.source, result.target, result.artifacts, folder)
+    report = Report("compare", f"compare: {s} vs {t}", result.verdict, runs=[result.source, result.target], sections=[
+        environments_section(result.source, result.target),
+        f"## Artifacts ({s} vs {t})\n\n" + proof.comparison_table(result.artifacts), meaning_md], data={
+        "source": s, "target": t, "injected": [], "root_cause": [], "first_diverged": result.artifacts.first_diverged(),
+        "counts": result.artifacts.counts(), "whole_run": result.whole.to_json(),
+        "tolerance": result.artifacts.tolerance.to_json(), "artifacts": proof.artifact_json(result.artifacts.results),
+        "explain": meaning_json})
+    return finish(folder, report)

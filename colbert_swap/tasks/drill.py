@@ -10,6 +10,8 @@ per-module numbers and the divergence per batch (size and padded length).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from omegaconf import OmegaConf
 
@@ -19,11 +21,12 @@ from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, o
 from colbert_swap.errors import UserError
 from colbert_swap.report import plots, proof
 from colbert_swap.resources import Resources
+from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.store.origin import Drill, Ops
 from colbert_swap.store.run import open_run
-from colbert_swap.tasks.common import environment_rows, progress_printer, source_run, target_label
+from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, target_label
 
 
 def drill_label(run: str) -> str:
@@ -41,8 +44,8 @@ def _probing(cfg, store: Store, run: RunManifest, probes: int):
 def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None,
                   bsizes: list[int] | None = None) -> RunManifest:
     """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
-    here, resources, passages = _probing(cfg, store, run, probes or cfg.probes)
-    bsizes = list(bsizes or cfg.get("bsizes") or [resources.colbert_config.index_bsize])
+    here, resources, passages = _probing(cfg, store, run, probes or cfg.drill.probes)
+    bsizes = list(bsizes or cfg.drill.bsizes or [resources.colbert_config.index_bsize])
     origin = Drill(run.label, len(passages), tuple(bsizes))
     with open_run(store, drill_label(run.label), origin, run.config, run.config_hash, resume=False) as writer:
         if writer.done:
@@ -94,7 +97,66 @@ def first_op_difference(store: Store, a: RunManifest, b: RunManifest) -> dict:
     return found
 
 
-def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> tuple[list[dict], list[dict]]:
+@dataclass(frozen=True)
+class ModuleRow:
+    """One module's output, both environments, all probe batches pooled."""
+
+    module: str
+    mismatches: int
+    numel: int
+    max_abs: float
+    max_ulp: int  # bit distance
+    batches_differing: list[int]
+    only_in: str | None = None  # the drill run it ran in, when it ran in one environment only
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """The model's final output (`colbert.doc`) on one probe batch."""
+
+    batch: int
+    bsize: int
+    size: int  # passages in the batch
+    padded_len: int
+    mismatches: int
+    numel: int
+    max_abs: float
+
+
+@dataclass(frozen=True)
+class ModuleDrill:
+    """task=drill's module result: per module in execution order, and per batch."""
+
+    source: str
+    target: str
+    rows: list[ModuleRow]
+    batches: list[BatchRow]
+
+    @property
+    def first(self) -> ModuleRow | None:
+        return next((r for r in self.rows if r.mismatches), None)
+
+    @property
+    def verdict(self) -> str:
+        s, t, first = self.source, self.target, self.first
+        if first is None:
+            text = f"All {len(self.rows)} module outputs are bitwise equal between {s} and {t} on the probe passages."
+        else:
+            text = (f"The first module whose output differs between {s} and {t} is `{first.module}` "
+                    f"({first.mismatches:,} of {first.numel:,} elements, max abs {proof.num(first.max_abs)}, "
+                    f"max ULP {first.max_ulp:,} (bits)); every module before it is bitwise equal. Its operations: "
+                    f"`python -m colbert_swap task=drill run={s} module={first.module}` in {s}'s environment, then "
+                    f"`task=drill source={s} target={t} module={first.module}`.")
+            lengths = sorted({b.padded_len for b in self.batches if b.mismatches})
+            sizes = sorted({b.bsize for b in self.batches if b.mismatches})
+            same = sorted({b.padded_len for b in self.batches if not b.mismatches})
+            text += (f" The final output differs in batches of padded length {lengths} (batch sizes {sizes})"
+                     + (f" and is equal in batches of padded length {same}." if same else ".")) if lengths else ""
+        only = [f"`{r.module}` (only in {r.only_in})" for r in self.rows if r.only_in]
+        return text + (f" Modules that ran in one environment only: {', '.join(only[:4])}." if only else "")
+
+
+def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> ModuleDrill:
     """Per module (execution order, all batches pooled) and per batch (the model's final output)."""
     batches = store.get(a, "batches")
     if batches != store.get(b, "batches"):
@@ -105,43 +167,26 @@ def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> tuple[list[d
     for module in modules:
         only = [m.label for m in (a, b) if f"0/{module}" in m.artifacts]
         if len(only) == 1:  # the module ran in one environment only (e.g. eager attention's dropout)
-            rows.append({"module": module, "mismatches": 0, "numel": 0, "max_abs": 0.0, "max_ulp": 0,
-                         "batches_differing": [], "only_in": only[0]})
+            rows.append(ModuleRow(module, 0, 0, 0.0, 0, [], only[0]))
             continue
         results = [compare(module, store.get(a, f"{i['batch']}/{module}"), store.get(b, f"{i['batch']}/{module}"))
                    for i in batches]
-        rows.append({"module": module, "mismatches": sum(r.mismatches for r in results),
-                     "numel": sum(r.numel for r in results),
-                     "max_abs": max(r.max_abs or 0 for r in results),
-                     "max_ulp": max(r.max_ulp or 0 for r in results),
-                     "batches_differing": [i["batch"] for i, r in zip(batches, results) if not r.same]})
+        rows.append(ModuleRow(module, sum(r.mismatches for r in results), sum(r.numel for r in results),
+                              max(r.max_abs or 0 for r in results), max(r.max_ulp or 0 for r in results),
+                              [i["batch"] for i, r in zip(batches, results) if not r.same]))
     per_batch = []
     for info in batches:
         r = compare(DOC, store.get(a, f"{info['batch']}/{DOC}"), store.get(b, f"{info['batch']}/{DOC}"))
-        per_batch.append({**info, "mismatches": r.mismatches, "numel": r.numel, "max_abs": r.max_abs or 0.0})
-    return rows, per_batch
+        per_batch.append(BatchRow(info["batch"], info["bsize"], info["size"], info["padded_len"], r.mismatches,
+                                  r.numel, r.max_abs or 0.0))
+    return ModuleDrill(a.origin.run, b.origin.run, rows, per_batch)
 
 
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     progress = progress_printer()
     if not cfg.source:
-        manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
-        lines = [f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored"]
-        runs = [manifest]
-        if cfg.get("module"):
-            ops = capture_ops(cfg, store, store.load(manifest.origin.run), cfg.module, manifest.origin.probes,
-                              list(manifest.origin.bsizes), progress)
-            lines.append(f"operation trace {ops.label!r}: {len(ops.artifacts) - 2} aten operations inside {cfg.module}")
-            runs.append(ops)
-        verdict = "; ".join(lines) + (f". Next, in the other environment: `python -m colbert_swap task=drill "
-                                      f"source={manifest.origin.run}" + (f" module={cfg.module}" if cfg.get("module")
-                                                                             else "") + "`")
-        report = {"task": "drill", "run": manifest.origin.run, "verdict": verdict, "captures": [r.label for r in runs]}
-        path = proof.write(proof.out_dir(cfg, "drill"), report, f"# drill capture {manifest.origin.run}\n\n{verdict}\n",
-                           runs)
-        print(f"{verdict}\n\nreport: {path}")
-        return 0
+        return _capture_only(cfg, store, progress)
     source = source_run(cfg, store)
     if not store.has_run(drill_label(source.label)):
         raise UserError(f"run {source.label!r} has no drill capture: run `python -m colbert_swap task=drill "
@@ -149,48 +194,45 @@ def run(cfg) -> int:
     a = store.load(drill_label(source.label))
     target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin.probes,
                            bsizes=list(a.origin.bsizes))
-    if cfg.get("module"):
+    if cfg.drill.module:
         return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin.probes, list(a.origin.bsizes),
                         progress)
-    rows, per_batch = compare_drills(store, a, target)
-    first = next((r for r in rows if r["mismatches"]), None)
-    s, t = source.label, target.origin.run
-    if first is None:
-        text = f"All {len(rows)} module outputs are bitwise equal between {s} and {t} on the probe passages."
-    else:
-        text = (f"The first module whose output differs between {s} and {t} is `{first['module']}` "
-                f"({first['mismatches']:,} of {first['numel']:,} elements, max abs {proof.num(first['max_abs'])}, "
-                f"max ULP {first['max_ulp']:,} (bits)); every module before it is bitwise equal. Its operations: "
-                f"`python -m colbert_swap task=drill run={s} module={first['module']}` in {s}'s environment, then "
-                f"`task=drill source={s} target={t} module={first['module']}`.")
-        lengths = sorted({b["padded_len"] for b in per_batch if b["mismatches"]})
-        sizes = sorted({b["bsize"] for b in per_batch if b["mismatches"]})
-        same = sorted({b["padded_len"] for b in per_batch if not b["mismatches"]})
-        text += (f" The final output differs in batches of padded length {lengths} (batch sizes {sizes})"
-                 + (f" and is equal in batches of padded length {same}." if same else ".")) if lengths else ""
-    only = [f"`{r['module']}` (only in {r['only_in']})" for r in rows if r.get("only_in")]
-    if only:
-        text += f" Modules that ran in one environment only: {', '.join(only[:4])}."
+    result = compare_drills(store, a, target)
     folder = proof.out_dir(cfg, "drill")
-    figures = [p for p in (plots.divergence_per_layer(rows, folder / "layers.png"),
-                           plots.divergence_per_padded_length(per_batch, folder / "padded_lengths.png")) if p]
-    md = "\n\n".join([
-        f"# drill: {s} vs {t}", text, *[f"![{p.stem}]({p.name})" for p in figures], "## Modules, in execution order",
-        table(["module", "mismatches", "max abs", "max ULP (bits)", "batches differing"],
-              [[f"`{r['module']}`", f"only in {r['only_in']}" if r.get("only_in") else
-                f"{r['mismatches']:,} / {r['numel']:,}", proof.num(r["max_abs"]), f"{r['max_ulp']:,}",
-                ",".join(map(str, r["batches_differing"]))] for r in rows]),
-        "## Final output per batch",
-        table(["batch", "batch size (index_bsize)", "passages in the batch", "padded length", "mismatches", "max abs"],
-              [[b["batch"], b["bsize"], b["size"], b["padded_len"], f"{b['mismatches']:,} / {b['numel']:,}",
-                proof.num(b["max_abs"])] for b in per_batch]), ""])
-    report = {"task": "drill", "source": s, "target": t, "injected": [], "root_cause": [],
-              "first_module": first["module"] if first else None, "modules": rows, "batches": per_batch,
-              "verdict": text, "artifacts": {}, "plots": [p.name for p in figures]}
-    path = proof.write(folder, report, md, (source, store.load(t)))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+    figures = [p.name for p in (plots.divergence_per_layer(result.rows, folder / "layers.png"),
+                                plots.divergence_per_padded_length(result.batches, folder / "padded_lengths.png")) if p]
+    modules = table(["module", "mismatches", "max abs", "max ULP (bits)", "batches differing"],
+                    [[f"`{r.module}`", f"only in {r.only_in}" if r.only_in else f"{r.mismatches:,} / {r.numel:,}",
+                      proof.num(r.max_abs), f"{r.max_ulp:,}", ",".join(map(str, r.batches_differing))]
+                     for r in result.rows])
+    batches = table(["batch", "batch size (index_bsize)", "passages in the batch", "padded length", "mismatches",
+                     "max abs"], [[b.batch, b.bsize, b.size, b.padded_len, f"{b.mismatches:,} / {b.numel:,}",
+                                   proof.num(b.max_abs)] for b in result.batches])
+    report = Report("drill", f"drill: {result.source} vs {result.target}", result.verdict,
+                    ["## Modules, in execution order\n\n" + modules, "## Final output per batch\n\n" + batches],
+                    {"source": result.source, "target": result.target, "injected": [], "root_cause": [],
+                     "first_module": result.first.module if result.first else None,
+                     "modules": [asdict(r) for r in result.rows], "batches": [asdict(b) for b in result.batches],
+                     "artifacts": {}, "plots": figures}, [source, store.load(result.target)], figures)
+    return finish(folder, report)
+
+
+def _capture_only(cfg, store: Store, progress) -> int:
+    """`task=drill run=A` (in A's environment): A's module outputs, and with module= its operations."""
+    manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
+    lines = [f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored"]
+    runs = [manifest]
+    if cfg.drill.module:
+        ops = capture_ops(cfg, store, store.load(manifest.origin.run), cfg.drill.module, manifest.origin.probes,
+                          list(manifest.origin.bsizes), progress)
+        lines.append(f"operation trace {ops.label!r}: {len(ops.artifacts) - 2} aten operations inside {cfg.drill.module}")
+        runs.append(ops)
+    module = f" module={cfg.drill.module}" if cfg.drill.module else ""
+    verdict = "; ".join(lines) + (f". Next, in the other environment: `python -m colbert_swap task=drill "
+                                  f"source={manifest.origin.run}{module}`")
+    report = Report("drill", f"drill capture {manifest.origin.run}", verdict, runs=runs,
+                    data={"run": manifest.origin.run, "captures": [r.label for r in runs]})
+    return finish(proof.out_dir(cfg, "drill"), report)
 
 
 def op_verdict(module: str, s: str, t: str, found: dict) -> str:
@@ -224,21 +266,18 @@ def op_verdict(module: str, s: str, t: str, found: dict) -> str:
 
 def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, bsizes: list[int],
              progress) -> int:
-    label = f"{source.label}+ops={cfg.module}"
+    label = f"{source.label}+ops={cfg.drill.module}"
     if not store.has_run(label):
-        raise UserError(f"run {source.label!r} has no operation trace of {cfg.module}: run `python -m colbert_swap "
-                        f"task=drill run={source.label} module={cfg.module}` in {source.label}'s environment first")
-    a, b = store.load(label), capture_ops(cfg, store, target, cfg.module, probes, bsizes, progress)
+        raise UserError(f"run {source.label!r} has no operation trace of {cfg.drill.module}: run `python -m colbert_swap "
+                        f"task=drill run={source.label} module={cfg.drill.module}` in {source.label}'s environment first")
+    a, b = store.load(label), capture_ops(cfg, store, target, cfg.drill.module, probes, bsizes, progress)
     found = first_op_difference(store, a, b)
     s, t = source.label, target.label
-    text = op_verdict(cfg.module, s, t, found)
     contexts = [a.origin.context, b.origin.context]
-    md = "\n\n".join([f"# drill {cfg.module}: {s} vs {t}, aten operations", text, "## Kernel context",
-                       table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)] for k in contexts[0]]),
-                       "## Environments", table(["", s, t, "differs?"], environment_rows(source, target)), ""])
-    report = {"task": "drill", "source": s, "target": t, "module": cfg.module, "injected": [], "root_cause": [],
-              "first_op": found, "contexts": contexts, "verdict": text, "artifacts": {}}
-    path = proof.write(proof.out_dir(cfg, "drill"), report, md, (a, b))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+    report = Report("drill", f"drill {cfg.drill.module}: {s} vs {t}, aten operations", op_verdict(cfg.drill.module, s, t, found),
+                    ["## Kernel context\n\n" + table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)]
+                                                                    for k in contexts[0]]),
+                     environments_section(source, target)],
+                    {"source": s, "target": t, "module": cfg.drill.module, "injected": [], "root_cause": [],
+                     "first_op": found, "contexts": contexts, "artifacts": {}}, [a, b])
+    return finish(proof.out_dir(cfg, "drill"), report)

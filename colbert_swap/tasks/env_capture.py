@@ -11,20 +11,20 @@ from __future__ import annotations
 from colbert_swap.errors import UserError
 from colbert_swap.matrix import Study
 from colbert_swap.report import proof
+from colbert_swap.report.report import Report
 from colbert_swap.store import Store
 from colbert_swap.tasks.common import progress_printer
 
 
 def run(cfg) -> int:
-    if not cfg.environment:
+    if not cfg.env_capture.environment:
         raise UserError("task=env_capture needs environment=NAME (a spec in conf/env/)")
-    study = Study(cfg, Store(cfg.store.root), [cfg.environment], progress_printer())
+    study = Study(cfg, Store(cfg.store.root), [cfg.env_capture.environment], progress_printer())
     name = study.names[0]
     ok = study.capture(name)
     verdict = f"run {name!r} is captured in environment {name!r}" if ok else study.failures[name]
-    report = {"task": "env_capture", "env": name, "run": name, "captured": ok, "injected": [],
-              "verdict": verdict.splitlines()[0]}
-    proof.write(proof.out_dir(cfg, "env_capture"), report, f"# env_capture {name}\n\n{verdict}\n")
+    Report("env_capture", f"env_capture {name}", verdict, data={"env": name, "run": name, "captured": ok,
+                                                                "injected": []}).write(proof.out_dir(cfg, "env_capture"))
     if not ok:
         raise UserError(verdict)
     print(verdict)

@@ -13,14 +13,14 @@ from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
 from colbert_swap.report import proof
-from colbert_swap.report.explain import explain
-from colbert_swap.report.tables import table
+from colbert_swap.report.meaning import meaning
+from colbert_swap.report.report import Report
 from colbert_swap.replay import as_names, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run, target_label, tolerance
+from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
 
 
 @dataclass
@@ -74,50 +74,40 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
 def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
     """What the injected artifacts' divergence means (source vs target), and what is left after the replay."""
     s, t = result.source.label, result.target.label
-    injected, ij = explain(store, result.source, result.target, result.before, folder,
+    injected, ij = meaning(store, result.source, result.target, result.before, folder,
                            f"What this means: the injected artifacts ({s} vs {t})", list(result.replayed.origin.injected))
-    left, lj = explain(store, result.replayed, result.source, result.after, folder,
+    left, lj = meaning(store, result.replayed, result.source, result.after, folder,
                        f"What this means: left after the injection (replayed vs {s})", result.downstream)
     return "\n\n".join(x for x in (injected, left) if x), {"injected": ij, "left": lj}
 
 
-def markdown(result: Injection, meaning: str = "") -> str:
+def report(result: Injection, meaning_md: str = "", meaning_json: dict | None = None) -> Report:
     s, t, r = result.source.label, result.target.label, result.replayed.label
     shown = result.downstream + [n for n in result.whole.differing if n not in result.downstream]
     nothing = f"No stage reads {proof.describe(result.names)}: nothing was recomputed."
-    return "\n\n".join([
-        f"# inject {', '.join(result.names)}: {s} into {t}", result.verdict,
-        "## Environments", table(["", s, t, "replayed here", "differs?"], environment_rows(result.source, result.target,
-                                                                                   result.replayed)),
-        f"## Before injection ({s} vs {t})", proof.comparison_table(result.before),
-        f"## After injection (replayed `{r}` vs {s}): the downstream artifacts and any other that still differs",
-        proof.comparison_table(result.after, shown, legend=False) if shown else nothing,
-        f"## Replayed vs {t}, downstream artifacts",
-        proof.comparison_table(result.vs_target, result.downstream, legend=False) if result.downstream else nothing,
-        "## Where the replayed run's artifacts were computed", proof.computed_where(result.replayed),
-        *([meaning] if meaning else []), ""])
-
-
-def report_json(result: Injection) -> dict:
-    return {"task": "inject", "source": result.source.label, "target": result.target.label,
-            "injected": result.names, "injected_artifacts": list(result.replayed.origin.injected), "root_cause": [],
-            "replay_run": result.replayed.label,
-            "downstream": result.downstream, "verdict": result.verdict, "whole_run": result.whole.to_json(),
+    sections = [
+        environments_section(result.source, result.target, result.replayed, labels=[s, t, "replayed here"]),
+        f"## Before injection ({s} vs {t})\n\n" + proof.comparison_table(result.before),
+        f"## After injection (replayed `{r}` vs {s}): the downstream artifacts and any other that still differs\n\n"
+        + (proof.comparison_table(result.after, shown, legend=False) if shown else nothing),
+        f"## Replayed vs {t}, downstream artifacts\n\n"
+        + (proof.comparison_table(result.vs_target, result.downstream, legend=False) if result.downstream else nothing),
+        "## Where the replayed run's artifacts were computed\n\n" + proof.computed_where(result.replayed), meaning_md]
+    data = {"source": s, "target": t, "injected": result.names, "injected_artifacts": list(result.replayed.origin.injected),
+            "root_cause": [], "replay_run": r, "downstream": result.downstream, "whole_run": result.whole.to_json(),
             "tolerance": result.after.tolerance.to_json(),
             "computed_in": {n: result.replayed.computed_in(n) for n in result.replayed.artifacts},
-            "environments": result.replayed.environments,
+            "replay_environments": result.replayed.environments,
             "artifacts": proof.artifact_json(result.after.results),  # every artifact, replayed vs source
             "before": proof.artifact_json(result.before.results),
-            "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream])}
+            "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream]),
+            "explain": meaning_json or {}}
+    return Report("inject", f"inject {', '.join(result.names)}: {s} into {t}", result.verdict, sections, data,
+                  [result.source, result.target, result.replayed])
 
 
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = inject(cfg, store, as_names(cfg.inject))
     folder = proof.out_dir(cfg, "inject")
-    meaning, meaning_json = explanations(store, result, folder)
-    path = proof.write(folder, {**report_json(result), "explain": meaning_json}, markdown(result, meaning),
-                       (result.source, result.target, result.replayed))
-    print(result.verdict)
-    print(f"\nreport: {path}")
-    return 0
+    return finish(folder, report(result, *explanations(store, result, folder)))

@@ -10,6 +10,7 @@ invocation: its installed packages and its `perturb` knobs; model, collection an
 from __future__ import annotations
 
 import difflib
+from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -18,13 +19,13 @@ from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
-from colbert_swap.report.tables import table
+from colbert_swap.report.report import Report
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
 from colbert_swap.store.origin import Isolate
 from colbert_swap.store.run import open_run
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run, tolerance
+from colbert_swap.tasks.common import environments_section, finish, source_run, tolerance
 
 
 def find_stage(name: str | None):
@@ -38,10 +39,26 @@ def find_stage(name: str | None):
     raise UserError(f"stage={name!r} is not a stage.{hint} Stages: {', '.join(names)}")
 
 
-def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest, RunComparison]:
+class Isolation(NamedTuple):
+    """task=isolate's result: the source, the run of the stage done here, and its outputs compared."""
+
+    source: RunManifest
+    isolated: RunManifest
+    comparison: RunComparison  # the stage's outputs, here vs the source's
+
+    @property
+    def stage(self) -> str:
+        return self.isolated.origin.stage
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.stage, self.source.label, self.comparison)
+
+
+def isolate(cfg, store: Store, progress=None) -> Isolation:
     progress = progress or progress_printer()
     source = source_run(cfg, store)
-    stage = find_stage(cfg.get("stage"))
+    stage = find_stage(cfg.isolate.stage)
     num_chunks = store.get(source, "num_chunks")
     nodes = [n for n in DAG.nodes(num_chunks) if n.stage is stage]
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
@@ -60,7 +77,8 @@ def isolate(cfg, store: Store, progress=None) -> tuple[RunManifest, RunManifest,
         Engine(run, Resources(here, store, store.run_dir(label)), progress).execute(nodes, rng_states=source.rng)
         manifest = run.finish()
     outputs = [o for n in nodes for o in n.outputs]
-    return source, manifest, compare_runs(store, manifest, source, names=outputs, force=True, tol=tolerance(cfg))
+    return Isolation(source, manifest, compare_runs(store, manifest, source, names=outputs, force=True,
+                                                    tol=tolerance(cfg)))
 
 
 def verdict(stage: str, source: str, comparison: RunComparison) -> str:
@@ -76,16 +94,12 @@ def verdict(stage: str, source: str, comparison: RunComparison) -> str:
 
 def run(cfg) -> int:
     store = Store(cfg.store.root)
-    source, isolated, comparison = isolate(cfg, store)
-    stage = isolated.origin.stage
-    text = verdict(stage, source.label, comparison)
-    md = "\n\n".join([f"# isolate {stage}: here vs {source.label}", text, "## Environments",
-                      table(["", source.label, "here", "differs?"], environment_rows(source, isolated)),
-                      f"## Outputs of `{stage}` (here vs {source.label})", proof.comparison_table(comparison), ""])
-    report = {"task": "isolate", "source": source.label, "target": isolated.label, "stage": stage, "injected": [],
-              "root_cause": [], "verdict": text, "stage_depends_on_environment": bool(comparison.diverged()),
-              "artifacts": proof.artifact_json(comparison.results)}
-    path = proof.write(proof.out_dir(cfg, "isolate"), report, md, (source, isolated))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+    result = isolate(cfg, store)
+    s, stage = result.source.label, result.stage
+    report = Report("isolate", f"isolate {stage}: here vs {s}", result.verdict, runs=[result.source, result.isolated],
+                    sections=[environments_section(result.source, result.isolated, labels=[s, "here"]),
+                              f"## Outputs of `{stage}` (here vs {s})\n\n" + proof.comparison_table(result.comparison)],
+                    data={"source": s, "target": result.isolated.label, "stage": stage, "injected": [],
+                          "root_cause": [], "stage_depends_on_environment": bool(result.comparison.diverged()),
+                          "artifacts": proof.artifact_json(result.comparison.results)})
+    return finish(proof.out_dir(cfg, "isolate"), report)

@@ -9,16 +9,18 @@ each injected group whose removal still leaves nothing different: what remains i
 
 from __future__ import annotations
 
-from colbert_swap.compare.runs import RunComparison, check_comparable, compare_runs, whole_run
+from dataclasses import asdict, dataclass
+
+from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
-from colbert_swap.report.explain import explain
+from colbert_swap.report.meaning import meaning
+from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
 from colbert_swap.replay import compact, replay
 from colbert_swap.stages import DAG
-from colbert_swap.store import Store
-from colbert_swap.tasks.common import progress_printer
-from colbert_swap.tasks.common import environment_rows, source_run, tolerance
+from colbert_swap.store import RunManifest, Store
+from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, tolerance
 from colbert_swap.tasks.inject import ensure_target
 
 
@@ -29,7 +31,34 @@ def _groups(names: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def locate(cfg, store: Store, progress=None) -> dict:
+@dataclass(frozen=True)
+class Round:
+    round: int
+    run: str  # the run compared with the source in this round
+    diverged: int  # artifacts that differ from the source's
+    inject: list[str]  # what is injected next (compact names)
+
+
+@dataclass(frozen=True)
+class Location:
+    """task=locate's result: the rounds, the minimal set of injected groups, and the final replay."""
+
+    source: RunManifest
+    target: RunManifest
+    before: RunComparison  # source vs target
+    rounds: list[Round]
+    minimal: list[list[str]]  # groups (the outputs of one stage, every chunk) whose injection explains all
+    final: RunManifest  # the replay with the minimal set injected (the target when nothing differs)
+    final_cmp: RunComparison  # final vs source, every artifact
+    num_chunks: int
+    whole: WholeRun  # final vs source as wholes, index files included
+
+    @property
+    def root_cause(self) -> list[str]:
+        return [n for g in self.minimal for n in compact(g, self.num_chunks)]
+
+
+def locate(cfg, store: Store, progress=None) -> Location:
     progress = progress or progress_printer()
     source = source_run(cfg, store)
     target = ensure_target(cfg, store, progress)
@@ -42,8 +71,7 @@ def locate(cfg, store: Store, progress=None) -> dict:
     current, comparison, rounds = target, compare_runs(store, target, source, force=True, memo=memo, tol=tol), []
     while comparison.first_diverged():
         first = comparison.first_diverged()
-        rounds.append({"round": len(rounds) + 1, "run": current.label, "diverged": len(comparison.diverged()),
-                       "inject": compact(first, num_chunks)})
+        rounds.append(Round(len(rounds) + 1, current.label, len(comparison.diverged()), compact(first, num_chunks)))
         if any(n in injected for n in first):
             raise UserError(f"injecting {first} did not make them equal to the source; the store is inconsistent")
         injected += first
@@ -52,13 +80,12 @@ def locate(cfg, store: Store, progress=None) -> dict:
                  f"{', '.join(compact(first, num_chunks))}")
         current = replay(cfg, store, target, source, injected, progress=progress)
         comparison = compare_runs(store, current, source, force=True, memo=memo, tol=tol)
-    rounds.append({"round": len(rounds) + 1, "run": current.label, "diverged": 0, "inject": []})
+    rounds.append(Round(len(rounds) + 1, current.label, 0, []))
     minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo, tol)
     final = replay(cfg, store, target, source, [n for g in minimal for n in g], progress=progress) if minimal else target
     final_cmp = compare_runs(store, final, source, force=True, memo=memo, tol=tol)
-    return {"source": source, "target": target, "before": before, "rounds": rounds, "minimal": minimal,
-            "final": final, "final_cmp": final_cmp, "num_chunks": num_chunks,
-            "whole": whole_run(store, final_cmp, final, source)}
+    return Location(source, target, before, rounds, minimal, final, final_cmp, num_chunks,
+                    whole_run(store, final_cmp, final, source))
 
 
 def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: dict, tol) -> list[list[str]]:
@@ -75,19 +102,18 @@ def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: 
     return kept
 
 
-def verdict(result: dict) -> str:
-    source, target, minimal = result["source"].label, result["target"].label, result["minimal"]
-    final: RunComparison = result["final_cmp"]
-    index = proof.index_sentence(result["whole"])
+def verdict(result: Location) -> str:
+    source, target, minimal = result.source.label, result.target.label, result.minimal
+    final = result.final_cmp
+    index = proof.index_sentence(result.whole)
+    order = [r for r in final.results if r.status == "order_only"]
     if not minimal:
-        order = [r for r in final.results if r.status == "order_only"]
         if order:
             return (f"Runs {source} and {target} do not diverge: every artifact is bitwise equal except the order "
                     "of " + "; ".join(f"`{r.name}` ({r.note})" for r in order) + f". Nothing to locate. {index}")
         return f"Runs {source} and {target} do not diverge: nothing to locate. {index}"
-    names = [compact(g, result["num_chunks"]) for g in minimal]
+    names = [compact(g, result.num_chunks) for g in minimal]
     causes = "; ".join(f"{proof.describe(n)} (stage `{DAG.producer(g[0]).name}`)" for n, g in zip(names, minimal))
-    order = [r for r in final.results if r.status == "order_only"]
     left = [r.name for r in final.results if not r.same]
     text = (f"Root cause: {causes}. Injecting {'it' if len(minimal) == 1 else 'these'} from {source} into {target} "
             f"makes every artifact identical to {source}'s")
@@ -100,32 +126,26 @@ def verdict(result: dict) -> str:
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = locate(cfg, store)
-    text = verdict(result)
-    s, t = result["source"].label, result["target"].label
-    root = [compact(g, result["num_chunks"]) for g in result["minimal"]]
+    s, t = result.source.label, result.target.label
     folder = proof.out_dir(cfg, "locate")
-    meaning, meaning_json = explain(store, result["source"], result["target"], result["before"], folder,
-                                    f"What this means ({s} vs {t})")
-    cause_rows = [[", ".join(f"`{n}`" for n in names), f"`{DAG.producer(g[0]).name}`",
-                   result["before"][g[0]].status, f"{result['before'][g[0]].mismatches:,}",
-                   proof.num(result["before"][g[0]].max_abs)] for names, g in zip(root, result["minimal"])]
-    md = "\n\n".join([
-        f"# locate: {s} vs {t}", text,
-        "## Environments", table(["", s, t, "differs?"], environment_rows(result["source"], result["target"])),
-        "## Rounds", table(["round", "run compared with source", "artifacts differing", "injected next"],
-                           [[r["round"], r["run"], r["diverged"], ", ".join(r["inject"])] for r in result["rounds"]]),
-        "## Root cause", table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs"], cause_rows),
-        f"## Before ({s} vs {t})", proof.comparison_table(result["before"]),
-        f"## After injecting the root cause (`{result['final'].label}` vs {s})",
-        proof.comparison_table(result["final_cmp"], legend=False), *([meaning] if meaning else []), ""])
-    report = {"task": "locate", "source": s, "target": t, "injected": [n for g in result["minimal"] for n in g],
-              "root_cause": [n for names in root for n in names],
-              "root_cause_stages": [DAG.producer(g[0]).name for g in result["minimal"]],
-              "rounds": result["rounds"], "replay_run": result["final"].label, "verdict": text,
-              "whole_run": result["whole"].to_json(), "tolerance": result["before"].tolerance.to_json(),
-              "artifacts": proof.artifact_json(result["final_cmp"].results),
-              "before": proof.artifact_json(result["before"].results), "explain": meaning_json}
-    path = proof.write(folder, report, md, (result["source"], result["target"], result["final"]))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+    meaning_md, meaning_json = meaning(store, result.source, result.target, result.before, folder,
+                                       f"What this means ({s} vs {t})")
+    causes = [[", ".join(f"`{n}`" for n in compact(g, result.num_chunks)), f"`{DAG.producer(g[0]).name}`",
+               result.before[g[0]].status, f"{result.before[g[0]].mismatches:,}", proof.num(result.before[g[0]].max_abs)]
+              for g in result.minimal]
+    rounds = table(["round", "run compared with source", "artifacts differing", "injected next"],
+                   [[r.round, r.run, r.diverged, ", ".join(r.inject)] for r in result.rounds])
+    report = Report("locate", f"locate: {s} vs {t}", verdict(result), runs=[result.source, result.target, result.final],
+                    sections=[
+        environments_section(result.source, result.target), "## Rounds\n\n" + rounds,
+        "## Root cause\n\n" + table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs"], causes),
+        f"## Before ({s} vs {t})\n\n" + proof.comparison_table(result.before),
+        f"## After injecting the root cause (`{result.final.label}` vs {s})\n\n"
+        + proof.comparison_table(result.final_cmp, legend=False), meaning_md], data={
+        "source": s, "target": t, "injected": [n for g in result.minimal for n in g], "root_cause": result.root_cause,
+        "root_cause_stages": [DAG.producer(g[0]).name for g in result.minimal],
+        "rounds": [asdict(r) for r in result.rounds], "replay_run": result.final.label,
+        "whole_run": result.whole.to_json(), "tolerance": result.before.tolerance.to_json(),
+        "artifacts": proof.artifact_json(result.final_cmp.results),
+        "before": proof.artifact_json(result.before.results), "explain": meaning_json})
+    return finish(folder, report)

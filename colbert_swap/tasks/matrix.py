@@ -24,7 +24,8 @@ from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.tasks.common import environment_rows
+from colbert_swap.report.report import Report
+from colbert_swap.tasks.common import environments_section, finish
 
 PAIR_HEADERS = ["pair", "index files", "artifacts that differ", "first divergence", "root cause", "module / op",
                 "packages that differ"]
@@ -83,7 +84,7 @@ def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: s
 
 
 def run(cfg) -> int:
-    envs = expand_envs(cfg.envs)
+    envs = expand_envs(cfg.matrix.envs)
     if len(envs) < 2:
         raise UserError("task=matrix needs envs=[A,B,...] with at least two specs from conf/env/ (or an axis of "
                         "conf/env/axes.yaml: envs=torch)")
@@ -98,21 +99,16 @@ def run(cfg) -> int:
     memo: dict = {}
     pairs = [study.pair(a, b, folder, memo) for a, b in zip(done, done[1:])]
     result = compatibility(study, done, pairs, reference)
-    md = [f"# matrix: {' -> '.join(study.names)}", result.summary,
-          f"## Compatibility against {reference}", result.table(), "## Adjacent pairs", pairs_table(study, pairs)]
+    runs = [store.load(n) for n in done]
+    sections = [f"## Compatibility against {reference}\n\n" + result.table(),
+                "## Adjacent pairs\n\n" + pairs_table(study, pairs)]
     if study.failures:
-        md += ["## Environments that could not be captured",
-               "\n".join(f"- `{n}`: {why.splitlines()[0]}" for n, why in study.failures.items()),
-               "Their runs are missing from the table; fix the spec and run the same command again: runs already "
-               "captured are kept."]
-    md += ["## Environments", table(["", *done, "differs?"], environment_rows(*[store.load(n) for n in done]))]
-    for p in pairs:
-        if p.differing:
-            md += pair_section(p)
-    report = {"task": "matrix", "envs": study.names, "reference": reference, "captured": done,
-              "failures": study.failures, "pairs": [p.to_json() for p in pairs],
-              "compatibility": result.to_json(), "verdict": result.summary}
-    path = proof.write(folder, report, "\n\n".join(md) + "\n", [store.load(n) for n in done])
-    print(result.summary)
-    print(f"\nreport: {path}")
+        sections.append("## Environments that could not be captured\n\n" + "\n".join(
+            f"- `{n}`: {why.splitlines()[0]}" for n, why in study.failures.items()) + "\n\nTheir runs are missing "
+            "from the table; fix the spec and run the same command again: runs already captured are kept.")
+    sections += [environments_section(*runs)] if runs else []
+    sections += ["\n\n".join(pair_section(p)) for p in pairs if p.differing]
+    finish(folder, Report("matrix", f"matrix: {' -> '.join(study.names)}", result.summary, sections, {
+        "envs": study.names, "reference": reference, "captured": done, "failures": study.failures,
+        "pairs": [p.to_json() for p in pairs], "compatibility": result.to_json()}, runs))
     return 1 if study.failures else 0

@@ -12,22 +12,24 @@ have them) R@k, MRR@k and nDCG@k of each run.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from colbert_swap.compare.runs import compare_runs
+from colbert_swap.compare.runs import RunComparison, compare_runs
 from colbert_swap.corpus import load_corpus
 from colbert_swap.errors import UserError
 from colbert_swap.replay import as_names
 from colbert_swap.report import proof
 from colbert_swap.report.plots import retrieval_per_query
+from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
 from colbert_swap.retrieval import (effectiveness, ranking_differences, read_qrels, read_queries,
                                     synthetic_queries)
 from colbert_swap.search import SEARCH_ARTIFACTS, ElsewhereError, ranked_lists, search_label, search_run
-from colbert_swap.store import Store
+from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.tasks.common import source_run, target_label, tolerance
+from colbert_swap.tasks.common import finish, source_run, target_label, tolerance
 
 
 def queries_for(cfg, store: Store, run) -> tuple[list[str], list[str], dict | None]:
@@ -42,7 +44,25 @@ def queries_for(cfg, store: Store, run) -> tuple[list[str], list[str], dict | No
     return [str(q) for q in range(len(queries))], queries, qrels
 
 
-def search(cfg, store: Store, progress=None) -> dict:
+@dataclass(frozen=True)
+class SearchResult:
+    """task=search's result: both runs' search runs, compared artifact by artifact and query by query."""
+
+    source: RunManifest
+    target: RunManifest
+    a: RunManifest  # the source's search run
+    b: RunManifest  # the target's
+    qids: list[str]
+    queries: list[str]
+    qrels: dict | None
+    k: int
+    comparison: RunComparison
+    per_query: list[dict]  # overlap@k, differing pids, Kendall tau, same_order
+    lists: tuple[list[list[int]], list[list[int]]]
+    effectiveness: tuple[dict, dict] | None  # ir-measures of a and b, when there are qrels
+
+
+def search(cfg, store: Store, progress=None) -> SearchResult:
     progress = progress or progress_printer()
     source = source_run(cfg, store)
     label = target_label(cfg)
@@ -60,10 +80,10 @@ def search(cfg, store: Store, progress=None) -> dict:
     Q = store.get(a, "Q") if names else None
     b = searched(cfg, store, target, queries, k, Q=Q, injected_from=source.label if names else None, progress=progress)
     la, lb = ranked_lists(store, a), ranked_lists(store, b)
-    return {"source": source, "target": target, "a": a, "b": b, "qids": qids, "queries": queries, "qrels": qrels, "k": k,
-            "comparison": compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True, tol=tolerance(cfg)),
-            "per_query": ranking_differences(la, lb, k), "lists": (la, lb),
-            "effectiveness": (effectiveness(la, qrels, k, qids), effectiveness(lb, qrels, k, qids)) if qrels else None}
+    return SearchResult(source, target, a, b, qids, queries, qrels, k,
+                        compare_runs(store, a, b, names=list(SEARCH_ARTIFACTS), force=True, tol=tolerance(cfg)),
+                        ranking_differences(la, lb, k), (la, lb),
+                        (effectiveness(la, qrels, k, qids), effectiveness(lb, qrels, k, qids)) if qrels else None)
 
 
 def searched(cfg, store: Store, run, queries: list[str], k: int, Q=None, injected_from: str | None = None,
@@ -113,58 +133,52 @@ def search_one(cfg, store: Store) -> int:
     return 0
 
 
-def verdict(result: dict) -> str:
-    s, t, k, per = result["source"].label, result["target"].label, result["k"], result["per_query"]
+def verdict(result: SearchResult) -> str:
+    s, t, k, per = result.source.label, result.target.label, result.k, result.per_query
     same = sum(q["same_order"] for q in per)
     overlap = sum(q["overlap"] for q in per) / len(per)
     text = (f"{same} of {len(per)} queries get the same top-{k} in the same order from {s} and {t}; "
             f"mean overlap@{k} {overlap:.3f}, {sum(q['differing'] for q in per)} pids in one top-{k} only.")
-    if result["effectiveness"]:
-        ea, eb = (e["mean"] for e in result["effectiveness"])
+    if result.effectiveness:
+        ea, eb = (e["mean"] for e in result.effectiveness)
         text += " " + "; ".join(f"{m} {ea[m]:.4f} vs {eb[m]:.4f} ({eb[m] - ea[m]:+.4f})" for m in ea) + "."
     return text
 
 
 def run(cfg) -> int:
+    from colbert_swap.provenance import short
+
     store = Store(cfg.store.root)
     if cfg.run and not cfg.source:
         return search_one(cfg, store)
     result = search(cfg, store)
-    s, t, k = result["source"].label, result["target"].label, result["k"]
+    s, t, k = result.source.label, result.target.label, result.k
     folder = proof.out_dir(cfg, "search")
-    per, eff = result["per_query"], result["effectiveness"]
-    qids = result["qids"]
+    per, eff, qids = result.per_query, result.effectiveness, result.qids
     delta = [eff[1]["per_query"][q][f"nDCG@{k}"] - eff[0]["per_query"][q][f"nDCG@{k}"] for q in qids] if eff else None
     plot = retrieval_per_query([q["overlap"] for q in per], delta, k, folder / "per_query.png")
-    text = verdict(result)
-    rows = [[qids[i], _short(result["queries"][i]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
+    rows = [[qids[i], _short(result.queries[i]), f"{p['overlap']:.2f}", p["differing"], _tau(p["kendall_tau"]),
              *([f"{delta[i]:+.4f}"] if delta else [])]
             for i, p in enumerate(per) if not p["same_order"]][:25]
-    from colbert_swap.provenance import short
-
     where = [[run.label, side.label, f"`{side.env}`", short(side.provenance)]
-             for run, side in ((result["source"], result["a"]), (result["target"], result["b"]))]
-    md = [f"# search: {s} vs {t}", text, f"![per query]({plot.name})",
-          "## Where each side was searched (its queries encoded, its index scored)",
-          table(["index run", "search run", "computed in", "environment"], where),
-          f"## Search artifacts ({s} vs {t})", proof.comparison_table(result["comparison"])]
+             for run, side in ((result.source, result.a), (result.target, result.b))]
+    sections = ["## Where each side was searched (its queries encoded, its index scored)\n\n"
+                + table(["index run", "search run", "computed in", "environment"], where),
+                f"## Search artifacts ({s} vs {t})\n\n" + proof.comparison_table(result.comparison)]
     if eff:
-        md += ["## Effectiveness (ir-measures; synthetic qrels: each query's source passage)",
-               table(["measure", s, t, "difference"], [[m, f"{eff[0]['mean'][m]:.4f}", f"{eff[1]['mean'][m]:.4f}",
-                                                        f"{eff[1]['mean'][m] - eff[0]['mean'][m]:+.4f}"]
-                                                       for m in eff[0]["mean"]])]
-    md += [f"## Queries whose top-{k} differs (first 25)",
-           table(["qid", "query", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])], rows)
-           if rows else "None."]
-    report = {"task": "search", "source": s, "target": t, "injected": as_names(cfg.inject), "k": k,
-              "search_runs": [result["a"].label, result["b"].label], "verdict": text,
-              "computed_in": {result["a"].label: result["a"].env, result["b"].label: result["b"].env}, "qids": qids, "per_query": per,
-              "artifacts": proof.artifact_json(result["comparison"].results),
-              "effectiveness": {s: eff[0], t: eff[1]} if eff else None}
-    path = proof.write(folder, report, "\n\n".join(md) + "\n", (result["a"], result["b"]))
-    print(text)
-    print(f"\nreport: {path}")
-    return 0
+        sections.append("## Effectiveness (ir-measures; synthetic qrels: each query's source passage)\n\n" + table(
+            ["measure", s, t, "difference"], [[m, f"{eff[0]['mean'][m]:.4f}", f"{eff[1]['mean'][m]:.4f}",
+                                             f"{eff[1]['mean'][m] - eff[0]['mean'][m]:+.4f}"] for m in eff[0]["mean"]]))
+    sections.append(f"## Queries whose top-{k} differs (first 25)\n\n" + (table(
+        ["qid", "query", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])], rows)
+        if rows else "None."))
+    report = Report("search", f"search: {s} vs {t}", verdict(result), sections, runs=[result.a, result.b],
+                    figures=[plot.name], data={
+        "source": s, "target": t, "injected": as_names(cfg.inject), "k": k, "search_runs": [result.a.label, result.b.label],
+        "computed_in": {result.a.label: result.a.env, result.b.label: result.b.env}, "qids": qids, "per_query": per,
+        "artifacts": proof.artifact_json(result.comparison.results),
+        "effectiveness": {s: eff[0], t: eff[1]} if eff else None})
+    return finish(folder, report)
 
 
 def _short(text: str, width: int = 40) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
+from colbert_swap.report.report import Report
 from colbert_swap.store import Store
+from colbert_swap.tasks.common import finish
 
 SHOWN = 20  # unreferenced files listed by name; the rest counted
 
@@ -69,11 +71,10 @@ def run(cfg) -> int:
     verdict = (f"{proof.plural(len(store.runs()), 'run')}, {proof.plural(checked, 'artifact blob')} checked against "
                f"their hashes: {proof.plural(len(found), 'problem')}, {proof.plural(len(orphans), 'unreferenced file')}"
                + (" (task=gc removes them)" if orphans else ""))
-    report = {"task": "verify", "store": str(store.root.resolve()), "verdict": verdict, "problems": found,
-              "unreferenced": orphans, "blobs_checked": checked, "runs": store.runs()}
-    md = "\n\n".join([f"# verify {store.root}", verdict, "## Problems", "\n".join(f"- {p}" for p in found) or "None.",
-                      "## Unreferenced files", "\n".join(f"- `{p}`" for p in orphans) or "None.", ""])
-    path = proof.write(proof.out_dir(cfg, "verify"), report, md)
-    print(verdict)
-    print(f"\nreport: {path}")
+    report = Report("verify", f"verify {store.root}", verdict, [
+        "## Problems\n\n" + ("\n".join(f"- {p}" for p in found) or "None."),
+        "## Unreferenced files\n\n" + ("\n".join(f"- `{p}`" for p in orphans) or "None.")],
+        {"store": str(store.root.resolve()), "problems": found, "unreferenced": orphans, "blobs_checked": checked,
+         "runs": store.runs()})
+    finish(proof.out_dir(cfg, "verify"), report)
     return 1 if found else 0

@@ -52,10 +52,10 @@ def test_torch_kmeans_large_on_the_gpu_is_deterministic():
     assert torch.equal(torch_kmeans(data, 4096, 4, 123), torch_kmeans(data, 4096, 4, 123))
 
 
-def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_explain_run(tiny_cfg, monkeypatch, tmp_path):
+def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_meaning_run(tiny_cfg, monkeypatch, tmp_path):
     from colbert_swap.compare import comparators
     from colbert_swap.compare.runs import compare_runs
-    from colbert_swap.report.explain import explain
+    from colbert_swap.report.meaning import meaning
     from colbert_swap.tasks.locate import locate
 
     target = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
@@ -70,6 +70,6 @@ def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_explain_run(ti
         assert (g.status, g.mismatches, g.max_abs, g.max_ulp, g.first_mismatch, g.allclose) == \
                (c.status, c.mismatches, c.max_abs, c.max_ulp, c.first_mismatch, c.allclose), g.name
     result = locate(tiny_cfg("source=cuda-eager", "target=cuda-a"), store, progress=quiet_progress)
-    assert result["minimal"][0] == ["local_sample_embs"]
-    md, data = explain(store, eager, target, on_gpu, tmp_path, "What this means")
+    assert result.minimal[0] == ["local_sample_embs"]
+    md, data = meaning(store, eager, target, on_gpu, tmp_path, "What this means")
     assert "local_sample_embs" in md and data

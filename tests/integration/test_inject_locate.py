@@ -129,8 +129,8 @@ def test_injecting_between_runs_that_never_differed_says_so(runs, tiny_cfg):
 def test_locate_names_the_cause(runs, tiny_cfg, preset):
     cfg = tiny_cfg(f"source={preset}", "target=target")
     result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
-    assert [n for g in result["minimal"] for n in compact(g, result["num_chunks"])] == CAUSES[preset]
-    assert result["final_cmp"].diverged() == [] and result["whole"].index == {}
+    assert [n for g in result.minimal for n in compact(g, result.num_chunks)] == CAUSES[preset]
+    assert result.final_cmp.diverged() == [] and result.whole.index == {}
 
 
 @pytest.mark.parametrize("preset", KERNEL_KNOBS + CUDA_KNOBS)
@@ -142,11 +142,11 @@ def test_locate_explains_every_knob_whatever_the_machine(runs, tiny_cfg, preset)
     before = compare_runs(store, runs[preset], runs["target"])
     result = locate(cfg, store, progress=quiet_progress)
     if not before.diverged():
-        assert result["minimal"] == [] and "do not diverge" in locate_verdict(result)
+        assert result.minimal == [] and "do not diverge" in locate_verdict(result)
         return
-    located = [n for g in result["minimal"] for n in g]
+    located = [n for g in result.minimal for n in g]
     assert set(before.first_diverged()) <= set(located)
-    assert result["final_cmp"].diverged() == [] and result["whole"].index_data == {}  # the replay keeps its own
+    assert result.final_cmp.diverged() == [] and result.whole.index_data == {}  # the replay keeps its own
     # config (another index_bsize is recorded in plan.json and metadata.json), every tensor file is equal
     assert "makes every artifact identical" in locate_verdict(result)
 
@@ -174,7 +174,7 @@ def test_another_attention_is_located_in_the_encoder(runs, tiny_cfg, preset):
         pytest.skip(f"perturb={preset} gives a run bitwise equal to SDPA's on this machine "
                     f"({torch.backends.cpu.get_cpu_capability()}): nothing to locate")
     result = locate(cfg, store, progress=quiet_progress)
-    names = [n for g in result["minimal"] for n in g]
+    names = [n for g in result.minimal for n in g]
     assert names[0] == "local_sample_embs" and set(n.split(".")[0] for n in names) <= {"local_sample_embs", "embs"}
 
 
@@ -196,8 +196,8 @@ def test_a_stable_sort_reorders_ivf_only(runs, tiny_cfg):
     assert comparison["ivf_pid"].status == "equal" and comparison["values"].status == "equal"
     assert comparison.diverged() == []
     result = locate(cfg, store, progress=quiet_progress)
-    assert result["minimal"] == [] and "except the order of `ivf`" in locate_verdict(result)
-    assert result["whole"].index == {}  # colbert-ai's files hold ivf_pid, not ivf: the index is the same
+    assert result.minimal == [] and "except the order of `ivf`" in locate_verdict(result)
+    assert result.whole.index == {}  # colbert-ai's files hold ivf_pid, not ivf: the index is the same
 
 
 def test_unknown_artifact_gets_did_you_mean(runs, tiny_cfg):

@@ -132,9 +132,9 @@ def test_a_failing_environment_is_reported_and_the_others_kept(tmp_path):
 def test_envs_takes_axis_names_spec_names_and_both():
     torch = axis("torch")
     assert expand_envs("torch") == torch and torch[0] == "torch-1.13.1" and torch[-1] == "torch-2.15.0"
-    assert expand_envs(compose("envs=torch").envs) == torch  # envs=torch on the command line
-    assert expand_envs(compose("envs=[here,torch]").envs) == ["here", *torch]
-    assert expand_envs(compose("envs=[torch-2.0.1,here-eager]").envs) == ["torch-2.0.1", "here-eager"]
+    assert expand_envs(compose("envs=torch").matrix.envs) == torch  # envs=torch on the command line
+    assert expand_envs(compose("envs=[here,torch]").matrix.envs) == ["here", *torch]
+    assert expand_envs(compose("envs=[torch-2.0.1,here-eager]").matrix.envs) == ["torch-2.0.1", "here-eager"]
     both = expand_envs(["torch", "transformers"])  # transformers starts from torch-2.15.0: listed once
     assert both.count("torch-2.15.0") == 1 and both[len(torch)] == "huggingface_hub-0.36.2"
 
@@ -173,24 +173,24 @@ def test_a_stopped_pair_resumes_at_the_step_that_did_not_finish(tmp_path):
     study = Study(compose(f"store.root={tmp_path}"), store, ["here", "here-scale-layer"], progress=lambda m: None)
     key = {"version": 1, "runs": [["here", "t0", "h"], ["here-scale-layer", "t1", "h"]], "probes": 24}
 
-    def explain(runner: FakeRunner, key: dict) -> Pair:
+    def located(runner: FakeRunner, key: dict) -> Pair:
         study.runner = runner
         pair = Pair("here", "here-scale-layer", comparison=None, whole=None)
-        study._explain(pair, pair_folder(store, key))
+        study._locate_and_drill(pair, pair_folder(store, key))
         return pair
 
-    stopped = explain(FakeRunner(fail="ops"), key)  # the op drill in here-scale-layer's environment fails
+    stopped = located(FakeRunner(fail="ops"), key)  # the op drill in here-scale-layer's environment fails
     assert stopped.drill.module == "bert.encoder.layer.0.output.dense" and stopped.drill.op is None
     assert "failed (exit 1); see " in stopped.drill.error and stopped.drill.error.endswith("ops.log")
     assert [s.ok for s in stopped.steps] == [True, True, True, True, False]
     resumed = FakeRunner()
-    pair = explain(resumed, key)
+    pair = located(resumed, key)
     assert resumed.calls == [("here-scale-layer", ["task=drill", "source=here", "module=bert.encoder.layer.0.output.dense"])]
     assert [s.reused for s in pair.steps] == [True, True, True, True, False]
     assert pair.drill.op.op == "aten.addmm.default" and pair.drill.error is None
     done = FakeRunner()
-    assert all(s.reused for s in explain(done, key).steps) and done.calls == []
+    assert all(s.reused for s in located(done, key).steps) and done.calls == []
     recaptured = FakeRunner()  # run here-scale-layer captured again: another `created`, the pair is redone
-    explain(recaptured, {**key, "runs": [key["runs"][0], ["here-scale-layer", "t2", "h"]]})
+    located(recaptured, {**key, "runs": [key["runs"][0], ["here-scale-layer", "t2", "h"]]})
     assert [c[0] for c in recaptured.calls] == ["here-scale-layer", "here", "here-scale-layer", "here", "here-scale-layer"]
     assert recaptured.calls[0][1] == ["task=locate", "source=here"]

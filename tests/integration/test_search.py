@@ -25,9 +25,9 @@ def runs(tiny_cfg):
 def test_identical_runs_give_identical_rankings(runs, tmp_path):
     result = search_task.search(runs("source=target", "target=twin", "search.num_queries=20"), Store(runs().store.root),
                                 progress=quiet_progress)
-    assert all(r.status == "equal" for r in result["comparison"].results)
-    assert all(q["same_order"] and q["overlap"] == 1.0 for q in result["per_query"])
-    ea, eb = result["effectiveness"]
+    assert all(r.status == "equal" for r in result.comparison.results)
+    assert all(q["same_order"] and q["overlap"] == 1.0 for q in result.per_query)
+    ea, eb = result.effectiveness
     assert ea == eb and ea["mean"]["R@10"] > 0  # the synthetic queries do find their own passages sometimes
 
 
@@ -36,8 +36,8 @@ def test_our_rankings_are_colbert_searchers_own(runs):
     result = search_task.search(runs("source=target", "target=seed7", "search.num_queries=12"), store,
                                 progress=quiet_progress)
     s = searcher(store.run_dir("target"), store.run_dir("target") / "searcher-test.log")
-    ranking = s.search_all({i: q for i, q in enumerate(result["queries"])}, k=10).todict()
-    ours_pids, ours_scores = store.get(result["a"], "ranked_pids"), store.get(result["a"], "ranked_scores")
+    ranking = s.search_all({i: q for i, q in enumerate(result.queries)}, k=10).todict()
+    ours_pids, ours_scores = store.get(result.a, "ranked_pids"), store.get(result.a, "ranked_scores")
     for qid, rows in ranking.items():
         pids = [pid for pid, _, _ in rows]
         assert ours_pids[qid, :len(pids)].tolist() == pids
@@ -64,11 +64,11 @@ def test_injecting_the_source_query_embeddings(runs):
     store = Store(runs().store.root)
     result = search_task.search(runs("source=eager", "target=target", "inject=Q", "search.num_queries=10"), store,
                                 progress=quiet_progress)
-    assert result["comparison"]["Q"].status == "equal"  # the target searched with eager's Q
-    assert result["b"].artifacts["Q"].ref == result["a"].artifacts["Q"].ref
-    assert result["b"].artifacts["Q"].stage == "inject:eager" and result["b"].origin.Q_from == "eager"
-    assert result["b"].label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
-                                                   store, progress=quiet_progress)["b"].label  # kept apart
+    assert result.comparison["Q"].status == "equal"  # the target searched with eager's Q
+    assert result.b.artifacts["Q"].ref == result.a.artifacts["Q"].ref
+    assert result.b.artifacts["Q"].stage == "inject:eager" and result.b.origin.Q_from == "eager"
+    assert result.b.label != search_task.search(runs("source=eager", "target=target", "search.num_queries=10"),
+                                                   store, progress=quiet_progress).b.label  # kept apart
 
 
 def test_a_runs_queries_are_encoded_with_its_own_model_knobs(runs):
@@ -85,11 +85,11 @@ def test_a_runs_queries_are_encoded_with_its_own_model_knobs(runs):
     assert model.bert.config._attn_implementation == "eager"
     model.query_tokenizer.query_maxlen = resources.colbert_config.query_maxlen
     with torch.inference_mode():
-        expected = model.queryFromText(result["queries"], to_cpu=True)
-    assert torch.equal(store.get(result["a"], "Q"), expected)
+        expected = model.queryFromText(result.queries, to_cpu=True)
+    assert torch.equal(store.get(result.a, "Q"), expected)
     scaled = search_task.search(runs("source=scaled", "target=target", "search.num_queries=6"), store,
                                 progress=quiet_progress)
-    assert scaled["comparison"]["Q"].status != "equal"  # another encoder: other query embeddings
+    assert scaled.comparison["Q"].status != "equal"  # another encoder: other query embeddings
 
 
 def test_a_query_file_with_trec_qrels(runs, tmp_path):
@@ -102,9 +102,9 @@ def test_a_query_file_with_trec_qrels(runs, tmp_path):
     (tmp_path / "qrels").write_text("q-a 0 3 1\nq-b 0 9 1\n")
     result = search_task.search(runs("source=target", "target=seed7", f"search.queries={tmp_path}/q.tsv",
                                      f"search.qrels={tmp_path}/qrels"), store, progress=quiet_progress)
-    assert result["qids"] == ["q-a", "q-b"]
-    for eff, run in zip(result["effectiveness"], ("a", "b")):
-        lists = ranked_lists(store, result[run])
+    assert result.qids == ["q-a", "q-b"]
+    for eff, run in zip(result.effectiveness, ("a", "b")):
+        lists = ranked_lists(store, getattr(result, run))
         for i, (qid, pid) in enumerate([("q-a", 3), ("q-b", 9)]):
             expected = 1 / (lists[i].index(pid) + 1) if pid in lists[i] else 0.0
             assert eff["per_query"][qid]["RR@10"] == pytest.approx(expected)

@@ -48,7 +48,7 @@ def test_two_ulp_scales_are_named_and_kept_apart():
     c = compare("x", a, b)
     assert c.max_ulp > 10**9  # bit distance: every float between -1e-9 and 1e-9
     assert c.max_ulp_scaled < 1  # at the artifact's scale (median 0.5) the difference is far below one ULP
-    from colbert_swap.explain.magnitude import magnitude
+    from colbert_swap.analysis.magnitude import magnitude
 
     m = magnitude("x", a, b, n=1)
     assert (m.max_units, m.max_ulp_bits) == (c.max_ulp_scaled, c.max_ulp)  # one definition, one number

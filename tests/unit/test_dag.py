@@ -211,3 +211,32 @@ def test_a_tolerance_declared_on_a_stage_is_what_allclose_means_for_its_artifact
     overridden = Tolerance.from_config({"per_artifact": {"loose": [0.0, 0.0]}}, dag.tolerances())
     assert overridden.rtol_atol("loose", torch.float32) == (0.0, 0.0)  # compare.per_artifact wins
     assert loose(x=a) is a  # a stage is callable like the function it wraps
+
+
+def test_a_stage_is_added_by_writing_one_function():
+    """Every @stage function of a phase module, in definition order, is a node; helpers and stages imported
+    from elsewhere are not."""
+    import types
+
+    from colbert_swap.dag import stage
+    from colbert_swap.stages import _stages
+
+    module = types.ModuleType("fake_phase")
+    module.__dict__["__name__"] = "fake_phase"
+    exec('''
+from colbert_swap.dag import stage
+
+def helper(x):
+    return x
+
+@stage("setup")
+def first(num_passages):
+    return num_passages
+
+@stage("setup")
+def second(first):
+    return helper(first)
+''', module.__dict__)
+    imported = stage("setup")(lambda: 0)  # defined elsewhere: not this module's stage
+    module.borrowed = imported
+    assert [s.name for s in _stages([module])] == ["first", "second"]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from colbert_swap.corpus import read_jsonl, read_tsv
 from colbert_swap.errors import UserError
+from colbert_swap.report.report import Report
 from colbert_swap.report.sweep import collect, read_report
 from colbert_swap.store import ArtifactRecord, BlobRef, RunManifest, Store
 from colbert_swap.store.manifest import digest
@@ -146,14 +147,15 @@ def test_jsonl_reader_returns_passages_or_names_the_line(data):
 
 
 @FUZZ
-@given(json_values | st.dictionaries(st.sampled_from(["injected", "verdict", "artifacts", "before"]), json_values))
+@given(json_values | st.dictionaries(st.sampled_from(["injected", "verdict", "artifacts", "before", "task", "title",
+                                                      "figures", "whole_run", "downstream"]), json_values))
 def test_sweep_report_reader_accepts_or_explains(value):
     path = _file(json.dumps(value).encode(), ".json")
     try:
         report = read_report(path)
     except ValueError:
         return
-    assert isinstance(report, dict)
+    assert isinstance(report, Report) and isinstance(report.verdict, str) and isinstance(report.data, dict)
 
 
 def test_a_sweep_summary_lists_jobs_with_missing_or_broken_reports(tmp_path):
@@ -163,7 +165,7 @@ def test_a_sweep_summary_lists_jobs_with_missing_or_broken_reports(tmp_path):
         (tmp_path / job / "report.json").write_text(content)
     (tmp_path / "3").mkdir()  # a job killed before it wrote anything
     reports, problems = collect(tmp_path)
-    assert [r["job"] for r in reports] == ["0"]
+    assert [r.data["job"] for r in reports] == ["0"]
     assert [p.split(":")[0] for p in problems] == ["job 1", "job 2", "job 3"]
     assert "no report.json" in problems[2] and "'injected' is not a list" in problems[1]
 

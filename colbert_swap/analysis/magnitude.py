@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from colbert_swap.compare.ulp import FLOATS, MANTISSA, scaled_ulps, ulp_at, ulp_distance, value_scale
+from colbert_swap.compare.ulp import FLOATS, MANTISSA, scaled_ulps, ulp_distance, value_scale
 
 U32 = 2.0 ** -24  # unit roundoff of the float32 accumulators
 MAX_ELEMENTS = 4_000_000  # medians and histograms of more mismatches use an evenly strided sample of them

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from colbert_swap.explain.magnitude import MANTISSA, U32, ulp_at
+from colbert_swap.analysis.magnitude import U32
+from colbert_swap.compare.ulp import MANTISSA, ulp_at
 
 HUNGARIAN_MAX = 8192  # scipy's linear_sum_assignment: ~5 s at 8,192 centroids on one CPU core
 BLOCK_ELEMENTS = 1 << 25  # distance / score blocks of at most this many entries (256 MiB in float64)

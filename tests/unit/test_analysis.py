@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.explain import centroids as cen
-from colbert_swap.explain.magnitude import magnitude, noise_bound, ulp_at
-from colbert_swap.explain.tokens import TokenMap, attribute, changed_rows
+from colbert_swap.analysis import centroids as cen
+from colbert_swap.analysis.magnitude import magnitude, noise_bound
+from colbert_swap.compare.ulp import ulp_at
+from colbert_swap.analysis.tokens import TokenMap, attribute, changed_rows
 
 DIM, PASSAGES, LENGTH, TIE_TOKEN, TIE_POS = 8, 5, 4, 7, 1
 

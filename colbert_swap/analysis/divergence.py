@@ -1,9 +1,10 @@
 """Explain every diverging artifact of a run comparison: one `Explanation` (a paragraph and its numbers)
 per artifact.
 
-    explanations = explain_runs(store, a, b, comparison, folder)   # [] at once when nothing diverges
+    explanations = analyze(store, a, b, comparison)   # [] at once when nothing diverges
 
-Float artifacts get their magnitude against rounding noise (and a histogram figure); centroid sets a
+Pure analysis: it reads artifacts and computes; colbert_swap/report/meaning.py draws the figures and
+renders the section. Float artifacts get their magnitude against rounding noise; centroid sets a
 label-invariant matching; `embs.N`, `codes.N` and `residuals.N` token attribution; `codes.N` the near-twin
 analysis of each flip; the label-level artifacts (`all_codes`, `values`, `ivf*`) their agreement modulo
 the centroid matching. Everything is computed on demand and at most once per run pair.
@@ -13,16 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import torch
 
 from colbert_swap.compare.comparators import FLOATS
 from colbert_swap.compare.runs import RunComparison
-from colbert_swap.explain import centroids as cen
-from colbert_swap.explain import magnitude as mag
-from colbert_swap.explain import paragraphs
-from colbert_swap.explain.tokens import Attribution, TokenMap, attribute, changed_rows, token_map
+from colbert_swap.analysis import centroids as cen
+from colbert_swap.analysis import magnitude as mag
+from colbert_swap.analysis import paragraphs
+from colbert_swap.analysis.tokens import Attribution, TokenMap, attribute, changed_rows, token_map
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 
@@ -35,17 +35,17 @@ class Explanation:
     name: str
     text: str  # the "what this means" paragraph (markdown)
     data: dict = field(default_factory=dict)
-    figure: str | None = None  # a PNG beside report.md
+    magnitude: mag.Magnitude | None = None  # behind the histogram report/meaning.py draws
 
     def to_json(self) -> dict:
-        return {"text": self.text, "figure": self.figure, **self.data}
+        return {"text": self.text, **self.data}
 
 
 class _Pair:
     """Both runs' artifacts, loaded once; derived analyses cached."""
 
-    def __init__(self, store: Store, a: RunManifest, b: RunManifest, folder: Path):
-        self.store, self.a, self.b, self.folder = store, a, b, folder
+    def __init__(self, store: Store, a: RunManifest, b: RunManifest):
+        self.store, self.a, self.b = store, a, b
         self._cache: dict[tuple[str, str], object] = {}
 
     def get(self, side: str, name: str):
@@ -82,7 +82,7 @@ class _Pair:
             return "the runs' doclens differ, so their embedding rows are different tokens"
         rows = self.changed_token_rows()
         try:
-            return token_map(self.store, self.a, self.folder / "explain", rows=rows)
+            return token_map(self.store, self.a, rows=rows)
         except Exception as exc:  # a missing checkpoint or collection must not sink the whole report
             return f"token attribution unavailable ({type(exc).__name__}: {exc})"
 
@@ -93,7 +93,7 @@ class _Pair:
             return "the runs sampled different passages"
         rows = changed_rows(self.get("a", "local_sample_embs"), self.get("b", "local_sample_embs"))
         try:
-            return token_map(self.store, self.a, self.folder / "explain", rows=rows, sample=True)
+            return token_map(self.store, self.a, rows=rows, sample=True)
         except Exception as exc:
             return f"token attribution unavailable ({type(exc).__name__}: {exc})"
 
@@ -161,18 +161,18 @@ class _Pair:
         return out
 
 
-def explain_runs(store: Store, a: RunManifest, b: RunManifest, comparison: RunComparison, folder: Path,
-                 names: list[str] | None = None, figures: bool = True) -> list[Explanation]:
+def analyze(store: Store, a: RunManifest, b: RunManifest, comparison: RunComparison,
+            names: list[str] | None = None) -> list[Explanation]:
     """One explanation per diverging artifact (restricted to `names` when given), in pipeline order."""
     wanted = [r for r in comparison.results if not r.same and r.status != "missing"
               and (names is None or r.name in names)]
     if not wanted:
         return []
-    pair = _Pair(store, a, b, Path(folder))
+    pair = _Pair(store, a, b)
     out = []
     for r in wanted:
         try:
-            explanation = _explain_one(pair, r, figures)
+            explanation = _explain_one(pair, r)
         except Exception as exc:  # a report must not be lost to one artifact's analysis: say what failed
             explanation = Explanation(r.name, f"could not be explained ({type(exc).__name__}: {exc}).",
                                       {"kind": "error"})
@@ -181,7 +181,7 @@ def explain_runs(store: Store, a: RunManifest, b: RunManifest, comparison: RunCo
     return out
 
 
-def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
+def _explain_one(pair: _Pair, r) -> Explanation | None:
     va, vb = pair.get("a", r.name), pair.get("b", r.name)
     if not isinstance(va, torch.Tensor) or not isinstance(vb, torch.Tensor):
         return None
@@ -197,7 +197,7 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
                                    "things here, so no element-wise explanation applies.", {"kind": "shape"})
     data: dict = {}
     parts: list[str] = []
-    figure = None
+    m = None
     if facts.centroid_set:  # labels first: element-wise numbers mean little when labels moved
         match = pair.matching(r.name)
         data["matching"] = match.stats()
@@ -207,10 +207,6 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
         m = mag.magnitude(r.name, va, vb, n, what)
         data["magnitude"] = m.to_json()
         parts.append(mag.sentence(m, _inputs_differ(pair, r.name)))
-        if figures and m.mismatches:
-            from colbert_swap.report.explain import histogram
-
-            figure = histogram(m, pair.folder / f"explain-{r.name}.png")
     if template in ("local_sample_embs", "embs", "codes", "residuals"):
         what = {"embs": "embedding rows", "codes": "codes", "residuals": "residual rows",
                 "local_sample_embs": "sample embedding rows"}[template]
@@ -227,7 +223,7 @@ def _explain_one(pair: _Pair, r, figures: bool) -> Explanation | None:
     if facts.label_level:
         data["labels"] = _labels(pair)
         parts.append(paragraphs.labels(r.name, data["labels"], pair.code_matching, pair.said(r.name)))
-    return Explanation(r.name, " ".join(p for p in parts if p), data, figure and Path(figure).name)
+    return Explanation(r.name, " ".join(p for p in parts if p), data, m)
 
 
 def _codes(pair: _Pair, name: str) -> tuple[cen.NearTwins | None, dict | None]:

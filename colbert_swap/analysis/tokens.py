@@ -6,7 +6,7 @@ inserts the [D] marker at position 1, and ColBERT.doc drops the rows of padding 
 checks the number of kept rows against the run's `doclens.N`: a row's position is its place in the
 passage's token sequence ([CLS] is 0, [D] is 1), not its place among the kept rows.
 
-    tokens = token_map(store, manifest, folder, rows=changed)   # every passage (the changed ones beyond a cap)
+    tokens = token_map(store, manifest, rows=changed)   # every passage (the changed ones beyond a cap)
     groups = attribute(changed, tokens)
     groups.headline()   # '120 of 120 changed rows are token `[D]` at position 1 (every passage's)'
 """
@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 import string
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
@@ -53,16 +52,16 @@ def row_pids(doclens: list[torch.Tensor]) -> torch.Tensor:
 _TOKENIZERS: dict[tuple[str, str], tuple] = {}
 
 
-def doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
+def doc_tokenizer(manifest: RunManifest, store: Store):
     """colbert-ai's DocTokenizer and punctuation skiplist, built from the run's config as the capture did
     (once per config and store in a process)."""
     key = (manifest.config_hash, str(store.root))
     if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = _doc_tokenizer(manifest, store, folder)
+        _TOKENIZERS[key] = _doc_tokenizer(manifest, store)
     return _TOKENIZERS[key]
 
 
-def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
+def _doc_tokenizer(manifest: RunManifest, store: Store):
     from omegaconf import OmegaConf
 
     from colbert_swap.config import Config
@@ -80,7 +79,7 @@ def _doc_tokenizer(manifest: RunManifest, store: Store, folder: Path):
     return tokenizer, skip, resources.corpus
 
 
-def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Tensor | None = None,
+def token_map(store: Store, manifest: RunManifest, rows: torch.Tensor | None = None,
               sample: bool = False) -> TokenMap:
     """Token ids and positions of the embedding rows of `manifest` (every chunk's `embs.N`, or with
     `sample` the rows of `local_sample_embs`). Every passage is tokenized, so that a token's occurrences
@@ -105,7 +104,7 @@ def token_map(store: Store, manifest: RunManifest, folder: Path, rows: torch.Ten
         note = (f"{len(wanted):,} of the {lengths.numel():,} passages tokenized (those that changed"
                 f"{', a seeded sample' if rows is None or len(wanted) == MAX_PASSAGES else ''}): occurrences are "
                 "counted among them")
-    tokenizer, skip, corpus = doc_tokenizer(manifest, store, folder)
+    tokenizer, skip, corpus = doc_tokenizer(manifest, store)
     position = torch.full_like(index, -1)
     token = torch.full_like(index, -1)
     pid = pids[index] if pids is not None else index

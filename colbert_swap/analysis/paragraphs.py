@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from colbert_swap.explain.centroids import Matching, NearTwins
-from colbert_swap.explain.tokens import Attribution
+from colbert_swap.analysis.centroids import Matching, NearTwins
+from colbert_swap.analysis.tokens import Attribution
 
 
 KINDS = {"identical": "the same centroids", "relabeled": "the same centroids relabeled: the same clustering",

@@ -12,8 +12,9 @@ import torch
 import colbert_swap.store
 from colbert_swap.compare.runs import compare_runs
 from colbert_swap.resources import Resources
-from colbert_swap.explain.runs import explain_runs
-from colbert_swap.explain.tokens import attribute, row_pids, token_map
+from colbert_swap.analysis.divergence import analyze
+from colbert_swap.report.meaning import meaning
+from colbert_swap.analysis.tokens import attribute, row_pids, token_map
 from colbert_swap.replay import replay, run_config
 from colbert_swap.store import ArtifactRecord, Store
 from colbert_swap.tasks.capture import capture
@@ -48,7 +49,7 @@ def colbert_positions(runs, tiny_cfg, tmp_path_factory):
 
 def test_token_map_follows_colbert_ai_mask(runs, tiny_cfg, colbert_positions, tmp_path):
     store = Store(tiny_cfg().store.root)
-    tokens = token_map(store, runs["target"], tmp_path)
+    tokens = token_map(store, runs["target"])
     rows, dropped = colbert_positions
     assert dropped > 0  # punctuation really was masked out
     assert list(zip(tokens.position.tolist(), tokens.token.tolist())) == rows
@@ -59,7 +60,7 @@ def test_codes_flips_are_named_by_token_and_position(runs, tiny_cfg, colbert_pos
     store = Store(tiny_cfg().store.root)
     a, b = runs["scale_layer"], runs["target"]
     comparison = compare_runs(store, a, b)
-    explained = {e.name: e for e in explain_runs(store, a, b, comparison, tmp_path)}
+    explained = {e.name: e for e in analyze(store, a, b, comparison)}
     assert set(explained) == set(comparison.diverged())
     codes = explained["codes.0"].data["tokens"]
     flipped = (store.get(a, "codes.0") != store.get(b, "codes.0")).nonzero().flatten()
@@ -72,7 +73,9 @@ def test_codes_flips_are_named_by_token_and_position(runs, tiny_cfg, colbert_pos
     twins = explained["codes.0"].data["near_twins"]
     assert twins["flips"] + explained["codes.0"].data["modulo_matching"]["same_modulo_matching"] == flipped.numel() \
         + explained["codes.0"].data["modulo_matching"]["same_label"]
-    assert (tmp_path / "explain-embs.0.png").stat().st_size > 0
+    markdown, data = meaning(store, a, b, comparison, tmp_path)  # the report draws what the analysis measured
+    assert (tmp_path / "explain-embs.0.png").stat().st_size > 0 and data["embs.0"]["figure"] == "explain-embs.0.png"
+    assert "![embs.0](explain-embs.0.png)" in markdown
     assert f"at position {top['position']}" in explained["codes.0"].text
 
 
@@ -83,7 +86,7 @@ def test_eager_attention_changes_embs_by_float16_rounding_only(runs, tiny_cfg, t
     if comparison["embs.0"].same:
         pytest.skip("eager and SDPA attention give bitwise equal float16 embeddings on this machine "
                     f"({torch.backends.cpu.get_cpu_capability()})")
-    explained = {e.name: e for e in explain_runs(store, a, b, comparison, tmp_path)}
+    explained = {e.name: e for e in analyze(store, a, b, comparison)}
     magnitude = explained["embs.0"].data["magnitude"]
     assert magnitude["verdict"] == "within" and magnitude["max_units"] <= 1  # one float16 re-rounding at most
     assert magnitude["max_units"] == comparison["embs.0"].max_ulp_scaled  # the table's number, the same unit
@@ -93,7 +96,7 @@ def test_eager_attention_changes_embs_by_float16_rounding_only(runs, tiny_cfg, t
 def test_a_tokens_occurrences_are_counted_over_the_whole_artifact(runs, tiny_cfg, tmp_path):
     """Changed rows of only 10 passages: the `[D]` marker still occurs once in each of the 120 passages."""
     store = Store(tiny_cfg().store.root)
-    tokens = token_map(store, runs["target"], tmp_path)
+    tokens = token_map(store, runs["target"])
     marker = next(t for t, name in tokens.names.items() if name == "[D]")
     rows = (tokens.token == marker).nonzero().flatten()
     assert rows.numel() == 120
@@ -117,14 +120,14 @@ def test_rounding_bounds_use_the_checkpoints_own_size(tiny_cfg, tmp_path):
     assert not any(o.startswith("model.hidden") for o in config_overrides(tiny_cfg("model=local",
                                                                                   f"model.path={local}")))
     store = Store(tiny_cfg().store.root)
-    explained = {e.name: e for e in explain_runs(store, b, a, compare_runs(store, b, a), tmp_path / "x")}
+    explained = {e.name: e for e in analyze(store, b, a, compare_runs(store, b, a))}
     assert explained["prenorm_centroids"].data["magnitude"]["reduction"] > 1  # a cluster mean
     fake = copy.deepcopy(a)  # the embeddings' bound, on a made-up difference of the local run's embs.0
     embs = store.get(a, "embs.0")
     fake.label = "local-nudged"
     fake.artifacts["embs.0"] = ArtifactRecord(ref=store.blobs.put(torch.nextafter(embs, embs + 1)), stage="test")
     store.save(fake)
-    explained = {e.name: e for e in explain_runs(store, fake, a, compare_runs(store, fake, a), tmp_path / "y")}
+    explained = {e.name: e for e in analyze(store, fake, a, compare_runs(store, fake, a))}
     assert explained["embs.0"].data["magnitude"]["reduction"] == 48
 
 
@@ -142,7 +145,7 @@ def test_a_permuted_centroid_set_replays_as_a_relabeling(runs, tiny_cfg):
     store.save(source)
     replayed = replay(cfg, store, target, source, ["half_centroids"], progress=quiet_progress)
     comparison = compare_runs(store, target, replayed)
-    explained = {e.name: e for e in explain_runs(store, target, replayed, comparison, store.root / "permuted")}
+    explained = {e.name: e for e in analyze(store, target, replayed, comparison)}
     match = explained["half_centroids"].data["matching"]
     assert match["kind"] == "relabeled" and match["max"] == 0 and match["relabeled"] > 0.9 * centroids.shape[0]
     assert "the same centroids relabeled" in explained["half_centroids"].text
@@ -155,7 +158,7 @@ def test_a_permuted_centroid_set_replays_as_a_relabeling(runs, tiny_cfg):
 def test_a_kmeans_seed_change_is_a_different_clustering(runs, tiny_cfg, tmp_path):
     store = Store(tiny_cfg().store.root)
     a, b = runs["kmeans_seed"], runs["target"]
-    explained = {e.name: e for e in explain_runs(store, a, b, compare_runs(store, a, b), tmp_path)}
+    explained = {e.name: e for e in analyze(store, a, b, compare_runs(store, a, b))}
     match = explained["prenorm_centroids"].data["matching"]
     assert match["kind"] == "different" and match["method"] == "hungarian"
     assert 0 < match["median"] <= match["p90"] <= match["max"] and match["relabeled"] > 0
@@ -174,4 +177,4 @@ def test_equal_runs_are_explained_without_reading_a_blob(runs, tiny_cfg, tmp_pat
         raise AssertionError("nothing diverges: nothing to read")
 
     monkeypatch.setattr(colbert_swap.store.Store, "get", forbidden)
-    assert explain_runs(store, runs["target"], runs["target"], comparison, tmp_path) == []
+    assert analyze(store, runs["target"], runs["target"], comparison) == []
