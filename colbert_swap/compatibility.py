@@ -99,7 +99,7 @@ class Change:
     drill: Optional[Drill] = None  # None: not drilled (root cause outside the encoder, or not located)
     packages: Optional[tuple[PackageChange, ...]] = None  # None: a freeze is missing
     intended: tuple[str, ...] = ()  # the packages b's spec means to change (a generated step's `changes`)
-    retrieval: Optional[str] = None  # later: "retrieval identical" | "same top-k sets" | "retrieval changed"
+    retrieval: Optional[str] = None  # b's rankings against a's: "identical" | "same sets" | "changed (ΔnDCG ...)"
 
     @property
     def encoder(self) -> bool:
@@ -160,7 +160,7 @@ class Row:
     index: str  # IDENTICAL | DIFFERS | NOT_COMPARED | NOT_CAPTURED
     files: tuple[str, ...] = ()  # index files whose data differ from the reference's
     config_only: tuple[str, ...] = ()  # index files that differ only in the config they record
-    retrieval: Optional[str] = None  # later, from the search stages: "retrieval identical" | "retrieval changed"
+    retrieval: Optional[str] = None  # against the reference's rankings: "identical" | "same sets" | "changed (...)"
     change: Optional[Change] = None  # from the environment before it (None for the first, or not captured)
     failure: Optional[str] = None  # why it was not captured
 
@@ -201,12 +201,17 @@ class Verdict:
 
 
 def verdict(envs: list[str], reference: str, against: Mapping[str, Optional[dict[str, str]]],
-            changes: Mapping[str, Change], failures: Mapping[str, str]) -> Verdict:
+            changes: Mapping[str, Change], failures: Mapping[str, str],
+            retrieval: Mapping[str, Optional[str]] | None = None) -> Verdict:
     """`against`: env -> its index differences from the reference's (run_index_differences); `changes`:
-    env -> the Change from the captured environment before it; `failures`: env -> why it was not captured."""
+    env -> the Change from the captured environment before it; `failures`: env -> why it was not captured;
+    `retrieval`: env -> its rankings against the reference's (RetrievalVerdict.short()), when searched."""
+    from dataclasses import replace
+
     rows = tuple(Row(e, NOT_CAPTURED, failure=failures[e]) if e in failures else
                  index_row(e, against.get(e), changes.get(e)) if e in against else
                  Row(e, NOT_COMPARED, change=changes.get(e)) for e in envs)
+    rows = tuple(replace(r, retrieval=(retrieval or {}).get(r.env)) for r in rows)
     why = tuple(w for r in rows if r.change for w in r.change.unexplained())
     return Verdict(reference, rows, summary(rows, reference, why), why)
 
@@ -230,7 +235,21 @@ def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...])
         text += " Not explained: " + "; ".join(unexplained) + "."
     elif any(r.change and r.change.artifacts_differ for r in captured):
         text += " Every change is located, and every encoder change drilled to its module and operation."
-    return text + " Retrieval is not compared yet."
+    return text + " " + _retrieval(rows, reference)
+
+
+def _retrieval(rows: tuple[Row, ...], reference: str) -> str:
+    measured = [r for r in rows if r.retrieval and r.env != reference]
+    if not measured:
+        return "Retrieval was not compared (the runs have no search artifacts: matrix.retrieval=false?)."
+    groups: dict[str, list[str]] = {}
+    for r in measured:
+        groups.setdefault(r.retrieval.split(" (")[0], []).append(r.env + (f" {r.retrieval[len('changed '):]}"
+                                                                          if r.retrieval.startswith("changed (") else ""))
+    words = {"identical": "identical rankings", "same sets": "the same top-k sets in another order",
+             "changed": "other passages"}
+    return f"Retrieval against {reference}: " + "; ".join(f"{words.get(k, k)} in {', '.join(v)}"
+                                                          for k, v in groups.items()) + "."
 
 
 def _segments(rows: list[Row]) -> str:

@@ -89,6 +89,7 @@ class SearchConfig:
     num_queries: int = 50  # synthetic queries: how many (each a window of words from one passage, its relevant one)
     query_words: int = 6
     k: int = 10
+    capture: bool = False  # a capture searches too (also when search.queries is set): the rankings join the run
 
 
 @dataclass
@@ -97,6 +98,12 @@ class CompareConfig:
 
     tolerance: str = "assert_close"  # torch (allclose's defaults) | bnb (the seed posts') | assert_close (per dtype)
     per_artifact: Optional[Any] = None  # {embs: [rtol, atol], ...}: overrides of the table, per artifact or template
+
+
+@dataclass
+class LocateConfig:
+    # locate only what changes this artifact (and its stage's other outputs): ranked_pids for retrieval
+    target_artifact: Optional[str] = None  # (short: target_artifact=)
 
 
 @dataclass
@@ -117,6 +124,7 @@ class MatrixConfig:
 
     envs: Any = field(default_factory=list)  # specs (conf/env/) and axis names, in order (short: envs=)
     reference: Optional[str] = None  # the environment the compatibility table compares with (short: reference=)
+    retrieval: bool = True  # every capture also searches (search.*): the table gains a retrieval verdict
 
 
 @dataclass
@@ -125,8 +133,9 @@ class EnvCaptureConfig:
 
 
 # The short forms of task options on the command line: `module=X` is `drill.module=X`.
-ALIASES = {"stage": "isolate.stage", "probes": "drill.probes", "module": "drill.module", "bsizes": "drill.bsizes",
-           "envs": "matrix.envs", "reference": "matrix.reference", "environment": "env_capture.environment"}
+ALIASES = {"target_artifact": "locate.target_artifact", "stage": "isolate.stage", "probes": "drill.probes",
+           "module": "drill.module", "bsizes": "drill.bsizes", "envs": "matrix.envs", "reference": "matrix.reference",
+           "environment": "env_capture.environment"}
 
 
 def expand_aliases(overrides: list[str]) -> list[str]:
@@ -151,6 +160,7 @@ class Config:
     source: Optional[str] = None
     target: Optional[str] = None
     inject: Any = field(default_factory=list)  # an artifact name or a list of them
+    locate: LocateConfig = field(default_factory=lambda: LocateConfig())
     isolate: IsolateConfig = field(default_factory=lambda: IsolateConfig())
     drill: DrillConfig = field(default_factory=lambda: DrillConfig())
     matrix: MatrixConfig = field(default_factory=lambda: MatrixConfig())

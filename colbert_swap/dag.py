@@ -18,7 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 from colbert_swap.resources import RESOURCES
 
-PHASES = ("setup", "train", "index", "finalize")
+PHASES = ("setup", "train", "index", "finalize", "search")
+INDEXING = ("setup", "train", "index", "finalize")  # what a capture always runs; "search" when it searches
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,13 @@ class Dag:
         """The per-artifact (rtol, atol) pairs the stages declare (compare.per_artifact overrides them)."""
         return {name.removesuffix(".N"): f.tolerance for name, f in self.declared().items() if f.tolerance}
 
-    def nodes(self, num_chunks: int) -> list[Node]:
-        """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk)."""
+    def nodes(self, num_chunks: int, phases: Iterable[str] = PHASES) -> list[Node]:
+        """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk,
+        finalize, search), of the given phases."""
         nodes: list[Node] = []
         pending_chunk: list[Stage] = []
-        for s in self.stages + [None]:  # type: ignore[list-item]
+        wanted = set(phases)
+        for s in [t for t in self.stages if t.phase in wanted] + [None]:  # type: ignore[list-item]
             if s is not None and s.per_chunk:
                 pending_chunk.append(s)
                 continue
@@ -148,18 +151,30 @@ class Dag:
                 nodes.append(_bind(s, None, num_chunks))
         return nodes
 
-    def artifacts(self, num_chunks: int) -> list[str]:
-        return [o for n in self.nodes(num_chunks) for o in n.outputs]
+    def artifacts(self, num_chunks: int, phases: Iterable[str] = PHASES) -> list[str]:
+        return [o for n in self.nodes(num_chunks, phases) for o in n.outputs]
 
-    def downstream_of(self, injected: Iterable[str], num_chunks: int) -> list[Node]:
-        """The nodes that must be re-run when `injected` artifacts are replaced, in execution order."""
+    def phase_of(self, artifact: str) -> str:
+        return self.producer(artifact).phase
+
+    def downstream_of(self, injected: Iterable[str], num_chunks: int, phases: Iterable[str] = PHASES) -> list[Node]:
+        """The nodes that must be re-run when `injected` artifacts are replaced, in execution order (of the
+        given phases: a run without search artifacts has no search to replay)."""
         dirty = set(injected)
         out = []
-        for node in self.nodes(num_chunks):
+        for node in self.nodes(num_chunks, phases):
             if any(name in dirty for name in node.input_names()):
                 out.append(node)
                 dirty.update(node.outputs)
         return out
+
+    def upstream_of(self, names: Iterable[str], num_chunks: int) -> set[str]:
+        """Every artifact that `names` are computed from (the names included)."""
+        needed = set(names)
+        for node in reversed(self.nodes(num_chunks)):
+            if needed & set(node.outputs):
+                needed |= set(node.input_names())
+        return needed
 
     def expand(self, names: Iterable[str], num_chunks: int) -> list[str]:
         """'codes' means the concatenated artifact when it exists, else every chunk's `codes.N`."""

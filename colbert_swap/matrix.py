@@ -31,6 +31,8 @@ from colbert_swap.environments import (EnvSpec, capture_in, ensure, frozen, load
                                        package_differences, run_in)
 from colbert_swap.errors import UserError
 from colbert_swap.replay import compact
+from colbert_swap.retrieval import RetrievalVerdict
+from colbert_swap.search import retrieval_between
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 
@@ -44,7 +46,16 @@ def config_overrides(cfg) -> list[str]:
         values = OmegaConf.to_container(cfg[group], resolve=True)
         for key, value in (model_fields(values) if group == "model" else values).items():
             out.append(f"{group}.{key}={_value(value)}")
+    if cfg.get("matrix") is not None and cfg.matrix.retrieval:  # every capture searches too: a retrieval verdict
+        out += [o for o in search_overrides(cfg) if not o.startswith(("seed=", "search.capture="))]
+        out.append("search.capture=true")
     return out
+
+
+def search_overrides(cfg) -> list[str]:
+    """This invocation's search settings and seed as overrides, for a search in another environment."""
+    values = OmegaConf.to_container(cfg.search, resolve=True)
+    return [f"search.{k}={_value(v)}" for k, v in values.items()] + [f"seed={cfg.seed}"]
 
 
 def _value(value) -> str:
@@ -115,6 +126,7 @@ class Pair:
     intended: tuple[str, ...] = ()  # what b's spec means to change (`changes` of a generated step)
     steps: list[Step] = field(default_factory=list)
     folder: str | None = None  # its reports, relative to the matrix report: "<a>-vs-<b>"
+    retrieval: RetrievalVerdict | None = None  # b's rankings against a's (None: not both searched)
 
     @property
     def differing(self) -> list[str]:
@@ -129,7 +141,7 @@ class Pair:
         causes = (self.locate or {}).get("root_cause")
         return Change(self.a, self.b, bool(self.differing), self.index_changed, self.whole.index is not None,
                       tuple(causes) if causes is not None else None, self.locate_error, self.drill, self.packages,
-                      self.intended)
+                      self.intended, self.retrieval.short() if self.retrieval else None)
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "index_changed": self.index_changed, "differing": self.differing,
@@ -142,7 +154,8 @@ class Pair:
                 "first_op": asdict(self.drill.op) if self.drill and self.drill.op else None,
                 "drill_error": self.drill.error if self.drill else None,
                 "packages_differing": None if self.packages is None else [asdict(p) for p in self.packages],
-                "intended": list(self.intended), "folder": self.folder, "steps": [s.to_json() for s in self.steps]}
+                "intended": list(self.intended), "folder": self.folder, "steps": [s.to_json() for s in self.steps],
+                "retrieval": self.retrieval.to_json() if self.retrieval else None}
 
 
 def pair_key(cfg, a: RunManifest, b: RunManifest) -> dict:
@@ -232,7 +245,7 @@ class Study:
         tol = Tolerance.from_config(self.cfg.get("compare"), DAG.tolerances())
         comparison = compare_runs(self.store, ra, rb, memo=memo, tol=tol)
         pair = Pair(a, b, comparison, whole_run(self.store, comparison, ra, rb), packages=self.packages(a, b),
-                    intended=tuple(self.specs[b].changes))
+                    intended=tuple(self.specs[b].changes), retrieval=retrieval_between(self.cfg, self.store, ra, rb))
         if comparison.diverged():
             folder = pair_folder(self.store, pair_key(self.cfg, ra, rb))
             self._locate_and_drill(pair, folder)

@@ -11,6 +11,7 @@ import difflib
 
 from omegaconf import OmegaConf
 
+from colbert_swap.dag import INDEXING
 from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
@@ -101,6 +102,11 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
     return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
 
 
+def phases(run: RunManifest) -> tuple[str, ...]:
+    """The phases a replay of `run` recomputes: indexing, and its search when the run has one."""
+    return (*INDEXING, "search") if "query_texts" in run.artifacts else INDEXING
+
+
 def environment_note(cfg, target: RunManifest) -> str | None:
     """A replay computes in one environment: this one. Where the target was computed elsewhere, none of its
     outputs of unchanged stages can stand in for this environment's (the engine reuses only outputs computed
@@ -116,7 +122,7 @@ def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injecte
             num_chunks: int, label: str, progress) -> RunManifest:
     origin = Replay(target.label, source.label, tuple(names), tuple(injected), target.created, source.created,
                     bool(cfg.reuse), env_id(environment()))
-    nodes = DAG.downstream_of(injected, num_chunks)
+    nodes = DAG.downstream_of(injected, num_chunks, phases(target))
     with open_run(store, label, origin, target.config, target.config_hash,
                   make=lambda manifest: _copy_records(manifest, target, source, injected, nodes)) as run:
         if run.done:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from colbert_swap import colbert_env
-from colbert_swap.config import IndexConfig, PerturbConfig
+from colbert_swap.config import IndexConfig, PerturbConfig, SearchConfig
 from colbert_swap.corpus import Corpus, load_corpus
 from colbert_swap.models import checkpoint_path
 from colbert_swap.rng import RngStream
@@ -40,6 +40,28 @@ class Resources:
     @cached_property
     def perturb(self) -> PerturbConfig:
         return _typed(PerturbConfig, self.cfg.perturb)
+
+    @cached_property
+    def search(self) -> SearchConfig:
+        return _typed(SearchConfig, self.cfg.search)
+
+    @cached_property
+    def queries(self):
+        """The queries a search of this run answers (search.queries, or seeded windows of the collection)."""
+        from colbert_swap.search import query_set
+
+        return query_set(self.search, self.corpus, self.cfg.seed)
+
+    @cached_property
+    def search_config(self):
+        """The ColBERTConfig colbert-ai's Searcher builds: the checkpoint's, then the index's, then the run's."""
+        from colbert.infra import ColBERTConfig, Run, RunConfig
+
+        with colbert_env.quiet(self.log), Run().context(RunConfig(nranks=1, experiment="search")):
+            config = ColBERTConfig.from_existing(ColBERTConfig.load_from_checkpoint(self.checkpoint_path),
+                                                 self.colbert_config, Run().config)
+            config.configure(checkpoint=self.checkpoint_path, collection=self.corpus.path)
+        return config
 
     @cached_property
     def device(self) -> str:
@@ -92,6 +114,9 @@ RESOURCES: dict[str, Callable[..., Any]] = {
     "index_config": lambda r, node, rng, bar: r.index,
     "perturb": lambda r, node, rng, bar: r.perturb,
     "device": lambda r, node, rng, bar: r.device,
+    "search": lambda r, node, rng, bar: r.search,
+    "queries": lambda r, node, rng, bar: r.queries,
+    "search_config": lambda r, node, rng, bar: r.search_config,
     "chunk": lambda r, node, rng, bar: node.chunk,
     "rng": lambda r, node, rng, bar: rng,
     "progress": lambda r, node, rng, bar: bar.update,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -102,3 +103,98 @@ def effectiveness(lists: list[list[int]], qrels: dict, k: int, qids: list[str] |
     mean = {str(m): (sum(per_query[q][str(m)] for q in judged) / len(judged)) if judged else math.nan
             for m in measures}
     return {"mean": mean, "per_query": per_query}
+
+
+@dataclass(frozen=True)
+class MeasureDelta:
+    """One measure of both rankings, their mean per-query difference (b - a) and whether it stands out of
+    the query-to-query noise: a paired bootstrap 95% interval of the mean (scipy) that excludes 0."""
+
+    measure: str
+    a: float
+    b: float
+    delta: float
+    low: float
+    high: float
+    p_value: float  # Wilcoxon signed-rank over the queries' differences (1.0 when none differs)
+
+    @property
+    def significant(self) -> bool:
+        return not (self.low <= 0.0 <= self.high)
+
+    def text(self) -> str:
+        return (f"Δ{self.measure} {self.delta:+.4f} (95% CI [{self.low:+.4f}, {self.high:+.4f}], Wilcoxon p "
+                f"{self.p_value:.3g}: {'beyond' if self.significant else 'within'} query-to-query noise)")
+
+
+@dataclass(frozen=True)
+class RetrievalVerdict:
+    """What a change does to retrieval, per query and overall: identical rankings, the same top-k sets in
+    another order, or other passages; and the effectiveness deltas with their noise."""
+
+    k: int
+    per_query: list[str]  # "identical" | "same set" | "different", in query order
+    deltas: list[MeasureDelta]
+
+    @property
+    def status(self) -> str:
+        if all(s == "identical" for s in self.per_query):
+            return "identical"
+        return "same sets" if all(s != "different" for s in self.per_query) else "changed"
+
+    def counts(self) -> dict[str, int]:
+        return {s: self.per_query.count(s) for s in ("identical", "same set", "different")}
+
+    def short(self) -> str:
+        """For a table cell: `identical`, `same sets`, or `changed (ΔnDCG@10 -0.012 ± 0.008)`."""
+        if self.status != "changed":
+            return self.status
+        ndcg = next((d for d in self.deltas if d.measure.startswith("nDCG")), None)
+        return "changed" + (f" (Δ{ndcg.measure} {ndcg.delta:+.3f} ± {(ndcg.high - ndcg.low) / 2:.3f})" if ndcg else "")
+
+    def text(self, a: str, b: str) -> str:
+        c, n = self.counts(), len(self.per_query)
+        head = {"identical": f"Retrieval is identical: all {n} queries get the same top-{self.k} in the same order "
+                             f"from {a} and {b}.",
+                "same sets": f"Retrieval keeps the same top-{self.k} sets: {c['identical']} of {n} queries in the same "
+                             f"order, {c['same set']} in another order, none with other passages.",
+                "changed": f"Retrieval changes: {c['different']} of {n} queries get other passages in their top-"
+                           f"{self.k}, {c['same set']} the same ones in another order, {c['identical']} the same "
+                           "ranking."}[self.status]
+        return head + ("" if not self.deltas else " " + "; ".join(d.text() for d in self.deltas) + ".")
+
+    def to_json(self) -> dict:
+        return {"k": self.k, "status": self.status, "counts": self.counts(), "per_query": self.per_query,
+                "deltas": [{**asdict(d), "significant": d.significant} for d in self.deltas]}
+
+
+def query_status(x: list[int], y: list[int], k: int) -> str:
+    x, y = x[:k], y[:k]
+    return "identical" if x == y else "same set" if set(x) == set(y) else "different"
+
+
+def retrieval_verdict(a: list[list[int]], b: list[list[int]], k: int, eff_a: dict | None = None,
+                      eff_b: dict | None = None, qids: list[str] | None = None) -> RetrievalVerdict:
+    """Per-query statuses of two runs' rankings, and (with qrels) the deltas of each measure with a paired
+    bootstrap interval over the judged queries."""
+    statuses = [query_status(x, y, k) for x, y in zip(a, b)]
+    deltas = []
+    if eff_a and eff_b:
+        qids = qids or [str(q) for q in range(len(a))]
+        for measure in eff_a["mean"]:
+            da = np.array([eff_a["per_query"][q][measure] for q in qids])
+            db = np.array([eff_b["per_query"][q][measure] for q in qids])
+            deltas.append(_delta(measure, eff_a["mean"][measure], eff_b["mean"][measure], db - da))
+    return RetrievalVerdict(k, statuses, deltas)
+
+
+def _delta(measure: str, a: float, b: float, diff: np.ndarray) -> MeasureDelta:
+    from scipy.stats import bootstrap, wilcoxon
+
+    mean = float(diff.mean()) if diff.size else 0.0
+    if not diff.size or not np.any(diff != diff[0]):  # every query moved by the same amount (often 0)
+        return MeasureDelta(measure, a, b, mean, mean, mean, 1.0 if not np.any(diff) else 0.0)
+    ci = bootstrap((diff,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                   random_state=np.random.default_rng(0)).confidence_interval
+    p = float(wilcoxon(diff, zero_method="zsplit").pvalue) if np.any(diff) else 1.0
+    return MeasureDelta(measure, a, b, mean, float(ci.low), float(ci.high), p)

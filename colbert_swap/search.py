@@ -1,132 +1,175 @@
-"""Search a run's index with colbert-ai's own `Searcher`, in-process, and keep its intermediates in the store.
+"""Searching a run: the search stages of the DAG (colbert_swap/stages/search.py) run on the run's own
+artifacts, and their outputs join the run.
 
-    result = search_run(store, store.load("2.1.0"), queries, k=10)          # -> a RunManifest of search artifacts
-    result = search_run(store, store.load("2.1.0"), queries, k=10, Q=store.get(other, "Q"))   # inject Q
+    run = ensure_searched(cfg, store, store.load("2.1.0"), progress)   # the run, with its search artifacts
+    ranked_lists(store, run)                                          # [[pid, ...], ...] per query
 
-The stages, each named after what it produces (colbert-ai 0.2.22, `colbert/searcher.py`, `search/index_storage.py`):
-
-    Q                 [nq, query_maxlen, dim]  Searcher.encode (Checkpoint.queryFromText)
-    centroid_scores   [nq, ncentroids, qlen]   IndexScorer.retrieve: centroids @ Q.T
-    candidate_pids    [sum of counts]          IndexScorer.retrieve: pids of the top `ncells` centroids' lists
-    candidate_counts  [nq]
-    scored_pids, scored_scores, scored_counts  IndexScorer.score_pids: the candidates that survive pruning, scored
-    ranked_pids       [nq, k]                  Searcher.dense_search (-1 where fewer than k were found)
-    ranked_scores     [nq, k]                  (nan where fewer than k)
-
-`ranked_*` are dense_search's own output, so they are what a user of `Searcher.search_all` gets; the
-intermediates come from the same IndexScorer calls, made again with the config dense_search set for this k.
-
-A search is a run of its own in the store, labelled `INDEXRUN.search-DIGEST` (digest of the queries, k and
-an injected Q), so the index run's manifest keeps its meaning: exactly the artifacts of indexing.
-
-A run is searched as it was made: with its own `perturb` knobs (attention, autocast, TF32, ...) and in
-its own environment. `search_run` refuses (`ElsewhereError`) to encode queries of a run that was
-computed in another environment; `tasks/search.py` then runs the search there when the run names its
-environment spec.
+A run captured with `search.capture=true` (or with `search.queries=FILE`) has them from its capture; any
+other run gains them the first time it is searched (or searched with other queries, k or settings, which
+replace them). A run is searched as it was made: with its own `perturb` knobs, and in its own environment:
+`ensure_searched` computes here only when the run was computed here, runs the search in the run's own
+environment spec when it names one, and otherwise stops with `ElsewhereError`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from colbert_swap import colbert_env
-from colbert_swap.colbert_env import quiet
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import describe_changes, env_id, environment
-from colbert_swap.store import RunManifest, Store, check_label
-from colbert_swap.store.origin import Search
-from colbert_swap.store.run import open_run
-
-SEARCH_ARTIFACTS = ("Q", "centroid_scores", "candidate_pids", "candidate_counts", "scored_pids", "scored_scores",
-                    "scored_counts", "ranked_pids", "ranked_scores")
+from colbert_swap.store import RunManifest, Store
 
 
-def search_label(index_label: str, queries: list[str], k: int, injected_from: str | None) -> str:
-    digest = hashlib.sha256(json.dumps([queries, k, injected_from]).encode()).hexdigest()[:10]
-    return check_label(f"{index_label}.search-{digest}")
+@dataclass(frozen=True)
+class QuerySet:
+    qids: list[str]
+    texts: list[str]
+    qrels: dict | None  # qid -> {pid: relevance}, when known (synthetic queries bring theirs)
+
+
+def query_set(search, corpus, seed: int) -> QuerySet:
+    """search.queries (a TSV of qid<TAB>query, with search.qrels in TREC format), or search.num_queries
+    seeded windows of search.query_words words, each from one passage: its one relevant passage."""
+    from colbert_swap.retrieval import read_qrels, read_queries, synthetic_queries
+
+    if search.queries:
+        qids, texts = read_queries(search.queries)
+        return QuerySet(qids, texts, read_qrels(search.qrels) if search.qrels else None)
+    if search.qrels:
+        raise UserError("search.qrels needs search.queries (synthetic queries bring their own qrels)")
+    texts, qrels = synthetic_queries(corpus.passages, search.num_queries, seed, search.query_words)
+    return QuerySet([str(q) for q in range(len(texts))], texts, qrels)
+
+
+def search_artifacts(num_chunks: int = 1) -> list[str]:
+    from colbert_swap.stages import DAG
+
+    return DAG.artifacts(num_chunks, ("search",))
+
+
+def searched(run: RunManifest) -> bool:
+    """The run holds a complete search (its last artifact is there)."""
+    return "ranked_pids" in run.artifacts and "ranked_scores" in run.artifacts
 
 
 class ElsewhereError(UserError):
     """The run's queries must be encoded in the environment the run was computed in, not here."""
 
 
+def check_environment(run: RunManifest) -> None:
+    here = environment()
+    if env_id(here) != run.env:
+        spec = run.provenance.get("environment")
+        raise ElsewhereError(f"run {run.label!r} was computed in another environment "
+                             f"({describe_changes(run.provenance, here)}); its queries must be encoded there: "
+                             + (f"environment spec {spec!r}" if spec else
+                                f"run `python -m colbert_swap task=search run={run.label}` in its environment, "
+                                "then compare here"))
+
+
+def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message: None) -> RunManifest:
+    """`run` with search artifacts for this invocation's search settings (computed as the run was made)."""
+    from colbert_swap.replay import run_config
+    from colbert_swap.resources import Resources
+
+    wanted = _query_texts(Resources(run_config(cfg, run), store, store.run_dir(run.label)))
+    if searched(run) and _stored_queries(store, run) == wanted and store.get(run, "search_settings")["k"] == cfg.search.k:
+        return run
+    try:
+        check_environment(run)
+    except ElsewhereError as exc:
+        return _search_elsewhere(cfg, store, run, exc, progress)
+    return search_here(cfg, store, run, progress)
+
+
+def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
+    """Add the search artifacts to `run` (replacing others), computed here by the engine."""
+    from colbert_swap import colbert_env
+    from colbert_swap.engine import Engine
+    from colbert_swap.replay import run_config
+    from colbert_swap.resources import Resources
+    from colbert_swap.stages import DAG
+    from colbert_swap.store.run import open_run
+
+    with open_run(store, run.label, run.origin, run.config, run.config_hash, extend=True) as writer:
+        manifest = writer.manifest
+        for name in search_artifacts(store.get(manifest, "num_chunks")):
+            manifest.artifacts.pop(name, None)
+        for node in DAG.nodes(store.get(manifest, "num_chunks"), ("search",)):
+            manifest.rng.pop(node.name, None)
+        resources = Resources(run_config(cfg, manifest), store, store.run_dir(run.label), progress)
+        colbert_env.announce_extensions("search", resources.device, resources.log, progress)
+        progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
+                 f"{resources.log})")
+        Engine(writer, resources, progress).execute(DAG.nodes(store.get(manifest, "num_chunks"), ("search",)))
+        writer.save()
+        return manifest
+
+
+def _query_texts(resources) -> dict:
+    return {"qids": list(resources.queries.qids), "texts": list(resources.queries.texts)}
+
+
+def _stored_queries(store: Store, run: RunManifest) -> dict | None:
+    return store.get(run, "query_texts") if "query_texts" in run.artifacts else None
+
+
+def _search_elsewhere(cfg, store: Store, run: RunManifest, exc: ElsewhereError, progress) -> RunManifest:
+    """`task=search run=X` in X's own environment spec (a process of its own), then X as it is stored."""
+    from colbert_swap.environments import ensure, load_spec, run_in
+    from colbert_swap.matrix import search_overrides
+
+    spec_name = run.provenance.get("environment")
+    if not spec_name:
+        raise exc
+    spec = load_spec(spec_name)
+    python = ensure(spec, Path(cfg.get("env_cache") or Path(cfg.store.root) / "envs"), progress)
+    progress(f"{exc}: searching run {run.label!r} in environment {spec_name!r}")
+    log = store.root / "envs" / "logs" / f"search-{run.label}.log"
+    done = run_in(spec, python, ["task=search", f"run={run.label}", f"store.root={store.root}",
+                                 *search_overrides(cfg)], log)
+    again = store.load(run.label)
+    if done.returncode or not searched(again):
+        raise UserError(f"the search of run {run.label!r} in environment {spec_name!r} failed (exit "
+                        f"{done.returncode}); see {log}") from exc
+    return again
+
+
+def retrieval_between(cfg, store: Store, a: RunManifest, b: RunManifest):
+    """The retrieval verdict of b against a (colbert_swap.retrieval.RetrievalVerdict), when both runs were
+    searched with the same queries at the same depth; None otherwise."""
+    from colbert_swap.replay import run_config
+    from colbert_swap.resources import Resources
+    from colbert_swap.retrieval import effectiveness, retrieval_verdict
+
+    if not (searched(a) and searched(b)) or store.get(a, "query_texts") != store.get(b, "query_texts") \
+            or store.get(a, "search_settings")["k"] != store.get(b, "search_settings")["k"]:
+        return None
+    texts, k = store.get(a, "query_texts"), store.get(a, "search_settings")["k"]
+    qrels = Resources(run_config(cfg, a), store, store.run_dir(a.label)).queries.qrels
+    la, lb = ranked_lists(store, a), ranked_lists(store, b)
+    eff = (effectiveness(la, qrels, k, texts["qids"]), effectiveness(lb, qrels, k, texts["qids"])) if qrels else (None, None)
+    return retrieval_verdict(la, lb, k, *eff, qids=texts["qids"])
+
+
+def ranked_lists(store: Store, run: RunManifest) -> list[list[int]]:
+    pids = store.get(run, "ranked_pids")
+    return [[int(p) for p in row if p >= 0] for row in pids]
+
+
 def searcher(run_dir: Path, log: Path, config: dict | None = None):
-    """colbert-ai's Searcher on the run's index (`runs/<label>/index`), as a user would open it, with the
-    run's own knobs (`config`: the run's manifest config) on its query encoder."""
+    """colbert-ai's own Searcher on the run's index folder, as a user opens it, with the run's model knobs
+    (`config`: the run's manifest config): the reference the search stages are tested against."""
     from colbert import Searcher
     from colbert.infra import Run, RunConfig
 
-    with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))), quiet(log):
+    from colbert_swap import colbert_env
+
+    with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))), colbert_env.quiet(log):
         s = Searcher(index="index", index_root=str(run_dir), verbose=0)
         perturb = (config or {}).get("perturb") or {}
         amp = perturb.get("autocast")
         amp = ((config or {}).get("index") or {}).get("amp", True) if amp is None else amp
         colbert_env.apply_model_knobs(s.checkpoint, perturb, bool(amp))
     return s
-
-
-def check_environment(index_run: RunManifest) -> None:
-    here = environment()
-    if env_id(here) != index_run.env:
-        spec = index_run.provenance.get("environment")
-        raise ElsewhereError(f"run {index_run.label!r} was computed in another environment "
-                             f"({describe_changes(index_run.provenance, here)}); its queries must be encoded there: "
-                             + (f"environment spec {spec!r}" if spec else
-                                f"run `python -m colbert_swap task=search run={index_run.label}` in its environment, "
-                                "then compare here"))
-
-
-def search_run(store: Store, index_run: RunManifest, queries: list[str], k: int, Q: torch.Tensor | None = None,
-               injected_from: str | None = None, progress=lambda message: None) -> RunManifest:
-    """Search `index_run`'s index with `queries` (or an injected `Q`) and store every intermediate."""
-    label = search_label(index_run.label, queries, k, injected_from)
-    origin = Search(index_run.label, k, tuple(queries), injected_from)
-    if store.has_run(label) and store.load(label).complete and store.load(label).origin == origin:
-        return store.load(label)  # searched already, here or in the run's own environment
-    check_environment(index_run)
-    with open_run(store, label, origin, index_run.config, index_run.config_hash, resume=False) as run:
-        if run.done:
-            return run.manifest
-        run_dir = store.run_dir(index_run.label)
-        log = run_dir / "search.log"
-        progress(f"searching run {index_run.label!r} with {len(queries)} queries (k={k}) into {label!r} (log: {log})")
-        colbert_env.announce_extensions("search", "cuda" if torch.cuda.is_available() else "cpu", log, progress)
-        s = searcher(run_dir, log, index_run.config)
-        with quiet(log), torch.inference_mode(), colbert_env.perturbed(index_run.config.get("perturb") or {}):
-            values = _search(s, queries, k, Q)
-        for name in SEARCH_ARTIFACTS:
-            run.put(name, values[name], stage=f"inject:{injected_from}" if name == "Q" and injected_from else name)
-        return run.finish()
-
-
-def _search(s, queries: list[str], k: int, Q: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    Q = s.encode(queries) if Q is None else Q  # [nq, query_maxlen, dim]
-    out: dict[str, list] = {name: [] for name in SEARCH_ARTIFACTS if name != "Q"}
-    for i in range(Q.size(0)):
-        q = Q[i:i + 1]
-        pids, _, scores = s.dense_search(q, k)  # configures ncells / threshold / ndocs for this k, as users get
-        candidates, centroid_scores = s.ranker.retrieve(s.config, q)
-        scored, scored_pids = s.ranker.score_pids(s.config, q, candidates, centroid_scores)
-        out["centroid_scores"].append(centroid_scores.float().cpu())
-        out["candidate_pids"].append(candidates.cpu().to(torch.int64))
-        out["candidate_counts"].append(candidates.numel())
-        out["scored_pids"].append(scored_pids.cpu().to(torch.int64))
-        out["scored_scores"].append(scored.float().cpu())
-        out["scored_counts"].append(scored_pids.numel())
-        out["ranked_pids"].append(torch.tensor(pids + [-1] * (k - len(pids)), dtype=torch.int64))
-        out["ranked_scores"].append(torch.tensor(scores + [float("nan")] * (k - len(scores)), dtype=torch.float32))
-    return {"Q": Q.cpu().contiguous(),
-            "centroid_scores": torch.stack(out["centroid_scores"]),
-            "candidate_pids": torch.cat(out["candidate_pids"]), "candidate_counts": torch.tensor(out["candidate_counts"]),
-            "scored_pids": torch.cat(out["scored_pids"]), "scored_scores": torch.cat(out["scored_scores"]),
-            "scored_counts": torch.tensor(out["scored_counts"]),
-            "ranked_pids": torch.stack(out["ranked_pids"]), "ranked_scores": torch.stack(out["ranked_scores"])}
-
-
-def ranked_lists(store: Store, search: RunManifest) -> list[list[int]]:
-    pids = store.get(search, "ranked_pids")
-    return [[int(p) for p in row if p >= 0] for row in pids]

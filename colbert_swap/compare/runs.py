@@ -31,9 +31,10 @@ class RunComparison:
     def diverged(self) -> list[str]:
         return [r.name for r in self.results if not r.same]
 
-    def first_diverged(self) -> list[str]:
-        """The earliest diverging artifacts, with every other output of the same stage template."""
-        names = self.diverged()
+    def first_diverged(self, among: set[str] | None = None) -> list[str]:
+        """The earliest diverging artifacts (of `among`, when given), with every other output of the same
+        stage template."""
+        names = [n for n in self.diverged() if among is None or n in among]
         if not names:
             return []
         stage = DAG.producer(names[0])
@@ -112,6 +113,15 @@ def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
     return diffs
 
 
+def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:
+    """The artifacts to compare, in pipeline order: every indexing artifact either run holds (one missing on a
+    side is a difference), and the search artifacts when both runs were searched (a run that was not searched
+    is not different for it)."""
+    both_searched = "query_texts" in a.artifacts and "query_texts" in b.artifacts
+    return [n for n in artifact_order(store, a, b) if (n in a.artifacts or n in b.artifacts)
+            and (both_searched or DAG.phase_of(n) != "search")]
+
+
 def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
     chunks = max(store.get(m, "num_chunks") for m in manifests if "num_chunks" in m.artifacts)
     return DAG.artifacts(chunks)
@@ -135,7 +145,7 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
     once; keyed by content addresses (and the tolerance), symmetric in a and b. `tol`: what `allclose` means."""
     tol = tol or Tolerance()
     check_comparable(a, b, force)
-    names = names if names is not None else artifact_order(store, a, b)
+    names = names if names is not None else shared_artifacts(store, a, b)
     results = []
     for name in names:
         stage = (a.artifacts.get(name) or b.artifacts.get(name)).stage if (name in a.artifacts or name in b.artifacts) else ""

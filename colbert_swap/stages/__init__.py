@@ -1,4 +1,5 @@
-"""The stages of one ColBERT indexing run (colbert-ai 0.2.22 CollectionIndexer), phase by phase.
+"""The stages of one ColBERT indexing run (colbert-ai 0.2.22 CollectionIndexer) and of its search
+(colbert-ai's Searcher on the run's own artifacts), phase by phase.
 
 Every `@stage` function of the phase modules, in the order it is defined there, is a node of the DAG:
 adding a stage is writing one function, after the stages it reads from.
@@ -8,9 +9,10 @@ adding a stage is writing one function, after the stages it reads from.
 """
 
 from colbert_swap.dag import Dag, Stage
-from colbert_swap.stages import finalize, index, setup, train
+from colbert_swap.stages import finalize, index, search, setup, train
 
-PHASE_MODULES = (setup, train, index, finalize)  # colbert-ai's order: setup, train, index (per chunk), finalize
+# colbert-ai's order: setup, train, index (per chunk), finalize; then its Searcher on the artifacts
+PHASE_MODULES = (setup, train, index, finalize, search)
 
 
 def _stages(modules) -> list[Stage]:

@@ -64,13 +64,19 @@ class RunWriter:
 @contextmanager
 def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, *,
              mismatch: str = "restart", force: bool = False, resume: bool = True, fresh: bool = False,
-             make: Callable[[RunManifest], None] | None = None) -> Iterator[RunWriter]:
+             extend: bool = False, make: Callable[[RunManifest], None] | None = None) -> Iterator[RunWriter]:
     """Write run `label` under its lock. An existing run with the same origin and config is returned complete
     (`run.done`), resumed where it stopped (when `resume` and its environment is this one), or started over.
     One of another origin or config is started over, or refused with `mismatch="refuse"` unless `force`;
-    with `fresh`, any existing run is started over (an isolate: what "here" is may have changed).
+    with `fresh`, any existing run is started over (an isolate: what "here" is may have changed); with
+    `extend`, the existing complete run is opened to gain artifacts (its search), and stays complete.
     `make(manifest)` fills a new run before anything is computed (a replay's records from its target)."""
     with store.lock(label):
+        if extend:
+            writer = RunWriter(store, store.load(label), resumed=True)
+            yield writer
+            writer.save()
+            return
         if fresh and store.run_dir(label).exists():
             shutil.rmtree(store.run_dir(label))
         writer = _existing(store, label, origin, config_hash, mismatch, force, resume)

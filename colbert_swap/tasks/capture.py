@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from colbert_swap.config import Config, config_hash, result_config
+from colbert_swap.dag import INDEXING
 from colbert_swap.engine import Engine
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
@@ -41,9 +42,12 @@ def capture(cfg: Config, progress=None) -> RunManifest:
         progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
         engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
         num_chunks = engine.get("num_chunks")
-        engine.execute(DAG.nodes(num_chunks))
+        engine.execute(DAG.nodes(num_chunks, INDEXING))
         progress("writing the colbert-ai index files")
         write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
+        if cfg.search.capture or cfg.search.queries:  # the search graph too: colbert-ai's Searcher on the artifacts
+            progress(f"searching: {len(resources.queries.texts)} queries, k={cfg.search.k}")
+            engine.execute(DAG.nodes(num_chunks, ("search",)))
         return run.finish()
 
 

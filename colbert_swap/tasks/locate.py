@@ -52,10 +52,28 @@ class Location:
     final_cmp: RunComparison  # final vs source, every artifact
     num_chunks: int
     whole: WholeRun  # final vs source as wholes, index files included
+    goal: list[str] | None = None  # locate.target_artifact and its stage's other outputs: what must become equal
 
     @property
     def root_cause(self) -> list[str]:
         return [n for g in self.minimal for n in compact(g, self.num_chunks)]
+
+    @property
+    def harmless(self) -> list[str]:
+        """With a goal: the artifacts that still differ in the final replay, which the goal does not depend on
+        (or does, without changing): differences that do not reach it."""
+        return [n for n in self.final_cmp.diverged() if not self.goal or n not in self.goal]
+
+
+def goal_of(cfg, store: Store, num_chunks: int) -> list[str] | None:
+    """locate.target_artifact, as every output of the stage that makes it (ranked_pids: and ranked_scores)."""
+    from colbert_swap.replay import resolve
+
+    name = cfg.locate.target_artifact
+    if not name:
+        return None
+    names = resolve([str(name)], num_chunks)
+    return [o for n in DAG.nodes(num_chunks) for o in n.outputs if set(n.outputs) & set(names)]
 
 
 def locate(cfg, store: Store, progress=None) -> Location:
@@ -64,13 +82,20 @@ def locate(cfg, store: Store, progress=None) -> Location:
     target = ensure_target(cfg, store, progress)
     check_comparable(source, target, cfg.force)
     num_chunks = store.get(target, "num_chunks")
+    goal = goal_of(cfg, store, num_chunks)
+    if goal and any(DAG.phase_of(n) == "search" for n in goal):  # both runs searched, as each was made
+        from colbert_swap.search import ensure_searched
+
+        source, target = (ensure_searched(cfg, store, r, progress) for r in (source, target))
+    among = DAG.upstream_of(goal, num_chunks) if goal else None  # only what the goal is computed from
     memo: dict = {}  # every pair of blobs is read and compared once over all rounds
     tol = tolerance(cfg)
+    unexplained = (lambda c: [n for n in c.diverged() if n in goal]) if goal else (lambda c: c.diverged())  # noqa
     before = compare_runs(store, source, target, force=True, memo=memo, tol=tol)
     injected: list[str] = []
     current, comparison, rounds = target, compare_runs(store, target, source, force=True, memo=memo, tol=tol), []
-    while comparison.first_diverged():
-        first = comparison.first_diverged()
+    while unexplained(comparison):
+        first = comparison.first_diverged(among)
         rounds.append(Round(len(rounds) + 1, current.label, len(comparison.diverged()), compact(first, num_chunks)))
         if any(n in injected for n in first):
             raise UserError(f"injecting {first} did not make them equal to the source; the store is inconsistent")
@@ -80,29 +105,32 @@ def locate(cfg, store: Store, progress=None) -> Location:
                  f"{', '.join(compact(first, num_chunks))}")
         current = replay(cfg, store, target, source, injected, progress=progress)
         comparison = compare_runs(store, current, source, force=True, memo=memo, tol=tol)
-    rounds.append(Round(len(rounds) + 1, current.label, 0, []))
-    minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo, tol)
+    rounds.append(Round(len(rounds) + 1, current.label, len(comparison.diverged()), []))
+    minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo, tol, unexplained)
     final = replay(cfg, store, target, source, [n for g in minimal for n in g], progress=progress) if minimal else target
     final_cmp = compare_runs(store, final, source, force=True, memo=memo, tol=tol)
     return Location(source, target, before, rounds, minimal, final, final_cmp, num_chunks,
-                    whole_run(store, final_cmp, final, source))
+                    whole_run(store, final_cmp, final, source), goal)
 
 
-def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: dict, tol) -> list[list[str]]:
-    """Drop every group whose removal still leaves the replay identical to the source."""
+def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: dict, tol,
+           unexplained) -> list[list[str]]:
+    """Drop every group whose removal still leaves nothing unexplained (the whole run, or the goal)."""
     kept = list(groups)
     for group in list(groups):
         if len(kept) == 1:
             break
         trial = [n for g in kept if g is not group for n in g]
         run = replay(cfg, store, target, source, trial, progress=progress)
-        if not compare_runs(store, run, source, force=True, memo=memo, tol=tol).diverged():
+        if not unexplained(compare_runs(store, run, source, force=True, memo=memo, tol=tol)):
             progress(f"{group[0]} is not needed: dropped")
             kept = [g for g in kept if g is not group]
     return kept
 
 
 def verdict(result: Location) -> str:
+    if result.goal:
+        return goal_verdict(result)
     source, target, minimal = result.source.label, result.target.label, result.minimal
     final = result.final_cmp
     index = proof.index_sentence(result.whole)
@@ -121,6 +149,28 @@ def verdict(result: Location) -> str:
         text += " except the order of " + "; ".join(f"`{r.name}` ({r.note})" for r in order)
     text += "." if not left else f"; still different: {proof.describe(left)}."
     return f"{text} {index}"
+
+
+def goal_verdict(result: Location) -> str:
+    """locate.target_artifact: what changes the goal (the rankings), and what differs without reaching it."""
+    source, target, goal = result.source.label, result.target.label, result.goal
+    what = proof.describe(goal)
+    harmless = result.harmless
+    left = "; ".join(f"`{n}` differs in {result.final_cmp[n].mismatches:,} value"
+                     f"{'s' if result.final_cmp[n].mismatches != 1 else ''}" for n in harmless[:6])
+    left += f" and {len(harmless) - 6} more" if len(harmless) > 6 else ""
+    if not result.before.diverged():
+        return f"Runs {source} and {target} do not diverge: nothing to locate. " + proof.index_sentence(result.whole)
+    if not result.minimal:
+        return (f"{what} of {source} and {target} are identical: what differs does not reach them (harmless: "
+                f"{left}). " + proof.index_sentence(result.whole))
+    causes = "; ".join(f"{proof.describe(compact(g, result.num_chunks))} (stage `{DAG.producer(g[0]).name}`)"
+                       for g in result.minimal)
+    text = (f"What changes {what}: {causes}. Injecting {'it' if len(result.minimal) == 1 else 'these'} from {source} "
+            f"into {target} makes {what} identical to {source}'s")
+    text += f"; what still differs does not reach them (harmless: {left})." if harmless else \
+        "; every artifact is then identical."
+    return f"{text} " + proof.index_sentence(result.whole)
 
 
 def run(cfg) -> int:
@@ -143,6 +193,7 @@ def run(cfg) -> int:
         f"## After injecting the root cause (`{result.final.label}` vs {s})\n\n"
         + proof.comparison_table(result.final_cmp, legend=False), meaning_md], data={
         "source": s, "target": t, "injected": [n for g in result.minimal for n in g], "root_cause": result.root_cause,
+        "goal": result.goal, "harmless": result.harmless if result.goal else [],
         "root_cause_stages": [DAG.producer(g[0]).name for g in result.minimal],
         "rounds": [asdict(r) for r in result.rounds], "replay_run": result.final.label,
         "whole_run": result.whole.to_json(), "tolerance": result.before.tolerance.to_json(),

@@ -20,6 +20,7 @@ from colbert_swap.compatibility import Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import run_index_differences
 from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
+from colbert_swap.search import retrieval_between
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
 from colbert_swap.store import Store
@@ -27,8 +28,8 @@ from colbert_swap.tasks.common import progress_printer
 from colbert_swap.report.report import Report
 from colbert_swap.tasks.common import environments_section, finish
 
-PAIR_HEADERS = ["pair", "index files", "artifacts that differ", "first divergence", "root cause", "module / op",
-                "packages that differ"]
+PAIR_HEADERS = ["pair", "index files", "retrieval", "artifacts that differ", "first divergence", "root cause",
+                "module / op", "packages that differ"]
 LINKS = {"locate": "locate", "drill": "module drill", "ops": "op drill"}
 
 
@@ -37,7 +38,8 @@ def pairs_table(study: Study, pairs: list[Pair]) -> str:
     for p in pairs:
         chunks = study.store.get(study.store.load(p.b), "num_chunks")
         first = ", ".join(f"`{n}`" for n in p.comparison.first_diverged()[:3]) or "-"
-        rows.append([f"{p.a} -> {p.b}", "changed" if p.index_changed else "same", differing_text(p, chunks), first,
+        rows.append([f"{p.a} -> {p.b}", "changed" if p.index_changed else "same",
+                     p.retrieval.short() if p.retrieval else "not compared", differing_text(p, chunks), first,
                      cause_text(p), drill_text(p), packages_text(p.packages)])
     return table(PAIR_HEADERS, rows)
 
@@ -78,9 +80,14 @@ def _unintended(p: Pair) -> str:
 
 def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: str) -> Verdict:
     store = study.store
-    against = {} if reference not in done else \
-        {e: run_index_differences(store, store.load(reference), store.load(e)) for e in done}
-    return verdict(study.names, reference, against, {p.b: p.change() for p in pairs}, study.failures)
+    against, retrieval = {}, {}
+    if reference in done:
+        ref = store.load(reference)
+        for e in done:
+            against[e] = run_index_differences(store, ref, store.load(e))
+            found = retrieval_between(study.cfg, store, ref, store.load(e))
+            retrieval[e] = found.short() if found else None
+    return verdict(study.names, reference, against, {p.b: p.change() for p in pairs}, study.failures, retrieval)
 
 
 def run(cfg) -> int:

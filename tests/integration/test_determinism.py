@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from colbert_swap.index_files import index_differences
+from colbert_swap.dag import INDEXING
 from colbert_swap.stages import DAG
 from colbert_swap.store import Store
 from colbert_swap.tasks.capture import capture
@@ -23,7 +24,7 @@ def test_two_captures_are_identical_and_stored_once(tiny_cfg):
     blobs_after_a = sorted(store.blobs.root.rglob("*.safetensors"))
     b = capture(cfg_b, progress=quiet_progress)
 
-    expected = DAG.artifacts(store.get(a, "num_chunks"))
+    expected = DAG.artifacts(store.get(a, "num_chunks"), INDEXING)  # not searched: no search artifacts
     assert list(a.artifacts) == expected  # every artifact, in pipeline order
     assert {k: r.ref.hash for k, r in a.artifacts.items()} == {k: r.ref.hash for k, r in b.artifacts.items()}
     assert a.rng == b.rng

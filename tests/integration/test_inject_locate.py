@@ -16,7 +16,7 @@ import torch
 from colbert_swap.compare.runs import compare_runs
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import index_differences
-from colbert_swap.replay import compact, replay
+from colbert_swap.replay import compact, phases, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import Store
 from colbert_swap.tasks.capture import capture
@@ -56,7 +56,7 @@ def test_null_injection_recomputes_the_target_bit_for_bit(runs, tiny_cfg, point)
     store = Store(cfg.store.root)
     target = runs["target"]
     replayed = replay(cfg, store, target, target, [point], label=f"null-{point}")
-    downstream = [o for n in DAG.downstream_of(replayed.origin.injected, 1) for o in n.outputs]
+    downstream = [o for n in DAG.downstream_of(replayed.origin.injected, 1, phases(target)) for o in n.outputs]
     assert downstream, point
     # recomputed (reuse=false), not copied from the target's records
     assert all(replayed.artifacts[n] is not target.artifacts[n] for n in downstream)

@@ -45,10 +45,14 @@ def test_matrix_after_a_joblib_sweep_of_env_captures(tmp_path):
     first, second = report["pairs"]
     assert (first["a"], first["b"]) == ("here", "here-scale-layer") and first["index_changed"]
     assert "centroids.pt" in first["index_files_differing"]  # decided from colbert-ai's files themselves
-    assert first["first_diverged"] == ["local_sample_embs"] and first["root_cause"] == ["local_sample_embs", "embs"]
-    assert second["root_cause"] == ["local_sample_embs", "prenorm_centroids", "embs"]  # weights and seed both
+    # every capture searched too (matrix.retrieval): the query encoder is the changed model as well
+    assert first["first_diverged"] == ["local_sample_embs"]
+    assert first["root_cause"] == ["local_sample_embs", "embs", "Q"]
+    assert second["root_cause"] == ["local_sample_embs", "prenorm_centroids", "embs", "Q"]  # weights and seed both
+    assert first["retrieval"]["status"] == "changed" and second["retrieval"]["status"] == "changed"
     md = (out / "report.md").read_text()
-    assert re.search(r"\| here -> here-scale-layer +\| changed +\|", md) and "`local_sample_embs`, `embs`" in md
+    assert re.search(r"\| here -> here-scale-layer +\| changed +\| changed", md)
+    assert "`local_sample_embs`, `embs`, `Q`" in md
     assert "is in the store already" not in md  # progress goes to the console, the report is the table
 
     # the encoder changes are drilled, each side in its own environment: the planted weight scale
@@ -66,9 +70,12 @@ def test_matrix_after_a_joblib_sweep_of_env_captures(tmp_path):
     rows = report["compatibility"]["rows"]
     assert [(r["env"], r["index"]) for r in rows] == [("here", "index identical"), ("here-scale-layer", "index differs"),
                                                        ("here-kmeans-seed", "index differs")]
-    assert report["reference"] == "here" and all(r["retrieval"] is None for r in rows)
+    assert report["reference"] == "here" and rows[0]["retrieval"] == "identical"
+    assert rows[1]["retrieval"].startswith("changed (ΔnDCG@10 ") and rows[2]["retrieval"].startswith("changed")
+    assert "Retrieval against here: identical rankings in" not in report["verdict"]
+    assert "Retrieval against here: other passages in here-scale-layer" in report["verdict"]
     assert report["verdict"].startswith("here gives the index; here-scale-layer changes it (root cause "
-                                        "`local_sample_embs`, `embs`; module `bert.encoder.layer.0.output.dense`; op "
+                                        "`local_sample_embs`, `embs`, `Q`; module `bert.encoder.layer.0.output.dense`; op "
                                         "`aten.linear.default` runs on different inputs")
     assert "## Compatibility against here" in md and "| `here` (reference) | index identical" in md
 
@@ -96,7 +103,7 @@ def test_bisect_finds_the_first_change_with_fewer_captures(tmp_path):
     run(compose(f"store.root={tmp_path}/store", *TINY, "task=bisect", f"envs=[{','.join(specs)}]", f"out_dir={out}"))
     report = json.loads((out / "report.json").read_text())
     assert (report["pair"]["a"], report["pair"]["b"]) == ("v2", "v3")
-    assert report["pair"]["root_cause"] == ["local_sample_embs", "embs"]
+    assert report["pair"]["root_cause"] == ["local_sample_embs", "embs", "Q"]
     assert report["pair"]["first_module"] == "bert.encoder.layer.0.output.dense"
     assert report["pair"]["first_op"]["kind"] == "same operation, different inputs"
     assert report["pair"]["packages_differing"] == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from colbert_swap.dag import INDEXING
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import env_id, environment
 from colbert_swap.replay import replay
@@ -61,7 +62,7 @@ def test_a_replay_of_a_run_from_elsewhere_recomputes_everything_downstream_here(
     target, source = store.load("elsewhere"), store.load("target")
     said = []
     replayed = replay(cfg, store, target, source, ["prenorm_centroids"], progress=said.append)
-    downstream = {o for n in DAG.downstream_of(["prenorm_centroids"], 1) for o in n.outputs}
+    downstream = {o for n in DAG.downstream_of(["prenorm_centroids"], 1, INDEXING) for o in n.outputs}
     here = env_id(environment())
     assert all(replayed.computed_in(n) == here for n in downstream)  # none reused from the other environment
     assert replayed.computed_in("prenorm_centroids") == source.env  # the injected one: where it was made
@@ -82,9 +83,9 @@ def test_a_search_encodes_each_runs_queries_in_its_own_environment(store, tmp_pa
                    "search.num_queries=8", f"out_dir={tmp_path}")
     assert search_task.run(cfg) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    a, b = report["search_runs"]
-    assert report["computed_in"][a] == store.load("cpu-default").env  # searched in the spec's own process
-    assert report["computed_in"][b] == store.load("target").env
+    assert report["computed_in"]["cpu-default"] == store.load("cpu-default").env  # searched in the spec's process
+    assert report["computed_in"]["target"] == store.load("target").env
+    assert store.load("cpu-default").artifacts["ranked_pids"].env == store.load("cpu-default").env
     assert "## Where each side was searched" in (tmp_path / "report.md").read_text()
 
 

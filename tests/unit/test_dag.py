@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from colbert_swap.dag import Dag, stage
+from colbert_swap.dag import INDEXING, Dag, stage
 from colbert_swap.stages import DAG
 
 EXPECTED_ARTIFACTS_2 = [
@@ -16,6 +16,9 @@ EXPECTED_ARTIFACTS_2 = [
     "embs.1", "doclens.1", "codes.1", "residuals.1",
     "all_codes", "num_embeddings", "ivf", "values", "ivf_lengths", "ivf_pid", "ivf_pid_lengths",
 ]
+SEARCH_ARTIFACTS = ["query_texts", "query_tokens", "query_mask", "Q", "search_settings", "centroid_scores", "cells",
+                    "cell_counts", "candidate_pids", "candidate_counts", "scored_pids", "scored_scores",
+                    "scored_counts", "ranked_pids", "ranked_scores"]
 
 
 def names(nodes):
@@ -23,7 +26,19 @@ def names(nodes):
 
 
 def test_artifacts_golden_two_chunks():
-    assert DAG.artifacts(num_chunks=2) == EXPECTED_ARTIFACTS_2
+    assert DAG.artifacts(num_chunks=2, phases=INDEXING) == EXPECTED_ARTIFACTS_2
+    assert DAG.artifacts(num_chunks=2) == EXPECTED_ARTIFACTS_2 + SEARCH_ARTIFACTS  # the search graph after the index
+
+
+def test_the_search_is_downstream_of_the_index_and_of_its_queries():
+    assert names(DAG.downstream_of(["half_centroids"], 1, ("search",))) == ["centroid_scores", "cells",
+                                                                          "candidate_pids", "scored_pids",
+                                                                          "ranked_pids"]
+    assert names(DAG.downstream_of(["Q"], 1)) == ["centroid_scores", "cells", "candidate_pids", "scored_pids",
+                                                  "ranked_pids"]
+    assert names(DAG.downstream_of(["ivf_pid"], 1)) == ["candidate_pids", "scored_pids", "ranked_pids"]
+    assert "embs.0" not in DAG.upstream_of(["Q"], 1) and "query_texts" in DAG.upstream_of(["Q"], 1)
+    assert {"codes.0", "residuals.0", "doclens.0", "half_centroids"} <= DAG.upstream_of(["ranked_pids"], 1)
 
 
 def test_artifacts_are_unique():
@@ -32,7 +47,7 @@ def test_artifacts_are_unique():
 
 
 def test_nodes_are_chunk_major():
-    assert names(DAG.nodes(2)) == [
+    assert names(DAG.nodes(2, INDEXING)) == [
         "num_passages", "num_chunks", "sample_pids", "local_sample_embs", "avg_doclen_est", "num_embeddings_est",
         "num_partitions", "sample", "prenorm_centroids", "postnorm_centroids", "centroids", "heldout_residual",
         "avg_residual", "bucket_cutoffs", "bucket_weights", "half_centroids",
@@ -60,15 +75,15 @@ def test_every_node_input_is_produced_earlier():
 
 
 def test_downstream_of_half_centroids():
-    assert names(DAG.downstream_of(["half_centroids"], 2)) == [
+    assert names(DAG.downstream_of(["half_centroids"], 2, INDEXING)) == [
         "codes.0", "residuals.0", "codes.1", "residuals.1",
         "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
     ]
 
 
 def test_downstream_of_local_sample_embs():
-    got = names(DAG.downstream_of(["local_sample_embs"], 1))
-    all_names = names(DAG.nodes(1))
+    got = names(DAG.downstream_of(["local_sample_embs"], 1, INDEXING))
+    all_names = names(DAG.nodes(1, INDEXING))
     from_sample = all_names[all_names.index("sample"):]
     assert "embs.0" not in got
     assert got == [n for n in from_sample if n != "embs.0"]
@@ -81,7 +96,7 @@ def test_downstream_of_nothing_is_empty():
 
 
 def test_downstream_of_one_chunk_only():
-    assert names(DAG.downstream_of(["embs.1"], 2)) == [
+    assert names(DAG.downstream_of(["embs.1"], 2, INDEXING)) == [
         "codes.1", "residuals.1", "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
     ]
 

@@ -61,3 +61,31 @@ def test_user_queries_keep_their_qids_with_trec_qrels(tmp_path):
     assert qrels == {"7": {"3": 1}, "1": {"5": 2}}
     result = effectiveness([[5, 9], [3]], qrels, k=2, qids=["1", "7"])
     assert result["per_query"]["1"]["RR@2"] == 1.0 and result["per_query"]["7"]["RR@2"] == 1.0
+
+
+def test_the_retrieval_verdict_per_query_and_overall():
+    from colbert_swap.retrieval import retrieval_verdict
+
+    a = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert retrieval_verdict(a, [list(x) for x in a], 3).status == "identical"
+    same_sets = retrieval_verdict(a, [[1, 2, 3], [6, 5, 4], [7, 8, 9]], 3)
+    assert same_sets.per_query == ["identical", "same set", "identical"] and same_sets.status == "same sets"
+    changed = retrieval_verdict(a, [[1, 2, 3], [6, 5, 4], [7, 8, 10]], 3)
+    assert changed.status == "changed" and changed.counts() == {"identical": 1, "same set": 1, "different": 1}
+    assert changed.text("x", "y").startswith("Retrieval changes: 1 of 3 queries get other passages")
+
+
+def test_a_delta_stands_out_of_the_noise_only_when_its_interval_excludes_zero():
+    from colbert_swap.retrieval import retrieval_verdict
+
+    qids = [str(q) for q in range(40)]
+    lists = [[q] for q in range(40)]
+    ea = {"mean": {"nDCG@1": 0.5}, "per_query": {q: {"nDCG@1": 0.5} for q in qids}}
+    worse = {"mean": {"nDCG@1": 0.3}, "per_query": {q: {"nDCG@1": 0.3 + (0.02 if int(q) % 2 else -0.02)} for q in qids}}
+    d = retrieval_verdict(lists, lists, 1, ea, worse, qids).deltas[0]
+    assert d.delta == pytest.approx(-0.2) and d.high < 0 and d.significant and d.p_value < 0.01
+    noisy = {"mean": {"nDCG@1": 0.5}, "per_query": {q: {"nDCG@1": 0.5 + (0.1 if int(q) % 2 else -0.1)} for q in qids}}
+    d = retrieval_verdict(lists, lists, 1, ea, noisy, qids).deltas[0]
+    assert d.low < 0 < d.high and not d.significant  # as many queries gain as lose: query-to-query noise
+    same = retrieval_verdict(lists, lists, 1, ea, ea, qids).deltas[0]
+    assert (same.delta, same.low, same.high, same.p_value, same.significant) == (0, 0, 0, 1.0, False)
