@@ -82,7 +82,7 @@ def load_checkpoint(path: str, config, amp: bool, seed: int, device: str, log: P
     the very same numbers."""
     from colbert.modeling.checkpoint import Checkpoint
 
-    knobs = tuple(knob(perturb, k) for k in ("attn", "scale_module", "scale"))
+    knobs = tuple(knob(perturb, k) for k in ("attn", "scale_module", "scale", "tokenizer"))
     key = (path, amp, seed, device, knobs, config.doc_maxlen, config.dim, config.query_maxlen)
     if key not in _MODELS:
         seed_globals(seed)
@@ -106,6 +106,24 @@ def apply_model_knobs(model, perturb, amp: bool) -> None:
         set_attention(model.bert, "sdpa" if knob(perturb, "attn") == "sdpa_math" else knob(perturb, "attn"))
     if knob(perturb, "scale_module"):
         scale_weights(model, knob(perturb, "scale_module"), knob(perturb, "scale") or 1.0)
+    if knob(perturb, "tokenizer"):
+        set_tokenizer(model, knob(perturb, "tokenizer"))
+
+
+def set_tokenizer(model, kind: str) -> None:
+    """perturb.tokenizer: the passages' and queries' tokenizer as transformers' Python (`slow`) or Rust
+    (`fast`) implementation, loaded from the same checkpoint files. colbert-ai loads the fast one
+    (AutoTokenizer); the two can split the same text differently where their Unicode tables differ
+    (docs/tokenizers.md)."""
+    from transformers import AutoTokenizer
+
+    if kind not in ("slow", "fast"):
+        raise UserError(f"perturb.tokenizer={kind!r}; expected slow or fast")
+    path = model.colbert_config.checkpoint
+    tok = AutoTokenizer.from_pretrained(path, use_fast=(kind == "fast"))
+    for tokenizer in (model.doc_tokenizer, model.query_tokenizer):
+        if type(tok) is not type(tokenizer.tok):
+            tokenizer.tok = AutoTokenizer.from_pretrained(path, use_fast=(kind == "fast"))
 
 
 def scale_weights(model, module: str, factor: float) -> None:

@@ -78,6 +78,7 @@ class PerturbConfig:
     stable_sort: Optional[bool] = None  # sort the codes stably when building the IVF (colbert-ai: codes.sort())
     scale_module: Optional[str] = None  # a planted cause: multiply this module's weight by `scale`
     scale: Optional[float] = None  # (perturb=scale_layer: bert.encoder.layer.0.output.dense x 1.0078125)
+    tokenizer: Optional[str] = None  # slow | fast: transformers' Python BertTokenizer instead of the fast one colbert-ai loads
 
 
 @dataclass
@@ -187,6 +188,7 @@ CHOICES = {
     "index.kmeans_backend": ("faiss", "torch", "fastkmeans"),
     "perturb.attn": (None, "eager", "sdpa", "sdpa_math"),
     "perturb.normalize": (None, "fp16"),
+    "perturb.tokenizer": (None, "slow", "fast"),
     "compare.tolerance": ("assert_close", "torch", "bnb"),
 }
 

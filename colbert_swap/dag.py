@@ -34,6 +34,8 @@ class Facts:
     centroid_set: bool = False  # a set of centroids: compared one to one after a label-invariant matching
     label_level: bool = False  # indexed by centroid labels: compared modulo the centroid matching
     index_file: str | None = None  # the colbert-ai index file that holds it ('N.codes.pt' for codes.N)
+    together: bool = False  # one value with the other outputs of its stage (a tokenizer's ids, masks and
+    # order): injected together, and of any width (another tokenizer pads to another length)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,13 @@ class Dag:
         name = template(artifact)
         stage = self._producer.get(name)
         return dict(stage.facts).get(name, Facts()) if stage is not None else Facts()
+
+    def together(self, artifact: str) -> list[str]:
+        """`artifact` and, when its facts say `together`, the other outputs of the same node (same chunk)."""
+        if not self.facts(artifact).together:
+            return [artifact]
+        chunk = artifact.rpartition(".")[2] if template(artifact).endswith(".N") else None
+        return [o.replace(".N", f".{chunk}") if chunk is not None else o for o in self.producer(artifact).outputs]
 
     def declared(self) -> dict[str, Facts]:
         """Every artifact template with facts, and its facts."""

@@ -59,33 +59,47 @@ class Engine:
     def done(self, node: Node) -> bool:
         return all(o in self.manifest.artifacts for o in node.outputs)
 
-    def reusable(self, node: Node, other: RunManifest | None) -> bool:
-        """`other` ran this node on the very same inputs (by hash) in this very environment: its outputs are
-        this node's outputs. Outputs computed elsewhere are never reused: a run computes in one environment."""
-        if other is None or not all(o in other.artifacts for o in node.outputs):
+    def reusable(self, node: Node, other: RunManifest | None, rng_states: dict | None = None) -> bool:
+        """`other` ran this node on the very same inputs (by hash), with the same config and starting random
+        state, in this very environment: its outputs are this node's outputs. Outputs computed elsewhere are
+        never reused: a run computes in one environment."""
+        if other is None or other.label == self.manifest.label or other.config_hash != self.manifest.config_hash \
+                or not all(o in other.artifacts for o in node.outputs):
             return False
+        if "rng" in node.stage.resources:  # a stage that draws: the same draws only from the same state
+            start = (rng_states or {}).get(node.name)
+            if not start or other.rng.get(node.name) != start:
+                return False
         inputs = {n: self.manifest.artifacts[n].ref.hash for n in node.input_names()}
         return all(other.artifacts[o].stage == node.name and other.artifacts[o].inputs == inputs
                    and other.computed_in(o) == self.env for o in node.outputs)
 
+    def reuse_source(self, node: Node, candidates: list[RunManifest], rng_states: dict | None) -> RunManifest | None:
+        return next((c for c in candidates if self.reusable(node, c, rng_states)), None)
+
     def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None,
-                pinned: frozenset[str] = frozenset(), reuse_from: RunManifest | None = None) -> None:
+                pinned: frozenset[str] = frozenset(),
+                reuse_from: RunManifest | list[RunManifest] | None = None) -> None:
         """Run `nodes` in order, skipping those whose outputs are already recorded.
 
         `rng_states` maps node -> generator state at its start (a replay takes the target's); without
         it the generators run on from the previous node, as in colbert-ai. `pinned` artifacts (the
         injected ones) are never overwritten. With `reuse_from`, a node whose inputs are unchanged
-        takes that run's outputs instead of running again (deterministic stages, same environment)."""
+        takes that run's outputs instead of running again (deterministic stages, same environment, same
+        config); a list is searched in order (the target first, then other replays in the store)."""
         pending = [n for n in nodes if not self.done(n)]
         uses = Counter(name for n in pending for name in n.input_names())
         rng: RngStream | None = None
+        candidates = [reuse_from] if isinstance(reuse_from, RunManifest) else list(reuse_from or [])
         for i, node in enumerate(pending, start=1):
-            if self.reusable(node, reuse_from):
+            other = self.reuse_source(node, candidates, rng_states)
+            if other is not None:
                 for name in node.outputs:
                     if name not in pinned:
-                        self.run.adopt(name, reuse_from.artifacts[name], reuse_from)
-                self.manifest.rng[node.name] = (rng_states or {}).get(node.name) or reuse_from.rng.get(node.name, {})
-                self.progress(f"[{i}/{len(pending)}] {node.name} (inputs unchanged: reused)")
+                        self.run.adopt(name, other.artifacts[name], other)
+                self.manifest.rng[node.name] = (rng_states or {}).get(node.name) or other.rng.get(node.name, {})
+                why = "inputs unchanged" if other is candidates[0] else f"same inputs as in run {other.label!r}"
+                self.progress(f"[{i}/{len(pending)}] {node.name} ({why}: reused)")
                 self.run.save()
                 self._release(node, uses)
                 continue

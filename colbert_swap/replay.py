@@ -39,7 +39,8 @@ def resolve(names: list[str], num_chunks: int) -> list[str]:
     out: list[str] = []
     for name in names:
         try:
-            out += [n for n in DAG.expand([name], num_chunks) if n not in out]
+            expanded = [m for n in DAG.expand([name], num_chunks) for m in DAG.together(n)]
+            out += [n for n in expanded if n not in out]
         except KeyError:
             close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -56,7 +57,17 @@ def compact(names: list[str], num_chunks: int) -> list[str]:
             name = base
         if name not in out:
             out.append(name)
-    return out
+    return [n for n in out if _leader(n, num_chunks) in (n, None) or _leader(n, num_chunks) not in out]
+
+
+def _leader(name: str, num_chunks: int) -> str | None:
+    """The first output of the stage `name` is injected together with (`sample_tokens` for its masks and
+    order; `tokens` for `token_masks`), as `compact` writes names; None when it goes alone."""
+    probe = name if name in DAG.artifacts(num_chunks) else f"{name}.0"
+    if probe not in DAG.artifacts(num_chunks) or not DAG.facts(probe).together:
+        return None
+    first = DAG.together(probe)[0]
+    return first if name == probe else first.rpartition(".")[0]
 
 
 def replay_label(target: str, names: list[str], source: str) -> str:
@@ -91,7 +102,8 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
             if name not in run.artifacts:
                 raise UserError(f"run {run.label!r} has no artifact {name!r} (is it complete?)")
         a, b = source.artifacts[name].ref, target.artifacts[name].ref
-        if (a.dtype, a.shape, a.kind) != (b.dtype, b.shape, b.kind) and not cfg.force:
+        same_width = DAG.facts(name).together or a.shape == b.shape  # tokens of another width are still tokens
+        if ((a.dtype, a.kind) != (b.dtype, b.kind) or not same_width) and not cfg.force:
             raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
     names = compact(injected, num_chunks)
@@ -105,6 +117,23 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
 def phases(run: RunManifest) -> tuple[str, ...]:
     """The phases a replay of `run` recomputes: indexing, and its search when the run has one."""
     return (*INDEXING, "search") if "query_texts" in run.artifacts else INDEXING
+
+
+def reuse_candidates(store: Store, target: RunManifest, label: str) -> list[RunManifest]:
+    """Runs whose outputs a replay of `target` may take where a stage's inputs are the same: the target first,
+    then every other run in the store with the target's config (the other replays of this locate, and of any
+    earlier one). The engine takes an output only where it was computed in this environment."""
+    out = [target]
+    for other in store.runs():
+        if other in (target.label, label):
+            continue
+        try:
+            manifest = store.load(other)
+        except Exception:  # a run being written by another process, or a damaged one: not a candidate
+            continue
+        if manifest.config_hash == target.config_hash:
+            out.append(manifest)
+    return out
 
 
 def environment_note(cfg, target: RunManifest) -> str | None:
@@ -136,6 +165,6 @@ def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injecte
         engine = Engine(run, resources, progress)
         progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
         engine.execute(nodes, rng_states=target.rng, pinned=frozenset(injected),
-                       reuse_from=target if cfg.reuse else None)
+                       reuse_from=reuse_candidates(store, target, label) if cfg.reuse else None)
         write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
         return run.finish()

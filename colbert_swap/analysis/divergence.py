@@ -22,11 +22,17 @@ from colbert_swap.compare.runs import RunComparison
 from colbert_swap.analysis import centroids as cen
 from colbert_swap.analysis import magnitude as mag
 from colbert_swap.analysis import paragraphs
-from colbert_swap.analysis.tokens import Attribution, TokenMap, attribute, changed_rows, token_map
+from colbert_swap.analysis.tokens import (Attribution, TokenChanges, TokenMap, attribute, changed_rows, doc_tokenizer,
+                                          token_changes, token_map)
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 
 CACHE_BYTES = 256 << 20
+TOKEN_ARTIFACTS = {"sample_tokens": "Token ids (colbert-ai's `tensorize_output`)", "tokens": "Token ids (colbert-ai's `tensorize_output`)",
+                   "sample_token_masks": "Attention masks", "token_masks": "Attention masks",
+                   "sample_token_order": "Length-sort order", "token_order": "Length-sort order"}
+TOKEN_PART = {"sample_tokens": "ids", "tokens": "ids", "sample_token_masks": "masks", "token_masks": "masks",
+              "sample_token_order": "order", "token_order": "order"}
 REUSE_ABOVE = 2048
 
 
@@ -128,6 +134,52 @@ class _Pair:
         offset = 0 if name == "local_sample_embs" else self.chunk_offset(int(name.split(".")[1]))
         return attribute(changed_rows(self.get("a", name), self.get("b", name)), tokens, what, offset=offset)
 
+    def token_artifacts(self, name: str) -> tuple[str, str, str] | None:
+        """The (ids, masks, order) artifacts of the tokenizer output that `name` belongs to or is encoded
+        from: `sample_tokens` for `local_sample_embs`, `tokens.N` for `embs.N`."""
+        base, _, chunk = name.partition(".")
+        if base in ("sample_tokens", "sample_token_masks", "sample_token_order", "local_sample_embs"):
+            return "sample_tokens", "sample_token_masks", "sample_token_order"
+        if base in ("tokens", "token_masks", "token_order", "embs") and chunk:
+            return f"tokens.{chunk}", f"token_masks.{chunk}", f"token_order.{chunk}"
+        return None
+
+    def tokens_same(self, name: str) -> bool | None:
+        """Whether the tokens `name` is computed from are the same in both runs (None: not captured)."""
+        names = self.token_artifacts(name)
+        if names is None or any(n not in self.a.artifacts or n not in self.b.artifacts for n in names):
+            return None
+        return all(self.same(n) for n in names)
+
+    def token_changes(self, name: str) -> TokenChanges | str:
+        ids, masks, order = self.token_artifacts(name)
+        key = ("token_changes", ids)
+        if key in self._cache:
+            return self._cache[key]
+        if ids == "sample_tokens":
+            if not self.same("sample_pids"):
+                return "the runs sampled different passages"
+            pids = self.get("a", "sample_pids").long()
+        else:
+            chunk = int(ids.split(".")[1])
+            offset = sum(self.a.artifacts[f"tokens.{c}"].ref.shape[0] for c in range(chunk))
+            pids = torch.arange(self.a.artifacts[ids].ref.shape[0]) + offset
+        try:
+            tokenizer = doc_tokenizer(self.a, self.store)[0]
+        except Exception:  # a checkpoint that is gone: ids without their texts
+            tokenizer = None
+
+        def decode(values: list[int]) -> list[str]:
+            if tokenizer is None:
+                return [str(v) for v in values]
+            texts = tokenizer.tok.convert_ids_to_tokens(values)
+            return ["[D]" if v == tokenizer.D_marker_token_id else t for v, t in zip(values, texts)]
+
+        out = token_changes(self.get("a", ids), self.get("a", masks), self.get("b", ids), self.get("b", masks),
+                            pids, decode, self.get("a", order), self.get("b", order), (self.a.label, self.b.label))
+        self._cache[key] = out
+        return out
+
     def matching(self, name: str) -> cen.Matching:
         """A centroid set's one-to-one matching. Above REUSE_ABOVE centroids, the sets upstream of
         `half_centroids` take its permutation (one Hungarian solve, ~10 s at 8,192, instead of four)."""
@@ -186,6 +238,13 @@ def _explain_one(pair: _Pair, r) -> Explanation | None:
     if not isinstance(va, torch.Tensor) or not isinstance(vb, torch.Tensor):
         return None
     template = r.name.split(".")[0]
+    if template in TOKEN_ARTIFACTS:
+        changes = pair.token_changes(r.name)
+        if isinstance(changes, str):
+            return Explanation(r.name, changes + ".", {"kind": "tokens"})
+        text = {"ids": changes.headline, "masks": changes.masks_sentence, "order": changes.order_sentence}
+        return Explanation(r.name, f"{TOKEN_ARTIFACTS[template]}: {text[TOKEN_PART[template]]()}.",
+                           {"kind": "tokens", "tokens": changes.to_json()})
     facts = DAG.facts(r.name)  # what the stage that made it declares: centroid set, label level, reduction
     if facts.label_level and (va.shape != vb.shape or va.dtype != vb.dtype):
         data = {"kind": "shape", "labels": _labels(pair)}
@@ -207,6 +266,9 @@ def _explain_one(pair: _Pair, r) -> Explanation | None:
         m = mag.magnitude(r.name, va, vb, n, what)
         data["magnitude"] = m.to_json()
         parts.append(mag.sentence(m, _inputs_differ(pair, r.name)))
+    if template in ("local_sample_embs", "embs") and pair.tokens_same(r.name):
+        parts.append(f"Its input tokens (`{pair.token_artifacts(r.name)[0]}`, masks and order) are the same in both "
+                     "runs: the model computes differently on the same input.")
     if template in ("local_sample_embs", "embs", "codes", "residuals"):
         what = {"embs": "embedding rows", "codes": "codes", "residuals": "residual rows",
                 "local_sample_embs": "sample embedding rows"}[template]

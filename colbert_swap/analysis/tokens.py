@@ -73,6 +73,11 @@ def _doc_tokenizer(manifest: RunManifest, store: Store):
     from colbert.modeling.tokenization import DocTokenizer
 
     tokenizer = DocTokenizer(config)
+    kind = ((manifest.config.get("perturb") or {}).get("tokenizer"))
+    if kind:  # perturb.tokenizer: the run's own tokenizer implementation
+        from transformers import AutoTokenizer
+
+        tokenizer.tok = AutoTokenizer.from_pretrained(config.checkpoint, use_fast=(kind == "fast"))
     skip: set[int] = set()
     if config.mask_punctuation:
         skip = {tokenizer.tok.encode(symbol, add_special_tokens=False)[0] for symbol in string.punctuation}
@@ -201,3 +206,83 @@ def changed_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if differ.dim() > 1:
         differ = differ.flatten(1).any(1)
     return differ.nonzero().flatten()  # (changed,)
+
+
+@dataclass(frozen=True)
+class TokenChanges:
+    """Two tokenizer outputs (`sample_tokens` / `tokens.N`) side by side: which passages hold other tokens,
+    from which position, with the tokens' texts in the run's vocabulary."""
+
+    passages: int  # rows of the artifact (passages)
+    changed: list[dict]  # per changed passage (at most TOP): pid, first position, a's and b's tokens from there
+    passages_changed: int
+    positions_changed: int
+    lengths_changed: int  # passages of another token count (what the masks show)
+    order_changed: int  # passages at another place of the length sort (the `*_order` artifact)
+    labels: tuple[str, str] = ("a", "b")
+
+    def headline(self) -> str:
+        if not self.passages_changed:
+            return f"the {self.passages:,} passages' tokens are the same in both runs"
+        first = self.changed[0]
+        a, b = self.labels
+        return (f"{self.passages_changed:,} of {self.passages:,} passages are tokenized differently "
+                f"({self.positions_changed:,} token positions, {self.lengths_changed:,} passages of another length); "
+                f"the first, passage {first['pid']}, from position {first['position']}: "
+                f"`{' '.join(first['a'])}` ({a}) vs `{' '.join(first['b'])}` ({b})")
+
+    def masks_sentence(self) -> str:
+        if not self.lengths_changed:
+            return "the masks differ only in padding width"
+        return (f"{self.lengths_changed:,} of {self.passages:,} passages have another number of tokens "
+                "(their ids are explained above)")
+
+    def order_sentence(self) -> str:
+        text = f"{self.order_changed:,} of {self.passages:,} passages take another place in colbert-ai's length sort"
+        if not self.passages_changed:
+            return text + (": the tokens are the same, so `torch.sort` (not stable) ordered equal lengths "
+                           "differently")
+        return text + " (it sorts by token count, and token counts differ)"
+
+    def to_json(self) -> dict:
+        return {"passages": self.passages, "passages_changed": self.passages_changed,
+                "positions_changed": self.positions_changed, "lengths_changed": self.lengths_changed,
+                "order_changed": self.order_changed, "changed": self.changed, "headline": self.headline()}
+
+
+WINDOW = 6  # tokens shown from the first differing position
+
+
+def token_changes(ids_a: torch.Tensor, masks_a: torch.Tensor, ids_b: torch.Tensor, masks_b: torch.Tensor,
+                  pids: torch.Tensor, decode, order_a: torch.Tensor | None = None,
+                  order_b: torch.Tensor | None = None, labels: tuple[str, str] = ("a", "b")) -> TokenChanges:
+    """Compare two runs' token ids where their masks hold tokens (padding is not a token); `pids[row]` is the
+    passage id of a row, `decode(ids) -> texts` the run's vocabulary. Either run may be wider.
+
+    >>> ids = torch.tensor([[101, 1, 7, 102], [101, 1, 8, 102]]); mask = torch.ones(2, 4)
+    >>> other = ids.clone(); other[1, 2] = 9
+    >>> token_changes(ids, mask, other, mask, torch.tensor([10, 11]), lambda v: [str(i) for i in v]).headline()
+    '1 of 2 passages are tokenized differently (1 token positions, 0 passages of another length); the first, passage 11, from position 2: `8 102` (a) vs `9 102` (b)'
+    """
+    width = max(ids_a.shape[1], ids_b.shape[1])
+
+    def real(ids, masks):
+        out = torch.full((ids.shape[0], width), -1, dtype=torch.int64)
+        out[:, :ids.shape[1]] = torch.where(masks.bool(), ids.long(), torch.tensor(-1))
+        return out
+
+    ra, rb = real(ids_a, masks_a), real(ids_b, masks_b)
+    differ = ra != rb
+    rows = differ.any(1).nonzero().flatten()
+    changed = []
+    for row in rows[:TOP].tolist():
+        first = int(differ[row].nonzero()[0])
+        a_ids = [int(t) for t in ra[row, first:first + WINDOW] if t >= 0]
+        b_ids = [int(t) for t in rb[row, first:first + WINDOW] if t >= 0]
+        changed.append({"pid": int(pids[row]), "position": first, "positions": int(differ[row].sum()),
+                        "a": decode(a_ids) or ["(end)"], "b": decode(b_ids) or ["(end)"]})
+    lengths = int((masks_a.long().sum(1) != masks_b.long().sum(1)).sum()) if len(masks_a) == len(masks_b) else 0
+    order = 0
+    if order_a is not None and order_b is not None and order_a.shape == order_b.shape:
+        order = int((order_a != order_b).sum())
+    return TokenChanges(ids_a.shape[0], changed, rows.numel(), int(differ.sum()), lengths, order, labels)

@@ -6,18 +6,25 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.dag import Facts, stage
-from colbert_swap.stages.setup import chunksize, encode
+from colbert_swap.stages.setup import chunksize, encode_tokens, tokenize
 from colbert_swap.stages.train import codec
 
 BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this many
 
 
-@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"),
-       facts={"embs.N": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")), "doclens.N": Facts(index_file="doclens.N.json")})
-def embs(corpus, num_passages, index_config, chunk, checkpoint, colbert_config, device, progress):
+@stage("index", per_chunk=True, outputs=("tokens.N", "token_masks.N", "token_order.N"),
+       facts={"tokens.N": Facts(together=True), "token_masks.N": Facts(together=True), "token_order.N": Facts(together=True)})
+def tokens(corpus, num_passages, index_config, chunk, checkpoint, colbert_config):
+    """The chunk's `tensorize_output` (colbert_swap.stages.setup.tokenize)."""
     size = chunksize(num_passages, index_config)
-    passages = corpus.passages[chunk * size:(chunk + 1) * size]
-    embs_, doclens = encode(passages, checkpoint, colbert_config, progress)
+    return tokenize(corpus.passages[chunk * size:(chunk + 1) * size], checkpoint, colbert_config)
+
+
+@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"),
+       inputs={"tokens": "tokens.N", "token_masks": "token_masks.N", "token_order": "token_order.N"},
+       facts={"embs.N": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")), "doclens.N": Facts(index_file="doclens.N.json")})
+def embs(tokens, token_masks, token_order, checkpoint, colbert_config, device, progress):
+    embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()

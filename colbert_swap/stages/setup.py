@@ -32,29 +32,93 @@ def sample_pids(num_passages, rng) -> torch.Tensor:
     return torch.tensor(sorted(pids), dtype=torch.int64)  # (count,) colbert-ai keeps a set
 
 
-def encode(passages: list[str], checkpoint, colbert_config, progress) -> tuple[torch.Tensor, torch.Tensor]:
-    """CollectionEncoder.encode_passages, called once per group of index_bsize * 50 passages: the very
-    groups it forms itself (each is padded to its longest passage), so the result is the same, and
-    `progress(done, total)` can be reported between groups."""
-    from colbert.indexing.collection_encoder import CollectionEncoder
+def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """colbert-ai's `DocTokenizer.tensorize(group, bsize=index_bsize)`, called once per group of
+    index_bsize * 50 passages as `CollectionEncoder.encode_passages` forms them: what the seed posts call
+    `tensorize_output`. Returned in passage order, so two runs compare row by row:
 
-    encoder = CollectionEncoder(colbert_config, checkpoint)
-    group = colbert_config.index_bsize * 50
-    embs, doclens = [], []
-    progress(0, len(passages))
+    - ids (passages, width) int32: each group padded to its own longest passage (colbert-ai's
+      padding='longest'), columns beyond a group's width hold the tokenizer's pad id;
+    - masks (passages, width) uint8: the attention masks (1 on a passage's tokens);
+    - order (passages,) int64: colbert-ai's `reverse_indices` of the group's length sort, as global rows
+      (`torch.sort` without `stable`: equal lengths may come out in another order elsewhere).
+
+    int32 and uint8 hold colbert-ai's int64 ids and masks exactly (`encode_tokens` casts them back)."""
+    tokenizer = checkpoint.doc_tokenizer
+    group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
+    pad = tokenizer.tok.pad_token_id or 0
+    parts = []
     for start in range(0, len(passages), group):
-        embs_, doclens_ = encoder.encode_passages(passages[start:start + group])
-        embs.append(embs_)
-        doclens.extend(doclens_)
-        progress(min(start + group, len(passages)), len(passages))
+        batches, reverse = tokenizer.tensorize(passages[start:start + group], bsize=bsize)
+        ids = torch.cat([b[0] for b in batches]).cpu()[reverse.cpu()]  # back to passage order
+        masks = torch.cat([b[1] for b in batches]).cpu()[reverse.cpu()]
+        parts.append((ids, masks, reverse.cpu().to(torch.int64) + start))
+    width = max((p[0].shape[1] for p in parts), default=0)
+    ids = torch.full((len(passages), width), pad, dtype=torch.int32)
+    masks = torch.zeros((len(passages), width), dtype=torch.uint8)
+    row = 0
+    for ids_, masks_, _ in parts:
+        ids[row:row + len(ids_), :ids_.shape[1]] = ids_.to(torch.int32)
+        masks[row:row + len(ids_), :ids_.shape[1]] = masks_.to(torch.uint8)
+        row += len(ids_)
+    order = torch.cat([p[2] for p in parts]) if parts else torch.zeros(0, dtype=torch.int64)
+    return ids, masks, order
+
+
+def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint, colbert_config,
+                  progress) -> tuple[torch.Tensor, torch.Tensor]:
+    """`CollectionEncoder.encode_passages` from tokens: per group, colbert-ai's `docFromText(...,
+    keep_dims='flatten')` after its tokenizer call (the same batches, `Checkpoint.doc` calls and flattening),
+    so the result is the same as encoding the passages; `progress(done, total)` between groups."""
+    from colbert.modeling.tokenization.utils import _split_into_batches
+
+    group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where colbert-ai's tensorize puts them (DEVICE)
+    total = ids.shape[0]
+    embs, doclens = [], []
+    progress(0, total)
+    with torch.inference_mode():
+        for start in range(0, total, group):
+            g_masks = masks[start:start + group].to(torch.int64)
+            width = int(g_masks.sum(1).max())  # padding='longest': the group's own width
+            g_ids = ids[start:start + group, :width].to(torch.int64).to(device)
+            g_masks = g_masks[:, :width].to(device)
+            reverse = (order[start:start + group] - start).to(device)
+            indices = reverse.sort().indices  # the length sort that `reverse` undoes (a permutation: exact)
+            batches = [checkpoint.doc(i, m, keep_dims="return_mask")
+                       for i, m in _split_into_batches(g_ids[indices], g_masks[indices], bsize)]
+            D = torch.cat([b[0] for b in batches])[reverse]
+            mask = torch.cat([b[1] for b in batches])[reverse]
+            doclens_ = mask.squeeze(-1).sum(-1).tolist()
+            D = D.view(-1, colbert_config.dim)[mask.bool().flatten()].cpu()
+            if colbert_config.pool_factor > 1:
+                from colbert.modeling.checkpoint import pool_embeddings_hierarchical
+
+                D, doclens_ = pool_embeddings_hierarchical(D, doclens_, pool_factor=colbert_config.pool_factor,
+                                                           protected_tokens=colbert_config.protected_tokens,
+                                                           showprogress=False)
+            embs.append(D)
+            doclens.extend(doclens_)
+            progress(min(start + group, total), total)
+    if not embs:
+        return torch.zeros(0, colbert_config.dim), torch.zeros(0, dtype=torch.int64)
     return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim), (passages,)
 
 
-@stage("setup", outputs=("local_sample_embs", "sample_doclens"), facts=Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")))
-def local_sample_embs(corpus, sample_pids, checkpoint, colbert_config, progress):
+@stage("setup", outputs=("sample_tokens", "sample_token_masks", "sample_token_order"),
+       facts={"sample_tokens": Facts(together=True), "sample_token_masks": Facts(together=True), "sample_token_order": Facts(together=True)})
+def sample_tokens(corpus, sample_pids, checkpoint, colbert_config):
+    """The sampled passages' `tensorize_output` (see `tokenize`)."""
     wanted = set(sample_pids.tolist())
     passages = [p for pid, p in enumerate(corpus.passages) if pid in wanted]
-    return encode(passages, checkpoint, colbert_config, progress)  # fp32 on CPU, fp16 on CUDA
+    return tokenize(passages, checkpoint, colbert_config)
+
+
+@stage("setup", outputs=("local_sample_embs", "sample_doclens"),
+       facts={"local_sample_embs": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"))})
+def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config, progress):
+    return encode_tokens(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
+                         progress)  # fp32 on CPU, fp16 on CUDA
 
 
 @stage("setup")

@@ -15,7 +15,7 @@ from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable,
 from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
 from colbert_swap.report.report import Report
-from colbert_swap.replay import as_names, phases, replay
+from colbert_swap.replay import as_names, compact, phases, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture
@@ -42,7 +42,33 @@ class Injection:
     @property
     def verdict(self) -> str:
         return proof.injection_verdict(self.names, self.source.label, self.target.label, self.before, self.after,
-                                       self.downstream, self.whole)
+                                       self.downstream, self.whole) + self.tokens_sentence()
+
+    def tokens_sentence(self) -> str:
+        """inject=sample_tokens / tokens: are the injected tokens the same, and do the embeddings still differ?"""
+        tokens = [n for n in self.replayed.origin.injected if DAG.facts(n).together]
+        if not tokens:
+            return ""
+        encoded = [n for n in self.downstream if n.split(".")[0] in ("local_sample_embs", "embs")]
+        still = [n for n in encoded if not self.after[n].same]
+        s = self.source.label
+        if all(self.before[n].same for n in tokens):
+            if still:
+                return (f" {s}'s tokens are the same as {self.target.label}'s, yet the encoder on them here gives other "
+                        f"embeddings than {s}'s ({proof.describe(compact(still, self.num_chunks))}): the model "
+                        f"computes differently on the same tokens.")
+            return f" {s}'s tokens are the same as {self.target.label}'s."
+        text = f" {s}'s tokens differ from {self.target.label}'s (see What this means)"
+        if encoded and not still:
+            return text + f"; encoded here, they give {s}'s embeddings exactly: the tokenizer explains the embeddings."
+        if still:
+            return text + (f"; encoded here, they still give other embeddings than {s}'s "
+                           f"({proof.describe(compact(still, self.num_chunks))}): the model differs too.")
+        return text + "."
+
+    @property
+    def num_chunks(self) -> int:
+        return sum(1 for n in self.replayed.artifacts if n.startswith("doclens."))
 
 
 def ensure_target(cfg, store: Store, progress) -> RunManifest:

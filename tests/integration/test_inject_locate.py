@@ -49,7 +49,7 @@ def hashes(manifest):
     return {k: r.ref.hash for k, r in manifest.artifacts.items()}
 
 
-@pytest.mark.parametrize("point", ["local_sample_embs", "sample", "prenorm_centroids", "centroids",
+@pytest.mark.parametrize("point", ["sample_tokens", "tokens", "local_sample_embs", "sample", "prenorm_centroids", "centroids",
                                    "half_centroids", "embs", "codes", "all_codes", "ivf"])
 def test_null_injection_recomputes_the_target_bit_for_bit(runs, tiny_cfg, point):
     cfg = tiny_cfg("reuse=false", "source=target", "target=target")
@@ -131,6 +131,8 @@ def test_locate_names_the_cause(runs, tiny_cfg, preset):
     result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
     assert [n for g in result.minimal for n in compact(g, result.num_chunks)] == CAUSES[preset]
     assert result.final_cmp.diverged() == [] and result.whole.index == {}
+    # a model-caused divergence: the embeddings, from tokens that are equal in both runs
+    assert ("Tokens equal (`sample_tokens`, `tokens`)" in locate_verdict(result)) == (preset == "scale_layer")
 
 
 @pytest.mark.parametrize("preset", KERNEL_KNOBS + CUDA_KNOBS)
@@ -234,3 +236,26 @@ def test_a_replay_downstream_of_the_centroids_runs_neither_kmeans_nor_the_encode
     store = Store(cfg.store.root)
     replayed = replay(cfg, store, runs["target"], runs["eager"], ["centroids"], label="no-encoder")
     assert replayed.complete and replayed.artifacts["codes.0"].stage == "codes.0"
+
+
+def test_a_later_replay_reuses_what_an_earlier_one_computed_on_the_same_inputs(runs, tiny_cfg, monkeypatch):
+    """A locate's second replay (local_sample_embs + embs) feeds k-means the same sample as its first
+    (local_sample_embs): it takes the first replay's centroids instead of clustering again, and the result is
+    what a replay that reuses nothing computes."""
+    import colbert_swap.kmeans
+
+    cfg = tiny_cfg("source=scale_layer", "target=target")
+    store = Store(cfg.store.root)
+    first = replay(cfg, store, runs["target"], runs["scale_layer"], ["local_sample_embs"], label="reuse-first")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("k-means ran again on inputs an earlier replay had clustered")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(colbert_swap.kmeans, "kmeans", forbidden)
+        second = replay(cfg, store, runs["target"], runs["scale_layer"], ["local_sample_embs", "embs"],
+                        label="reuse-second")
+    assert second.artifacts["prenorm_centroids"].ref.hash == first.artifacts["prenorm_centroids"].ref.hash
+    fresh = replay(tiny_cfg("reuse=false"), store, runs["target"], runs["scale_layer"], ["local_sample_embs", "embs"],
+                   label="reuse-none")
+    assert hashes(second) == hashes(fresh) == hashes(runs["scale_layer"])
