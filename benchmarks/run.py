@@ -3,7 +3,8 @@
     python benchmarks/run.py --passages 5000 --model base --out benchmarks/results/h100-5k
     python benchmarks/run.py --passages 100000 --model base --kmeans fastkmeans --skip-indexer \\
         --steps capture,perturbed,locate --out benchmarks/results/h100-100k
-    python benchmarks/run.py --kmeans-only 638000x128:8192,2000000x128:32768 --out benchmarks/results/h100-kmeans
+    python benchmarks/run.py --kmeans-only 638000x128:8192,2000000x128:32768 --niters 10 \\
+        --out benchmarks/results/h200-kmeans
 
 Writes results.json and results.md (the command, the GPU, versions, one row per step with wall
 seconds and peak GPU / host memory, and the per-stage seconds of each capture: where the time goes).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -133,7 +135,22 @@ def run_indexer(cfg, root: Path) -> Path:
                     .index(name="indexer", collection=res.corpus.path, overwrite=True))
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def kmeans_bench(spec: str, niters: int) -> None:
+    """Per size, in one process: each GPU backend run twice in full (niters iterations; are the two
+    bitwise equal?) and once with one iteration; the torch versions' Lloyd loop alone as well, every
+    iteration timed to a synchronize; faiss-cpu (one iteration) below `faiss_skip`'s size. Compilation
+    and cuBLAS start-up are warmed up untimed.
+
+    per_iteration: the median iteration of the loop alone for torch and torch-v1 (sampling, the copy
+    to the GPU and the fp16 operands excluded: `setup_seconds`), (T(niters) - T(1)) / (niters - 1)
+    of the full runs for fastkmeans (its setup cancels), the whole one-iteration run for faiss-cpu
+    (its setup is small beside it). per_iteration_with_setup: a full run's seconds / niters.
+    inertia: mean squared distance of the points to their nearest centroid (float32, lower is better)."""
     import faiss
 
     from colbert_swap.kmeans import fast_kmeans, torch_kmeans
@@ -142,26 +159,156 @@ def kmeans_bench(spec: str, niters: int) -> None:
         shape, k = item.split(":")
         n, d = map(int, shape.split("x"))
         k = int(k)
+        tag = f"{n}x{d}->{k}"
         data = torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), dim=-1)
         data = data.half().float().numpy()  # what colbert-ai clusters: fp16 embeddings, as fp32
-        fast_kmeans(data[: k * 4], k, 1, 123)  # compile the Triton kernels, untimed
-        torch_kmeans(torch.from_numpy(data[: k * 4]), k, 1, 123)
-        runs: dict[str, list] = {}
-        for name, fn in (("torch", lambda: torch_kmeans(torch.from_numpy(data), k, niters, 123)),
-                         ("fastkmeans", lambda: fast_kmeans(data, k, niters, 123))) * 2:
-            with measured(f"kmeans {name}", shape=f"{n}x{d}->{k}", iterations=niters):
-                runs.setdefault(name, []).append(fn())
-        for name, (x, y) in runs.items():
-            ROWS.append({"step": f"{name}: two runs bitwise equal", "shape": f"{n}x{d}->{k}",
-                         "equal": bool(torch.equal(x, y)), "seconds": 0, "peak_gpu_gib": None, "peak_host_gib": None,
-                         "iterations": 0})
+        small = data[: k * 4]
+        fast_kmeans(small, k, 1, 123)  # compile the Triton kernels, untimed
+        torch_kmeans(torch.from_numpy(small), k, 1, 123)  # cuBLAS handles and kernels, untimed
+        torch_kmeans_v1(torch.from_numpy(small), k, 1, 123)
+        runs = {"torch": lambda it: torch_kmeans(torch.from_numpy(data), k, it, 123),
+                "torch-v1": lambda it: torch_kmeans_v1(torch.from_numpy(data), k, it, 123),
+                "fastkmeans": lambda it: fast_kmeans(data, k, it, 123)}
+        results: dict[str, list] = {}
+        totals: dict[str, list] = {}
+        per_iteration: dict[str, float] = {}
+        for _ in range(2):
+            for name, fn in runs.items():
+                with measured(f"kmeans {name}", shape=tag, iterations=niters) as row:
+                    start = time.perf_counter()
+                    results.setdefault(name, []).append(fn(niters))
+                    _sync()
+                    totals.setdefault(name, []).append(time.perf_counter() - start)
+                    row["per_iteration_with_setup"] = round(totals[name][-1] / niters, 4)
+        for name, fn in runs.items():
+            with measured(f"kmeans {name}, 1 iteration", shape=tag, iterations=1) as row:
+                start = time.perf_counter()
+                fn(1)
+                _sync()
+                one = time.perf_counter() - start
+            if niters > 1:
+                row["per_iteration_marginal"] = round((min(totals[name]) - one) / (niters - 1), 4)
+                per_iteration[name] = row["per_iteration_marginal"]
+        for name, loop in (("torch", torch_loop), ("torch-v1", torch_v1_loop)):
+            with measured(f"kmeans {name}, Lloyd loop alone", shape=tag, iterations=niters) as row:
+                centroids, times, info = loop(torch.from_numpy(data), k, niters, 123)
+                row.update(info)
+                row["iteration_seconds"] = [round(t, 4) for t in times]
+                row["per_iteration"] = per_iteration[name] = round(statistics.median(times), 4)
+                row["equal_to_full_run"] = bool(torch.equal(centroids, results[name][0]))
+        for name, (x, y) in results.items():
+            note(f"{name}: two runs bitwise equal", shape=tag, equal=bool(torch.equal(x, y)),
+                 inertia=round(inertia(data, x), 8))
         if not faiss_skip(n, k):
-            with measured("kmeans faiss-cpu", shape=f"{n}x{d}->{k}", iterations=1) as row:
+            with measured("kmeans faiss-cpu", shape=tag, iterations=1) as row:
+                start = time.perf_counter()
                 km = faiss.Kmeans(d, k, niter=1, gpu=False, verbose=False, seed=123)
                 km.train(data)
-    for row in ROWS:
-        if row["step"].startswith("kmeans"):
-            row["per_iteration"] = round(row["seconds"] / row["iterations"], 3)
+                row["per_iteration"] = per_iteration["faiss-cpu"] = round(time.perf_counter() - start, 4)
+        summary = {name: seconds for name, seconds in per_iteration.items()}
+        if "faiss-cpu" in per_iteration:
+            summary.update({f"{name} speedup over faiss-cpu": round(per_iteration["faiss-cpu"] / max(s, 1e-9), 1)
+                            for name, s in per_iteration.items() if name != "faiss-cpu"})
+        note("seconds per iteration", shape=tag, **summary)
+
+
+def note(step: str, **extra) -> None:
+    """A row that times nothing (a check or a summary)."""
+    ROWS.append({"step": step, **extra, "seconds": 0, "peak_gpu_gib": None, "peak_host_gib": None})
+    print(f"[bench] {ROWS[-1]}", flush=True)
+
+
+def inertia(data, centroids: torch.Tensor) -> float:
+    """Mean over points of the squared distance to the nearest centroid, float32 on the GPU when there is one."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, c = torch.from_numpy(data).to(device), centroids.to(device)
+    norms, total = (c * c).sum(1), torch.zeros((), dtype=torch.float64, device=device)
+    for xs in x.split(max(1024, (1 << 27) // c.shape[0])):
+        total += (torch.addmm(norms, xs, c.T, alpha=-2).amin(1) + (xs * xs).sum(1)).double().sum()
+    return float(total) / x.shape[0]
+
+
+def torch_loop(data: torch.Tensor, k: int, niters: int, seed: int):
+    """colbert_swap.kmeans.torch_kmeans step by step: setup, then each Lloyd iteration timed."""
+    from colbert_swap.kmeans import _Distances, _start, _update
+
+    start = time.perf_counter()
+    x, centroids = _start(data, k, seed, None)
+    distances = _Distances(x, k)
+    _sync()
+    info = {"setup_seconds": round(time.perf_counter() - start, 4), "fp16_gemm": distances.half,
+            "points_exact_in_fp16": distances.exact, "gemm_k": distances.points.shape[1],
+            "chunk_rows": distances.chunk}
+    times = []
+    for _ in range(niters):
+        start = time.perf_counter()
+        centroids = _update(x, distances.nearest(centroids), centroids)
+        _sync()
+        times.append(time.perf_counter() - start)
+    return centroids.cpu(), times, info
+
+
+# The torch backend before issue 18, for comparison (fp16 products rounded to fp16, float64 prefix sums).
+def torch_kmeans_v1(data: torch.Tensor, k: int, niter: int, seed: int, device: str | None = None) -> torch.Tensor:
+    x, centroids = _start_v1(data, k, seed, device)
+    for _ in range(niter):
+        centroids = _update_v1(x, _assign_v1(x, centroids), centroids)
+    return centroids.cpu()
+
+
+def _start_v1(data, k, seed, device):
+    from colbert_swap.kmeans import MAX_POINTS_PER_CENTROID
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    n = data.shape[0]
+    if n < k:
+        raise ValueError(f"k-means needs at least k={k} points, got {n}")
+    if n > k * MAX_POINTS_PER_CENTROID:
+        data = data[torch.randperm(n, generator=gen)[: k * MAX_POINTS_PER_CENTROID]]
+    x = data.to(device, torch.float32)  # (n, d)
+    centroids = x[torch.randperm(x.shape[0], generator=gen)[:k].to(device)].clone()  # (k, d)
+    return x, centroids
+
+
+def _assign_v1(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    k = centroids.shape[0]
+    norms = (centroids * centroids).sum(1)  # (k,)
+    dtype = torch.float16 if x.is_cuda else torch.float32
+    c = centroids.to(dtype)
+    chunk = max(1024, (1 << 28) // k)
+    labels = [(norms - 2 * (xs.to(dtype) @ c.T).float()).argmin(1) for xs in x.split(chunk)]
+    return torch.cat(labels)  # (n,) int64
+
+
+def _update_v1(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    k = old.shape[0]
+    counts = torch.bincount(labels, minlength=k)  # integer counts: exact in any order
+    ordered = x[torch.argsort(labels, stable=True)].double()
+    prefix = torch.cat([ordered.new_zeros(1, x.shape[1]), ordered.cumsum(0)])  # (n + 1, d)
+    ends = counts.cumsum(0)
+    sums = prefix[ends] - prefix[ends - counts]  # (k, d)
+    means = (sums / counts.clamp(min=1).unsqueeze(1)).float()
+    empty = (counts == 0).nonzero().squeeze(1)
+    if empty.numel():  # split the largest clusters, one per empty centroid (faiss: EPS = 1 / 1024)
+        largest = torch.argsort(counts, descending=True, stable=True)[: empty.numel()]
+        means[empty] = means[largest] * (1 + 1 / 1024)
+        means[largest] = means[largest] * (1 - 1 / 1024)
+    return means
+
+
+def torch_v1_loop(data: torch.Tensor, k: int, niters: int, seed: int):
+    start = time.perf_counter()
+    x, centroids = _start_v1(data, k, seed, None)
+    _sync()
+    info = {"setup_seconds": round(time.perf_counter() - start, 4)}
+    times = []
+    for _ in range(niters):
+        start = time.perf_counter()
+        centroids = _update_v1(x, _assign_v1(x, centroids), centroids)
+        _sync()
+        times.append(time.perf_counter() - start)
+    return centroids.cpu(), times, info
 
 
 def faiss_skip(n: int, k: int) -> bool:

@@ -5,11 +5,21 @@
 - `torch`: a deterministic k-means in torch, on the GPU when there is one. Not colbert-ai's result
   (another initialisation), but the same work (faiss's 256 points per centroid, every iteration) and
   bit-identical from run to run, so a proof can rest on it.
+
+  Its centroids changed in this version (issue 18): the same sampling, initialisation, Lloyd steps and
+  empty-cluster rule, but distances are now one GEMM per chunk with the norms inside it (on CUDA: fp16
+  tensor cores with fp32 output and centroids split into fp16 hi + lo parts, so assignments are close
+  to fp32 ones where the old code rounded every product to fp16), and cluster sums are sequential fp32
+  sums per cluster after a stable sort where they were differences of a float64 prefix sum over the
+  whole sample. Both steps are deterministic with no atomics and no host sync; the bits differ from the
+  previous version's, so a torch-backend run stored before does not match one made after.
 - `fastkmeans`: the `fastkmeans` package. Fast, but its CUDA cluster sums add atomically in any
   order: two runs give different centroids (measured on the H100; see README).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -40,9 +50,19 @@ def faiss_kmeans(data: np.ndarray, k: int, niter: int, seed: int = 123) -> torch
 
 
 def torch_kmeans(data: torch.Tensor, k: int, niter: int, seed: int, device: str | None = None) -> torch.Tensor:
-    """Lloyd's k-means with every step deterministic: seeded CPU sampling, argmin assignments, and
-    cluster sums from a stable sort and a float64 prefix sum (no atomics). An empty cluster takes half
+    """Lloyd's k-means with every step deterministic: seeded CPU sampling and initialisation, argmin
+    assignments from one GEMM per chunk of points, and cluster sums in a fixed order (a stable sort by
+    label, then one sequential sum per cluster and dimension; no atomics). An empty cluster takes half
     of the largest one, as faiss does (its centroid and the large one's, nudged apart)."""
+    x, centroids = _start(data, k, seed, device)
+    distances = _Distances(x, k)
+    for _ in range(niter):
+        centroids = _update(x, distances.nearest(centroids), centroids)
+    return centroids.cpu()
+
+
+def _start(data: torch.Tensor, k: int, seed: int, device: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """faiss's sampling cap and a seeded initialisation, drawn on the CPU: (points, centroids) on `device`."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(seed)
     n = data.shape[0]
@@ -50,38 +70,130 @@ def torch_kmeans(data: torch.Tensor, k: int, niter: int, seed: int, device: str 
         raise ValueError(f"k-means needs at least k={k} points, got {n}")
     if n > k * MAX_POINTS_PER_CENTROID:
         data = data[torch.randperm(n, generator=gen)[: k * MAX_POINTS_PER_CENTROID]]
-    x = data.to(device, torch.float32)  # (n, d)
+    x = data.to(device, torch.float32).contiguous()  # (n, d)
     centroids = x[torch.randperm(x.shape[0], generator=gen)[:k].to(device)].clone()  # (k, d)
-    for _ in range(niter):
-        centroids = _update(x, _assign(x, centroids), centroids)
-    return centroids.cpu()
+    return x, centroids
 
 
-def _assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid per point: argmin of |c|^2 - 2 x.c, chunked to bound memory; fp16 products on CUDA."""
-    k = centroids.shape[0]
-    norms = (centroids * centroids).sum(1)  # (k,)
-    dtype = torch.float16 if x.is_cuda else torch.float32
-    c = centroids.to(dtype)
-    chunk = max(1024, (1 << 28) // k)
-    labels = [(norms - 2 * (xs.to(dtype) @ c.T).float()).argmin(1) for xs in x.split(chunk)]
-    return torch.cat(labels)  # (n,) int64
+CHUNK_ELEMENTS = 1 << 28  # one block of distances: 1 GiB of fp32
+NORM_PIECES = 3  # |c|^2 as a sum of three fp16 numbers: ~33 bits of it
+
+
+class _Distances:
+    """Nearest centroid per point: argmin over centroids of |c|^2 - 2 x.c, computed by one GEMM per
+    chunk of points with the norms inside it (an extra column of ones on the points' side), into a
+    distance block reused from chunk to chunk, and an argmin per row.
+
+    On CUDA the GEMM runs on fp16 tensor cores with fp32 accumulation and an fp32 output. Each centroid
+    is split into fp16 hi + lo parts (and the points too, unless they are fp16 numbers already, as
+    colbert-ai's embeddings are) so that the products keep ~22 bits: the points' side is
+    [x_hi, x_hi, (x_lo), 1, 1, 1] and the centroids' side [-2c_hi, -2c_lo, (-2c_hi), |c|^2 in three
+    fp16 pieces]. Both sides are first scaled by one power of two (exact) so that no fp16 overflows.
+    Elsewhere (CPU, or a torch without fp16 -> fp32 GEMMs) it is one fp32 GEMM of [x, 1] by [-2c, |c|^2]
+    (on CUDA, TF32 if `torch.backends.cuda.matmul.allow_tf32` is set).
+
+    Deterministic: a GEMM of a given shape is bit-reproducible run to run on the same GPU and library
+    (cuBLAS's guarantee, one stream), the chunk shape is fixed by (n, k), and the argmin of a row is
+    its first minimum. The result may depend on the chunk size (a GEMM's algorithm may depend on its
+    shape): it is not claimed to be independent of it."""
+
+    def __init__(self, x: torch.Tensor, k: int, chunk_rows: int | None = None, half: bool | None = None):
+        n, d = x.shape
+        self.n, self.k = n, k
+        self.chunk = chunk_rows or max(1024, CHUNK_ELEMENTS // k)
+        if half is None:
+            half = x.is_cuda and 4 * d < 2**15 and _fp16_gemm_to_fp32(x.device)  # |c|^2 <= 4d fits fp16
+        self.half = half
+        self.scale, self.exact = 1.0, True
+        self._buffer: torch.Tensor | None = None
+        if not half:
+            self.points = torch.cat([x, x.new_ones(n, 1)], 1)  # (n, d + 1) fp32
+            return
+        amax = float(x.abs().amax())
+        if 0 < amax < float("inf"):
+            self.scale = 2.0 ** (1 - math.frexp(amax)[1])  # |x| * scale in [1, 2): fp16 has room
+        xs = x * self.scale
+        hi = xs.half()
+        lo = (xs - hi.float()).half()
+        self.exact = not bool(lo.any())
+        parts = [hi, hi] + ([] if self.exact else [lo]) + [hi.new_ones(n, NORM_PIECES)]
+        width = sum(p.shape[1] for p in parts)
+        parts.append(hi.new_zeros(n, -width % 8))  # K a multiple of 8: tensor-core friendly
+        self.points = torch.cat(parts, 1)  # (n, K) fp16
+
+    def operand(self, centroids: torch.Tensor) -> torch.Tensor:
+        """(k, K): the centroids' side of the GEMM, so that points @ operand.T = |c|^2 - 2 x.c (scaled)."""
+        if not self.half:
+            return torch.cat([-2 * centroids, (centroids * centroids).sum(1, keepdim=True)], 1)
+        cs = centroids * self.scale
+        hi = cs.half()
+        lo = (cs - hi.float()).half()
+        norm = (cs * cs).sum(1, keepdim=True)
+        pieces = []
+        for _ in range(NORM_PIECES):  # norm = sum of pieces, each the fp16 rounding of what is left
+            pieces.append(norm.half())
+            norm = norm - pieces[-1].float()
+        parts = [-2 * hi, -2 * lo] + ([] if self.exact else [-2 * hi]) + pieces
+        width = sum(p.shape[1] for p in parts)
+        return torch.cat(parts + [hi.new_zeros(cs.shape[0], self.points.shape[1] - width)], 1)
+
+    def block(self, rows: slice, operand: torch.Tensor) -> torch.Tensor:
+        """Scaled |c|^2 - 2 x.c, fp32, for the points in `rows` (a view into a reused buffer)."""
+        a = self.points[rows]
+        if self._buffer is None:
+            self._buffer = torch.empty(min(self.chunk, self.n), self.k, dtype=torch.float32, device=a.device)
+        out = self._buffer[: a.shape[0]]
+        if not self.half:
+            return torch.mm(a, operand.T, out=out)
+        if a.is_cuda:
+            return torch.mm(a, operand.T, out_dtype=torch.float32, out=out)
+        return torch.mm(a.float(), operand.float().T, out=out)  # CPU stand-in (tests): fp16 numbers, fp32 sums
+
+    def nearest(self, centroids: torch.Tensor) -> torch.Tensor:
+        operand = self.operand(centroids)
+        labels = torch.empty(self.n, dtype=torch.int64, device=centroids.device)
+        for start in range(0, self.n, self.chunk):
+            rows = slice(start, min(start + self.chunk, self.n))
+            torch.argmin(self.block(rows, operand), 1, out=labels[rows])
+        return labels  # (n,) int64
+
+
+def _fp16_gemm_to_fp32(device: torch.device) -> bool:
+    """Whether fp16 x fp16 -> fp32 GEMMs (`torch.mm(..., out_dtype=)`; older torch lacks it) run on `device`
+    (torch refuses them while `torch.backends.cuda.matmul.allow_fp16_accumulation` is set)."""
+    a = torch.ones(8, 8, dtype=torch.float16, device=device)
+    try:
+        return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+
+
+EPS = 1 / 1024  # faiss's split of a large cluster
 
 
 def _update(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Means of the clusters, summed in a fixed order with no host sync: a stable sort by label, each
+    cluster's bounds by binary search, and per cluster and dimension one sequential fp32 sum over its
+    points in index order (`segment_reduce`: one thread per sum on CUDA, a loop on the CPU)."""
     k = old.shape[0]
-    counts = torch.bincount(labels, minlength=k)  # integer counts: exact in any order
-    ordered = x[torch.argsort(labels, stable=True)].double()
-    prefix = torch.cat([ordered.new_zeros(1, x.shape[1]), ordered.cumsum(0)])  # (n + 1, d)
-    ends = counts.cumsum(0)
-    sums = prefix[ends] - prefix[ends - counts]  # (k, d)
-    means = (sums / counts.clamp(min=1).unsqueeze(1)).float()
-    empty = (counts == 0).nonzero().squeeze(1)
-    if empty.numel():  # split the largest clusters, one per empty centroid (faiss: EPS = 1 / 1024)
-        largest = torch.argsort(counts, descending=True, stable=True)[: empty.numel()]
-        means[empty] = means[largest] * (1 + 1 / 1024)
-        means[largest] = means[largest] * (1 - 1 / 1024)
-    return means
+    ordered, order = torch.sort(labels, stable=True)
+    bounds = torch.searchsorted(ordered, torch.arange(k + 1, device=labels.device))  # (k + 1,)
+    counts = bounds.diff()  # (k,) integers: exact
+    sums = torch.segment_reduce(x.index_select(0, order), "sum", lengths=counts, unsafe=True)  # (k, d)
+    means = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
+    return _split_empty(means, counts)
+
+
+def _split_empty(means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each empty cluster, in index order, takes the next largest cluster (counts descending, ties by
+    index) and the two move apart: the empty one to mean * (1 + EPS), the large one to mean * (1 - EPS).
+    On the device, without knowing how many are empty."""
+    empty = counts == 0
+    largest = torch.argsort(counts, descending=True, stable=True)
+    rank = (torch.cumsum(empty, 0) - 1).clamp(min=0)  # an empty cluster's place among the empty ones
+    grown = torch.where(empty.unsqueeze(1), means[largest[rank]] * (1 + EPS), means)
+    split = torch.argsort(largest) < empty.sum()  # among the first (number of empty) largest
+    return torch.where(split.unsqueeze(1), grown * (1 - EPS), grown)
 
 
 def fast_kmeans(data: np.ndarray, k: int, niter: int, seed: int) -> torch.Tensor:

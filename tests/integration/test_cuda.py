@@ -52,6 +52,29 @@ def test_torch_kmeans_large_on_the_gpu_is_deterministic():
     assert torch.equal(torch_kmeans(data, 4096, 4, 123), torch_kmeans(data, 4096, 4, 123))
 
 
+def test_torch_kmeans_steps_on_the_gpu():
+    """The fp16 GEMM (hi + lo centroids, fp32 output) is the path taken and assigns as float64 does
+    wherever the nearest centroid is clear, chunked or not, the same twice; the cluster means equal
+    the CPU's to the bit (both are sequential fp32 sums in index order), empty clusters included."""
+    from colbert_swap.kmeans import _Distances, _update
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(50_000, 128, generator=g), dim=-1).half().float()
+    centroids = x[torch.randint(0, 50_000, (1024, 8), generator=g)].mean(1)
+    d = torch.cdist(x.cuda().double(), centroids.cuda().double()).pow(2).topk(2, dim=1, largest=False)
+    want, clear = d.indices[:, 0].cpu(), (d.values[:, 1] - d.values[:, 0] > 1e-5).cpu()
+    for chunk in (None, 4096):
+        dist = _Distances(x.cuda(), 1024, chunk_rows=chunk)
+        assert dist.half and dist.exact and dist.points.shape[1] == 264
+        labels = dist.nearest(centroids.cuda())
+        assert torch.equal(labels, dist.nearest(centroids.cuda()))
+        assert torch.equal(labels.cpu()[clear], want[clear])
+    labels = labels.cpu()
+    labels[labels == 7] = 8  # cluster 7 empty
+    gpu = _update(x.cuda(), labels.cuda(), centroids.cuda()).cpu()
+    assert torch.equal(gpu, _update(x, labels, centroids))
+
+
 def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_meaning_run(tiny_cfg, monkeypatch, tmp_path):
     from colbert_swap.compare import comparators
     from colbert_swap.compare.runs import compare_runs

@@ -59,3 +59,98 @@ def test_faiss_wrapper_seed_changes_the_result():
     _, points = blobs(k=16, per=100)
     data = points.numpy()
     assert not torch.equal(faiss_kmeans(data, 16, 4, 123), faiss_kmeans(data, 16, 4, 7))
+
+
+def old_split_rule(means, counts):
+    """The empty-cluster rule as the previous version wrote it (host-side indexing)."""
+    means = means.clone()
+    empty = (counts == 0).nonzero().squeeze(1)
+    if empty.numel():
+        largest = torch.argsort(counts, descending=True, stable=True)[: empty.numel()]
+        means[empty] = means[largest] * (1 + 1 / 1024)
+        means[largest] = means[largest] * (1 - 1 / 1024)
+    return means
+
+
+def test_the_split_of_empty_clusters_on_the_device_is_the_previous_rule():
+    from colbert_swap.kmeans import _split_empty
+
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.tensor([3, 0, 5, 0, 5, 1]), torch.tensor([0, 0, 0, 9]), torch.tensor([4, 4, 4]),
+             torch.tensor([0, 2, 0, 2, 0, 2, 0])]
+    cases += [torch.randint(0, 4, (50,), generator=g) for _ in range(20)]
+    for counts in cases:
+        means = torch.randn(len(counts), 3, generator=g)
+        assert torch.equal(_split_empty(means, counts), old_split_rule(means, counts)), counts
+
+
+def test_cluster_sums_are_sequential_fp32_sums_in_index_order():
+    from colbert_swap.kmeans import _update
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 8, generator=g) * torch.logspace(-3, 3, 500).unsqueeze(1)  # order matters in fp32
+    labels = torch.randint(0, 6, (500,), generator=g)
+    labels[labels == 4] = 5  # cluster 4 is empty
+    new = _update(x, labels, torch.zeros(6, 8))
+    for c in (0, 1, 2, 3, 5):
+        total = torch.zeros(8)
+        for i in (labels == c).nonzero().squeeze(1).tolist():  # left to right, one point at a time
+            total = total + x[i]
+        largest = int(torch.argsort(torch.bincount(labels, minlength=6), descending=True, stable=True)[0])
+        want = total / (labels == c).sum().float()
+        if c == largest:
+            want = want * (1 - 1 / 1024)
+        assert torch.equal(new[c], want), c
+    assert not torch.equal(x[labels == 0].sum(0), x[labels == 0].flip(0).sum(0))  # the test can tell orders apart
+
+
+def reference_labels(x, centroids):
+    """float64 nearest centroids and the gap to the second nearest."""
+    d = torch.cdist(x.double(), centroids.double()).pow(2)
+    best = d.topk(2, dim=1, largest=False)
+    return best.indices[:, 0], best.values[:, 1] - best.values[:, 0]
+
+
+def colbert_like(n, d, k, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1).half().float() * scale
+    centroids = torch.stack([x[torch.randint(0, n, (8,), generator=g)].mean(0) for _ in range(k)])
+    return x, centroids
+
+
+def test_chunked_assignments_are_the_nearest_centroids():
+    from colbert_swap.kmeans import _Distances
+
+    x, centroids = colbert_like(1000, 32, 50)
+    want, gap = reference_labels(x, centroids)
+    clear = gap > 1e-5
+    for chunk in (7, 64, 1000, 5000):  # many chunks with a ragged last one, one chunk, a chunk beyond n
+        got = _Distances(x, 50, chunk_rows=chunk).nearest(centroids)
+        assert got.shape == (1000,) and got.dtype == torch.int64
+        assert torch.equal(got[clear], want[clear]), chunk
+    assert clear.float().mean() > 0.99
+
+
+def test_fp16_split_gemm_assigns_like_fp32_where_plain_fp16_does_not():
+    """The CUDA layout (fp16 hi + lo parts, fp32 sums), run on the CPU as fp32 products of fp16 numbers."""
+    from colbert_swap.kmeans import _Distances
+
+    for scale, exact in ((1.0, True), (1024.0, True), (1000.0, False), (1e-3, False)):  # fp16 data or not
+        x, centroids = colbert_like(4000, 64, 256, scale=scale)
+        dist = _Distances(x, 256, chunk_rows=1000, half=True)
+        assert dist.exact is exact and dist.points.dtype == torch.float16 and dist.points.shape[1] % 8 == 0
+        want, gap = reference_labels(x, centroids)
+        clear = gap > 1e-5 * scale**2
+        assert torch.equal(dist.nearest(centroids)[clear], want[clear]), scale
+    x, centroids = colbert_like(4000, 64, 256)
+    plain = ((centroids * centroids).sum(1) - 2 * (x.half().float() @ centroids.half().float().T).half().float())
+    want, gap = reference_labels(x, centroids)
+    clear = gap > 1e-5
+    assert not torch.equal(plain.argmin(1)[clear], want[clear])  # fp16 products (the old CUDA path) miss some
+
+
+def test_torch_kmeans_checks_its_sample_size():
+    import pytest
+
+    with pytest.raises(ValueError, match="at least k=8"):
+        torch_kmeans(torch.zeros(4, 2), 8, 1, 0, device="cpu")
