@@ -323,7 +323,7 @@ def main() -> None:
     ap.add_argument("--niters", type=int, default=4)
     ap.add_argument("--kmeans", default="faiss")
     ap.add_argument("--skip-indexer", action="store_true")
-    ap.add_argument("--steps", default="capture,perturbed,compare,inject,sweep,locate,gpu-kmeans")
+    ap.add_argument("--steps", default="capture,sequential,perturbed,compare,inject,sweep,locate,gpu-kmeans")
     ap.add_argument("--kmeans-only", default="")
     ap.add_argument("--store", default="/tmp/bench-store")
     ap.add_argument("--out", required=True)
@@ -367,6 +367,14 @@ def main() -> None:
                 diffs = index_differences(store.run_dir("bench") / "index", ref)
                 ROWS[-1]["index_equal_to_indexer"] = not diffs
                 ROWS[-1]["index_differences"] = diffs
+        if "sequential" in steps and "capture" in steps:
+            with measured("capture, encoder not pipelined (index.pipeline=false)", passages=args.passages) as row:
+                seq = capture(cfg_for(args, args.store, "run=bench-sequential", km, "index.pipeline=false"),
+                              progress=quiet)
+            profiles["capture, not pipelined"] = stage_profile(seq)
+            same = {n: r.ref.hash for n, r in seq.artifacts.items()} == \
+                {n: r.ref.hash for n, r in target.artifacts.items()}
+            row["every_artifact_equal_to_pipelined"] = same
         if "perturbed" in steps:
             with measured("capture of a second run (perturb=eager)", passages=args.passages):
                 capture(cfg_for(args, args.store, "run=bench-eager", "perturb=eager", km), progress=quiet)

@@ -62,6 +62,8 @@ class IndexConfig:
     device: str = "auto"  # auto (cuda when present, as colbert-ai) | cpu | cuda
     amp: bool = True  # colbert-ai's Checkpoint always runs under autocast; false turns it off
     kmeans_backend: str = "faiss"  # faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)
+    pipeline: bool = True  # the encoder without a host sync per batch, tokens ahead in a thread (same bits);
+    # false: colbert-ai's own Checkpoint.doc per batch
 
 
 @dataclass

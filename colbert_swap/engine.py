@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 import torch
@@ -32,6 +33,7 @@ class Engine:
         self.progress = progress
         resources.progress = progress
         self.memory: dict[str, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     # artifacts ---------------------------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -91,6 +93,17 @@ class Engine:
         uses = Counter(name for n in pending for name in n.input_names())
         rng: RngStream | None = None
         candidates = [reuse_from] if isinstance(reuse_from, RunManifest) else list(reuse_from or [])
+        ahead: dict[str, Future] = {}
+        try:
+            self._execute(pending, uses, rng, candidates, rng_states, pinned, ahead)
+        finally:
+            for future in ahead.values():
+                future.cancel()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+
+    def _execute(self, pending, uses, rng, candidates, rng_states, pinned, ahead) -> None:
         for i, node in enumerate(pending, start=1):
             other = self.reuse_source(node, candidates, rng_states)
             if other is not None:
@@ -110,17 +123,18 @@ class Engine:
                 rng = self.resources.initial_rng()
             self.record_rng(node, rng)
             self.progress(f"[{i}/{len(pending)}] {node.name}")
-            kwargs = {}
-            for param, source in node.inputs:
-                kwargs[param] = [self.get(s) for s in source] if isinstance(source, tuple) else self.get(source)
             bar = _Bar(node.name)
-            for name in node.stage.resources:
-                kwargs[name] = RESOURCES[name](self.resources, node, rng, bar)
-            start = time.perf_counter()
-            with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
-                    colbert_env.perturbed(self.resources.perturb):
-                result = node.stage.fn(**kwargs)
-            seconds = time.perf_counter() - start
+            if node.name in ahead:
+                self._run_ahead(pending[i:], ahead)
+                result, seconds = ahead.pop(node.name).result()
+            else:
+                kwargs = self._arguments(node, rng, bar)  # builds the model the first time a stage needs it
+                self._run_ahead(pending[i:], ahead)  # the next chunks' tokens, while this stage computes
+                start = time.perf_counter()
+                with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
+                        colbert_env.perturbed(self.resources.perturb):
+                    result = node.stage.fn(**kwargs)
+                seconds = time.perf_counter() - start
             bar.close()
             values = result if len(node.outputs) > 1 else (result,)
             for name, value in zip(node.outputs, values):
@@ -130,6 +144,33 @@ class Engine:
                 self.record_rng(pending[i], rng)
             self.run.save()
             self._release(node, uses)
+
+    def _arguments(self, node: Node, rng, bar) -> dict:
+        kwargs = {}
+        for param, source in node.inputs:
+            kwargs[param] = [self.get(s) for s in source] if isinstance(source, tuple) else self.get(source)
+        for name in node.stage.resources:
+            kwargs[name] = RESOURCES[name](self.resources, node, rng, bar)
+        return kwargs
+
+    AHEAD = 2  # background stages started ahead of their turn, at most (their outputs wait in memory)
+
+    def _run_ahead(self, later: list[Node], ahead: dict[str, Future]) -> None:
+        """Start the next background stages (`@stage(background=True)`: the chunks' tokenization) whose inputs
+        are recorded, in a worker thread, so that they run while the main thread encodes (index.pipeline).
+        Only once the model is built: the worker must not build it."""
+        if not self.resources.index.pipeline or "_model" not in vars(self.resources):
+            return
+        for node in later:
+            if len(ahead) >= self.AHEAD:
+                return
+            if not node.stage.background or node.name in ahead or self.done(node) or \
+                    not all(n in self.manifest.artifacts for n in node.input_names()):
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="colbert_swap-ahead")
+            kwargs = self._arguments(node, None, _Bar(node.name, shown=False))
+            ahead[node.name] = self._pool.submit(_timed, node.stage.fn, kwargs)
 
     def _release(self, node: Node, uses: Counter) -> None:
         """Stream: drop from memory what no later node reads (it stays in the store)."""
@@ -142,13 +183,23 @@ class Engine:
                 self.memory.pop(name, None)
 
 
+def _timed(fn: Callable, kwargs: dict) -> tuple[Any, float]:
+    """A background stage in the worker thread: its result and its seconds."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        result = fn(**kwargs)
+    return result, time.perf_counter() - start
+
+
 class _Bar:
     """A progress bar on the terminal for a long stage, shown once the stage reports progress."""
 
-    def __init__(self, name: str):
-        self.name, self.bar = name, None
+    def __init__(self, name: str, shown: bool = True):
+        self.name, self.bar, self.shown = name, None, shown
 
     def update(self, done: int, total: int) -> None:
+        if not self.shown:
+            return
         if self.bar is None:
             from tqdm import tqdm
 

@@ -146,7 +146,10 @@ class _Distances:
         if not self.half:
             return torch.mm(a, operand.T, out=out)
         if a.is_cuda:
-            return torch.mm(a, operand.T, out_dtype=torch.float32, out=out)
+            try:
+                return torch.mm(a, operand.T, out_dtype=torch.float32, out=out)
+            except (TypeError, RuntimeError):  # a torch whose out_dtype GEMM takes no `out=`
+                return out.copy_(torch.mm(a, operand.T, out_dtype=torch.float32))
         return torch.mm(a.float(), operand.float().T, out=out)  # CPU stand-in (tests): fp16 numbers, fp32 sums
 
     def nearest(self, centroids: torch.Tensor) -> torch.Tensor:

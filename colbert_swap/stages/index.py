@@ -13,7 +13,8 @@ BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this
 
 
 @stage("index", per_chunk=True, outputs=("tokens.N", "token_masks.N", "token_order.N"),
-       facts={"tokens.N": Facts(together=True), "token_masks.N": Facts(together=True), "token_order.N": Facts(together=True)})
+       facts={"tokens.N": Facts(together=True), "token_masks.N": Facts(together=True), "token_order.N": Facts(together=True)},
+       background=True)
 def tokens(corpus, num_passages, index_config, chunk, checkpoint, colbert_config):
     """The chunk's `tensorize_output` (colbert_swap.stages.setup.tokenize)."""
     size = chunksize(num_passages, index_config)
@@ -23,8 +24,9 @@ def tokens(corpus, num_passages, index_config, chunk, checkpoint, colbert_config
 @stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"),
        inputs={"tokens": "tokens.N", "token_masks": "token_masks.N", "token_order": "token_order.N"},
        facts={"embs.N": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")), "doclens.N": Facts(index_file="doclens.N.json")})
-def embs(tokens, token_masks, token_order, checkpoint, colbert_config, device, progress):
-    embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress)
+def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress):
+    embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress,
+                                   index_config.pipeline)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -32,6 +34,9 @@ def sample_pids(num_passages, rng) -> torch.Tensor:
     return torch.tensor(sorted(pids), dtype=torch.int64)  # (count,) colbert-ai keeps a set
 
 
+TOKENIZER_LOCK = threading.Lock()  # the background stage (tokens.N) and the main thread take turns
+
+
 def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """colbert-ai's `DocTokenizer.tensorize(group, bsize=index_bsize)`, called once per group of
     index_bsize * 50 passages as `CollectionEncoder.encode_passages` forms them: what the seed posts call
@@ -49,7 +54,8 @@ def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Ten
     pad = tokenizer.tok.pad_token_id or 0
     parts = []
     for start in range(0, len(passages), group):
-        batches, reverse = tokenizer.tensorize(passages[start:start + group], bsize=bsize)
+        with TOKENIZER_LOCK:  # a Rust tokenizer called from two threads at once can fail ('Already borrowed')
+            batches, reverse = tokenizer.tensorize(passages[start:start + group], bsize=bsize)
         ids = torch.cat([b[0] for b in batches]).cpu()[reverse.cpu()]  # back to passage order
         masks = torch.cat([b[1] for b in batches]).cpu()[reverse.cpu()]
         parts.append((ids, masks, reverse.cpu().to(torch.int64) + start))
@@ -66,43 +72,106 @@ def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Ten
 
 
 def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint, colbert_config,
-                  progress) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress, pipeline: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """`CollectionEncoder.encode_passages` from tokens: per group, colbert-ai's `docFromText(...,
-    keep_dims='flatten')` after its tokenizer call (the same batches, `Checkpoint.doc` calls and flattening),
-    so the result is the same as encoding the passages; `progress(done, total)` between groups."""
+    keep_dims='flatten')` after its tokenizer call (the same batches, the same model calls and flattening),
+    so the result is the same as encoding the passages; `progress(done, total)` between groups.
+
+    With `pipeline`, each batch runs `ColBERT.doc`'s very operations (`doc_batch`) but takes its punctuation
+    mask from the tokens on the CPU instead of copying the ids back from the GPU (colbert-ai's `ColBERT.mask`
+    waits for the forward there, every batch), and the rows kept are gathered by index and copied to pinned
+    memory asynchronously: the GPU runs batch after batch without waiting for the host. The same numbers:
+    tests/integration/test_pipeline.py and the GPU benchmark check it."""
     from colbert.modeling.tokenization.utils import _split_into_batches
 
     group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where colbert-ai's tensorize puts them (DEVICE)
     total = ids.shape[0]
-    embs, doclens = [], []
+    embs, doclens, copies = [], [], []
     progress(0, total)
+    skip = _skiplist(checkpoint)
     with torch.inference_mode():
         for start in range(0, total, group):
             g_masks = masks[start:start + group].to(torch.int64)
             width = int(g_masks.sum(1).max())  # padding='longest': the group's own width
-            g_ids = ids[start:start + group, :width].to(torch.int64).to(device)
-            g_masks = g_masks[:, :width].to(device)
-            reverse = (order[start:start + group] - start).to(device)
+            g_ids = ids[start:start + group, :width].to(torch.int64)
+            g_masks = g_masks[:, :width]
+            reverse = order[start:start + group] - start
             indices = reverse.sort().indices  # the length sort that `reverse` undoes (a permutation: exact)
-            batches = [checkpoint.doc(i, m, keep_dims="return_mask")
-                       for i, m in _split_into_batches(g_ids[indices], g_masks[indices], bsize)]
-            D = torch.cat([b[0] for b in batches])[reverse]
-            mask = torch.cat([b[1] for b in batches])[reverse]
-            doclens_ = mask.squeeze(-1).sum(-1).tolist()
-            D = D.view(-1, colbert_config.dim)[mask.bool().flatten()].cpu()
+            if not pipeline:
+                g_ids, g_masks, reverse, indices = g_ids.to(device), g_masks.to(device), reverse.to(device), indices.to(device)
+                batches = [checkpoint.doc(i, m, keep_dims="return_mask")
+                           for i, m in _split_into_batches(g_ids[indices], g_masks[indices], bsize)]
+                D = torch.cat([b[0] for b in batches])[reverse]
+                mask = torch.cat([b[1] for b in batches])[reverse]
+                doclens_ = mask.squeeze(-1).sum(-1).tolist()
+                D = D.view(-1, colbert_config.dim)[mask.bool().flatten()].cpu()
+            else:
+                sorted_ids, sorted_masks = g_ids[indices], g_masks[indices]
+                kept = (sorted_ids != checkpoint.pad_token) & ~torch.isin(sorted_ids, skip)  # ColBERT.mask, on the CPU
+                batches = [doc_batch(checkpoint, i, m, k, device) for i, m, k in
+                           zip(sorted_ids.split(bsize), sorted_masks.split(bsize), kept.split(bsize))]
+                kept = kept[reverse]
+                doclens_ = kept.sum(-1).tolist()
+                rows = kept.flatten().nonzero().squeeze(1)
+                D = torch.cat(batches)[reverse.to(device)].view(-1, colbert_config.dim)
+                D, done = _to_host(D.index_select(0, rows.to(device, non_blocking=True)))
+                copies.append(done)
             if colbert_config.pool_factor > 1:
                 from colbert.modeling.checkpoint import pool_embeddings_hierarchical
 
+                _wait(copies)
                 D, doclens_ = pool_embeddings_hierarchical(D, doclens_, pool_factor=colbert_config.pool_factor,
                                                            protected_tokens=colbert_config.protected_tokens,
                                                            showprogress=False)
             embs.append(D)
             doclens.extend(doclens_)
             progress(min(start + group, total), total)
+        _wait(copies)
     if not embs:
         return torch.zeros(0, colbert_config.dim), torch.zeros(0, dtype=torch.int64)
     return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)  # (tokens, dim), (passages,)
+
+
+def _skiplist(checkpoint) -> torch.Tensor:
+    """The token ids `ColBERT.mask` drops besides padding (punctuation, when mask_punctuation)."""
+    skiplist = getattr(checkpoint, "skiplist", {})  # only set with mask_punctuation (ColBERT.__init__)
+    return torch.tensor(sorted(k for k in skiplist if isinstance(k, int)), dtype=torch.int64)
+
+
+def doc_batch(checkpoint, input_ids: torch.Tensor, attention_mask: torch.Tensor, kept: torch.Tensor, device):
+    """`Checkpoint.doc(input_ids, attention_mask, keep_dims='return_mask')`'s embeddings, operation for operation
+    (colbert/modeling/colbert.py ColBERT.doc under Checkpoint.doc's no_grad and autocast), with the mask
+    `kept` computed on the CPU from the same ids (ColBERT.mask: not punctuation and not padding)."""
+    with torch.no_grad(), checkpoint.amp_manager.context():
+        input_ids = input_ids.to(device, non_blocking=True)
+        attention_mask = attention_mask.to(device, non_blocking=True)
+        D = checkpoint.bert(input_ids, attention_mask=attention_mask)[0]
+        D = checkpoint.linear(D)
+        mask = kept.to(device, non_blocking=True).unsqueeze(2).float()
+        D = D * mask
+        D = torch.nn.functional.normalize(D, p=2, dim=2)
+        if checkpoint.use_gpu:
+            D = D.half()
+    return D
+
+
+def _to_host(x: torch.Tensor):
+    """x on the CPU: from the GPU through pinned memory, asynchronously (the event says when it is there)."""
+    if not x.is_cuda:
+        return x, None
+    out = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    out.copy_(x, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return out, event
+
+
+def _wait(events: list) -> None:
+    for event in events:
+        if event is not None:
+            event.synchronize()
+    events.clear()
 
 
 @stage("setup", outputs=("sample_tokens", "sample_token_masks", "sample_token_order"),
@@ -116,9 +185,10 @@ def sample_tokens(corpus, sample_pids, checkpoint, colbert_config):
 
 @stage("setup", outputs=("local_sample_embs", "sample_doclens"),
        facts={"local_sample_embs": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"))})
-def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config, progress):
+def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
+                      index_config, progress):
     return encode_tokens(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
-                         progress)  # fp32 on CPU, fp16 on CUDA
+                         progress, index_config.pipeline)  # fp32 on CPU, fp16 on CUDA
 
 
 @stage("setup")
