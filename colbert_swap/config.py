@@ -8,7 +8,7 @@ appended (`+index.nbit=2`) and read by nothing.
     >>> check_overrides(["index.nbit=2"])
     Traceback (most recent call last):
     ...
-    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend
+    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend, pipeline
 """
 
 from __future__ import annotations

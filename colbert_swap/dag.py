@@ -47,7 +47,8 @@ class Stage:
     resources: tuple[str, ...]
     per_chunk: bool
     facts: tuple[tuple[str, Facts], ...] = ()  # output template -> its facts
-    background: bool = False  # CPU-only and thread-safe: the engine may run it ahead, beside other stages
+    background: bool = False  # CPU-only and thread-safe: the engine may run it ahead, beside an `overlap` stage
+    overlap: bool = False  # spends its time without Python's lock (C++ or the GPU): background stages run beside it
 
     @property
     def name(self) -> str:
@@ -80,12 +81,14 @@ class Node:
 
 def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = False,
           inputs: dict[str, str] | None = None, facts: Facts | dict[str, Facts] | None = None,
-          background: bool = False) -> Callable[[Callable], Stage]:
+          background: bool = False, overlap: bool = False) -> Callable[[Callable], Stage]:
     """Declare a stage. Outputs default to the function's name; parameters default to artifacts of the
     same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`), except
     the names of `RESOURCES` (colbert_swap/resources.py), which the engine hands over. `facts`: one Facts
     for a single output, or output -> Facts. `background`: the stage only reads the CPU and its inputs, so the
-    engine may run it in a thread ahead of its turn (while the GPU encodes); its outputs are the same."""
+    engine may run it in a thread ahead of its turn, beside a stage declared `overlap` (one that computes in C++
+    or on the GPU without holding Python's lock: k-means); its outputs are the same. Beside a Python-heavy stage a
+    thread only takes turns with it (measured on the H200: tokenizing beside the encoder slowed both)."""
     assert phase in PHASES, phase
 
     def wrap(fn: Callable) -> Stage:
@@ -97,7 +100,7 @@ def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = Fa
         declared = facts if isinstance(facts, dict) else {outs[0]: facts} if facts else {}
         assert set(declared) <= set(outs), f"{fn.__name__}: facts for {set(declared) - set(outs)}, not its outputs"
         return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk,
-                     facts=tuple(declared.items()), background=background)
+                     facts=tuple(declared.items()), background=background, overlap=overlap)
 
     return wrap
 

@@ -10,6 +10,7 @@ same command again resumes after the last node that finished.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,7 @@ class Engine:
         resources.progress = progress
         self.memory: dict[str, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._overlapping = threading.Event()  # set while an `overlap` stage computes in the main thread
 
     # artifacts ---------------------------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -124,16 +126,21 @@ class Engine:
             self.record_rng(node, rng)
             self.progress(f"[{i}/{len(pending)}] {node.name}")
             bar = _Bar(node.name)
-            if node.name in ahead:
-                self._run_ahead(pending[i:], ahead)
-                result, seconds = ahead.pop(node.name).result()
-            else:
+            done_ahead = ahead.pop(node.name).result() if node.name in ahead else None
+            if done_ahead is not None:
+                result, seconds = done_ahead
+            else:  # not run ahead, or its turn in the worker came after the overlap stage had ended
                 kwargs = self._arguments(node, rng, bar)  # builds the model the first time a stage needs it
-                self._run_ahead(pending[i:], ahead)  # the next chunks' tokens, while this stage computes
+                if node.stage.overlap:
+                    self._overlapping.set()
+                    self._run_ahead(pending[i:], ahead)  # the chunks' tokens, while k-means computes
                 start = time.perf_counter()
-                with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
-                        colbert_env.perturbed(self.resources.perturb):
-                    result = node.stage.fn(**kwargs)
+                try:
+                    with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
+                            colbert_env.perturbed(self.resources.perturb):
+                        result = node.stage.fn(**kwargs)
+                finally:
+                    self._overlapping.clear()
                 seconds = time.perf_counter() - start
             bar.close()
             values = result if len(node.outputs) > 1 else (result,)
@@ -153,12 +160,13 @@ class Engine:
             kwargs[name] = RESOURCES[name](self.resources, node, rng, bar)
         return kwargs
 
-    AHEAD = 2  # background stages started ahead of their turn, at most (their outputs wait in memory)
+    AHEAD = 8  # background stages started ahead of their turn, at most (their outputs wait in memory: the
+    # tokens of 25,000 passages are ~23 MB)
 
     def _run_ahead(self, later: list[Node], ahead: dict[str, Future]) -> None:
         """Start the next background stages (`@stage(background=True)`: the chunks' tokenization) whose inputs
-        are recorded, in a worker thread, so that they run while the main thread encodes (index.pipeline).
-        Only once the model is built: the worker must not build it."""
+        are recorded, in a worker thread, so that they run while the main thread's stage computes without
+        Python's lock (`overlap`: k-means). Only once the model is built: the worker must not build it."""
         if not self.resources.index.pipeline or "_model" not in vars(self.resources):
             return
         for node in later:
@@ -170,7 +178,7 @@ class Engine:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="colbert_swap-ahead")
             kwargs = self._arguments(node, None, _Bar(node.name, shown=False))
-            ahead[node.name] = self._pool.submit(_timed, node.stage.fn, kwargs)
+            ahead[node.name] = self._pool.submit(_timed, node.stage.fn, kwargs, self._overlapping)
 
     def _release(self, node: Node, uses: Counter) -> None:
         """Stream: drop from memory what no later node reads (it stays in the store)."""
@@ -183,8 +191,11 @@ class Engine:
                 self.memory.pop(name, None)
 
 
-def _timed(fn: Callable, kwargs: dict) -> tuple[Any, float]:
-    """A background stage in the worker thread: its result and its seconds."""
+def _timed(fn: Callable, kwargs: dict, overlapping: threading.Event) -> tuple[Any, float] | None:
+    """A background stage in the worker thread: its result and its seconds; None (not run: the main thread
+    runs it in its turn) once the overlap stage has ended, so that it never contends with the encoder."""
+    if not overlapping.is_set():
+        return None
     start = time.perf_counter()
     with torch.inference_mode():
         result = fn(**kwargs)

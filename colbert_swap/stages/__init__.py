@@ -5,7 +5,7 @@ Every `@stage` function of the phase modules, in the order it is defined there, 
 adding a stage is writing one function, after the stages it reads from.
 
     >>> [s.name for s in DAG.stages][:4]
-    ['num_passages', 'num_chunks', 'sample_pids', 'local_sample_embs']
+    ['num_passages', 'num_chunks', 'sample_pids', 'sample_tokens']
 """
 
 from colbert_swap.dag import Dag, Stage

@@ -20,7 +20,8 @@ def sample(local_sample_embs, rng):
     return kept, heldout  # (n - h, dim) fp16, (h, dim) fp16
 
 
-@stage("train", facts=Facts(reduction=("cluster", "the mean over a cluster's members"), centroid_set=True))
+@stage("train", facts=Facts(reduction=("cluster", "the mean over a cluster's members"), centroid_set=True),
+       overlap=True)
 def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_config):
     """colbert-ai's compute_faiss_kmeans (seed 123), or another backend: see colbert_swap/kmeans.py."""
     from colbert_swap.kmeans import kmeans

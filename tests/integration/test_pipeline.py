@@ -30,11 +30,23 @@ def threads(tiny_cfg):
         seen.append(threading.current_thread().name)
         return original(self, batch_text, bsize=bsize)
 
-    DocTokenizer.tensorize = noting
+    import time
+
+    import colbert_swap.kmeans
+
+    clustering = colbert_swap.kmeans.kmeans
+
+    def slow_kmeans(*args, **kwargs):  # k-means that outlasts the three chunks' tokenization (10 s at most)
+        deadline = time.monotonic() + 10
+        while len(seen) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return clustering(*args, **kwargs)
+
+    DocTokenizer.tensorize, colbert_swap.kmeans.kmeans = noting, slow_kmeans
     try:
         run = capture(tiny_cfg("run=pipelined", *CHUNKED), progress=quiet_progress)
     finally:
-        DocTokenizer.tensorize = original
+        DocTokenizer.tensorize, colbert_swap.kmeans.kmeans = original, clustering
     return run, seen
 
 
@@ -45,8 +57,19 @@ def test_pipelined_and_sequential_encoders_give_the_same_bits(threads, tiny_cfg)
     assert hashes(pipelined) == hashes(sequential)
 
 
-def test_the_chunks_tokens_are_made_ahead_in_the_worker(threads):
+def test_the_chunks_tokens_are_made_ahead_in_the_worker(threads, tiny_cfg):
     _, seen = threads
-    # the sample's tokens in the main thread (which builds the model), the chunks' in the worker
-    assert seen.count(threading.main_thread().name) == 1, seen
-    assert sum(name.startswith("colbert_swap-ahead") for name in seen) == 3, seen
+    # the sample's tokens in the main thread (which builds the model), the chunks' in the worker, beside k-means
+    assert seen[0] == threading.main_thread().name and len(seen) == 4, seen
+    assert all(name.startswith("colbert_swap-ahead") for name in seen[1:]), seen
+
+
+
+def test_a_background_stage_whose_turn_comes_after_the_overlap_is_left_to_the_main_thread():
+    from colbert_swap.engine import _timed
+
+    overlapping = threading.Event()
+    assert _timed(lambda: 7, {}, overlapping) is None  # k-means is over: not run in the worker
+    overlapping.set()
+    result, seconds = _timed(lambda: 7, {}, overlapping)
+    assert result == 7 and seconds >= 0

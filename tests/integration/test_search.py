@@ -86,13 +86,16 @@ def test_null_injection_at_every_search_stage_is_exact(runs, point):
 
 def test_a_replay_downstream_of_the_index_never_encodes_and_of_q_never_builds_the_model(runs, monkeypatch):
     import colbert_swap.colbert_env
+    import colbert_swap.stages.index
     import colbert_swap.stages.setup
 
     def forbidden(*args, **kwargs):
         raise AssertionError("this replay must not encode passages or build the model")
 
     store = store_of(runs)
-    monkeypatch.setattr(colbert_swap.stages.setup, "encode", forbidden)
+    for module in (colbert_swap.stages.setup, colbert_swap.stages.index):
+        monkeypatch.setattr(module, "encode_tokens", forbidden)
+        monkeypatch.setattr(module, "tokenize", forbidden)
     replayed = replay(runs("reuse=false"), store, store.load("s-target"), store.load("s-seed7"), ["half_centroids"],
                       label="s-no-encode", progress=quiet_progress)
     assert replayed.artifacts["ranked_pids"].stage == "ranked_pids"  # the search was replayed too

