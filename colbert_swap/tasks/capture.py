@@ -65,7 +65,9 @@ def run(cfg: Config) -> int:
 
     manifest = capture(cfg)
     store = Store(cfg.store.root)
-    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks")))
+    from colbert_swap.replay import phases
+
+    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks"), phases(manifest)))
     run_dir = store.run_dir(manifest.label)
     verdict = (f"run {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}; "
                f"colbert-ai index: {run_dir / 'index'}")

@@ -130,7 +130,8 @@ def test_errors_name_what_to_do(root):
 
 
 def test_every_reporting_task_writes_json_md_and_html(root, tmp_path):
-    cli(root, "run=target", out_dir=tmp_path / "capture")
+    shown = cli(root, "run=target", out_dir=tmp_path / "capture").stdout
+    assert "| ivf_pid " in shown and "missing" not in shown  # a run that was not searched lacks nothing
     cli(root, "task=compare", "source=seed7", "target=target", out_dir=tmp_path / "compare")
     for task in ("capture", "compare"):
         for name in ("report.json", "report.md", "report.html"):
