@@ -250,25 +250,12 @@ def torch_loop(data: torch.Tensor, k: int, niters: int, seed: int):
 
 # The torch backend before issue 18, for comparison (fp16 products rounded to fp16, float64 prefix sums).
 def torch_kmeans_v1(data: torch.Tensor, k: int, niter: int, seed: int, device: str | None = None) -> torch.Tensor:
-    x, centroids = _start_v1(data, k, seed, device)
+    from colbert_swap.kmeans import _start  # the same sampling and initialisation as before issue 18
+
+    x, centroids = _start(data, k, seed, device)
     for _ in range(niter):
         centroids = _update_v1(x, _assign_v1(x, centroids), centroids)
     return centroids.cpu()
-
-
-def _start_v1(data, k, seed, device):
-    from colbert_swap.kmeans import MAX_POINTS_PER_CENTROID
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    gen = torch.Generator().manual_seed(seed)
-    n = data.shape[0]
-    if n < k:
-        raise ValueError(f"k-means needs at least k={k} points, got {n}")
-    if n > k * MAX_POINTS_PER_CENTROID:
-        data = data[torch.randperm(n, generator=gen)[: k * MAX_POINTS_PER_CENTROID]]
-    x = data.to(device, torch.float32)  # (n, d)
-    centroids = x[torch.randperm(x.shape[0], generator=gen)[:k].to(device)].clone()  # (k, d)
-    return x, centroids
 
 
 def _assign_v1(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -299,7 +286,9 @@ def _update_v1(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor) -> torc
 
 def torch_v1_loop(data: torch.Tensor, k: int, niters: int, seed: int):
     start = time.perf_counter()
-    x, centroids = _start_v1(data, k, seed, None)
+    from colbert_swap.kmeans import _start
+
+    x, centroids = _start(data, k, seed, None)
     _sync()
     info = {"setup_seconds": round(time.perf_counter() - start, 4)}
     times = []

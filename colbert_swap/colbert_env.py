@@ -115,15 +115,19 @@ def set_tokenizer(model, kind: str) -> None:
     (`fast`) implementation, loaded from the same checkpoint files. colbert-ai loads the fast one
     (AutoTokenizer); the two can split the same text differently where their Unicode tables differ
     (docs/tokenizers.md)."""
+    for tokenizer in (model.doc_tokenizer, model.query_tokenizer):
+        use_tokenizer(tokenizer, model.colbert_config.checkpoint, kind)
+
+
+def use_tokenizer(tokenizer, checkpoint: str, kind: str) -> None:
+    """Give one colbert-ai tokenizer (DocTokenizer, QueryTokenizer) the `slow` or `fast` transformers tokenizer
+    of `checkpoint`, loaded only when it has the other one."""
     from transformers import AutoTokenizer
 
     if kind not in ("slow", "fast"):
         raise UserError(f"perturb.tokenizer={kind!r}; expected slow or fast")
-    path = model.colbert_config.checkpoint
-    tok = AutoTokenizer.from_pretrained(path, use_fast=(kind == "fast"))
-    for tokenizer in (model.doc_tokenizer, model.query_tokenizer):
-        if type(tok) is not type(tokenizer.tok):
-            tokenizer.tok = AutoTokenizer.from_pretrained(path, use_fast=(kind == "fast"))
+    if getattr(tokenizer.tok, "is_fast", False) != (kind == "fast"):
+        tokenizer.tok = AutoTokenizer.from_pretrained(checkpoint, use_fast=(kind == "fast"))
 
 
 def scale_weights(model, module: str, factor: float) -> None:

@@ -137,8 +137,15 @@ class Dag:
         """`artifact` and, when its facts say `together`, the other outputs of the same node (same chunk)."""
         if not self.facts(artifact).together:
             return [artifact]
-        chunk = artifact.rpartition(".")[2] if template(artifact).endswith(".N") else None
-        return [o.replace(".N", f".{chunk}") if chunk is not None else o for o in self.producer(artifact).outputs]
+        return [_same_chunk(o, artifact) for o in self.producer(artifact).outputs]
+
+    def together_inputs(self, artifact: str) -> list[str]:
+        """The `together` artifacts the stage making `artifact` reads, in its chunk: `sample_tokens`, its masks
+        and order for `local_sample_embs`; `tokens.3` ... for `embs.3`; none for most artifacts."""
+        stage = self._producer.get(template(artifact))
+        if stage is None:
+            return []
+        return [_same_chunk(source, artifact) for _, source in stage.inputs if self.facts(source).together]
 
     def declared(self) -> dict[str, Facts]:
         """Every artifact template with facts, and its facts."""
@@ -202,6 +209,12 @@ class Dag:
             else:
                 raise KeyError(name)
         return out
+
+
+def _same_chunk(name: str, like: str) -> str:
+    """`name` ('x' or 'x.N') in the chunk of `like` ('embs.3' -> 'x.3'; no chunk: 'x')."""
+    chunk = like.rpartition(".")[2] if template(like).endswith(".N") else None
+    return name.replace(".N", f".{chunk}") if chunk is not None and name.endswith(".N") else name
 
 
 def template(name: str) -> str:

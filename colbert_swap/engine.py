@@ -93,11 +93,10 @@ class Engine:
         config); a list is searched in order (the target first, then other replays in the store)."""
         pending = [n for n in nodes if not self.done(n)]
         uses = Counter(name for n in pending for name in n.input_names())
-        rng: RngStream | None = None
         candidates = [reuse_from] if isinstance(reuse_from, RunManifest) else list(reuse_from or [])
         ahead: dict[str, Future] = {}
         try:
-            self._execute(pending, uses, rng, candidates, rng_states, pinned, ahead)
+            self._execute(pending, uses, candidates, rng_states, pinned, ahead)
         finally:
             for future in ahead.values():
                 future.cancel()
@@ -105,7 +104,8 @@ class Engine:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
 
-    def _execute(self, pending, uses, rng, candidates, rng_states, pinned, ahead) -> None:
+    def _execute(self, pending, uses, candidates, rng_states, pinned, ahead) -> None:
+        rng: RngStream | None = None
         for i, node in enumerate(pending, start=1):
             other = self.reuse_source(node, candidates, rng_states)
             if other is not None:

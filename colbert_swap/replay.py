@@ -57,14 +57,16 @@ def compact(names: list[str], num_chunks: int) -> list[str]:
             name = base
         if name not in out:
             out.append(name)
-    return [n for n in out if _leader(n, num_chunks) in (n, None) or _leader(n, num_chunks) not in out]
+    known = set(DAG.artifacts(num_chunks))
+    leaders = {n: _leader(n, known) for n in out}
+    return [n for n in out if leaders[n] in (n, None) or leaders[n] not in out]
 
 
-def _leader(name: str, num_chunks: int) -> str | None:
+def _leader(name: str, known: set[str]) -> str | None:
     """The first output of the stage `name` is injected together with (`sample_tokens` for its masks and
     order; `tokens` for `token_masks`), as `compact` writes names; None when it goes alone."""
-    probe = name if name in DAG.artifacts(num_chunks) else f"{name}.0"
-    if probe not in DAG.artifacts(num_chunks) or not DAG.facts(probe).together:
+    probe = name if name in known else f"{name}.0"
+    if probe not in known or not DAG.facts(probe).together:
         return None
     first = DAG.together(probe)[0]
     return first if name == probe else first.rpartition(".")[0]

@@ -136,13 +136,9 @@ class _Pair:
 
     def token_artifacts(self, name: str) -> tuple[str, str, str] | None:
         """The (ids, masks, order) artifacts of the tokenizer output that `name` belongs to or is encoded
-        from: `sample_tokens` for `local_sample_embs`, `tokens.N` for `embs.N`."""
-        base, _, chunk = name.partition(".")
-        if base in ("sample_tokens", "sample_token_masks", "sample_token_order", "local_sample_embs"):
-            return "sample_tokens", "sample_token_masks", "sample_token_order"
-        if base in ("tokens", "token_masks", "token_order", "embs") and chunk:
-            return f"tokens.{chunk}", f"token_masks.{chunk}", f"token_order.{chunk}"
-        return None
+        from: `sample_tokens` for `local_sample_embs`, `tokens.N` for `embs.N` (the DAG says which)."""
+        names = DAG.together(name) if DAG.facts(name).together else DAG.together_inputs(name)
+        return tuple(names) if len(names) == 3 else None
 
     def tokens_same(self, name: str) -> bool | None:
         """Whether the tokens `name` is computed from are the same in both runs (None: not captured)."""
@@ -266,7 +262,7 @@ def _explain_one(pair: _Pair, r) -> Explanation | None:
         m = mag.magnitude(r.name, va, vb, n, what)
         data["magnitude"] = m.to_json()
         parts.append(mag.sentence(m, _inputs_differ(pair, r.name)))
-    if template in ("local_sample_embs", "embs") and pair.tokens_same(r.name):
+    if pair.tokens_same(r.name) and not DAG.facts(r.name).together:
         parts.append(f"Its input tokens (`{pair.token_artifacts(r.name)[0]}`, masks and order) are the same in both "
                      "runs: the model computes differently on the same input.")
     if template in ("local_sample_embs", "embs", "codes", "residuals"):

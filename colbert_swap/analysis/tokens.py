@@ -73,11 +73,11 @@ def _doc_tokenizer(manifest: RunManifest, store: Store):
     from colbert.modeling.tokenization import DocTokenizer
 
     tokenizer = DocTokenizer(config)
-    kind = ((manifest.config.get("perturb") or {}).get("tokenizer"))
+    kind = (manifest.config.get("perturb") or {}).get("tokenizer")
     if kind:  # perturb.tokenizer: the run's own tokenizer implementation
-        from transformers import AutoTokenizer
+        from colbert_swap.colbert_env import use_tokenizer
 
-        tokenizer.tok = AutoTokenizer.from_pretrained(config.checkpoint, use_fast=(kind == "fast"))
+        use_tokenizer(tokenizer, config.checkpoint, kind)
     skip: set[int] = set()
     if config.mask_punctuation:
         skip = {tokenizer.tok.encode(symbol, add_special_tokens=False)[0] for symbol in string.punctuation}

@@ -49,7 +49,7 @@ class Injection:
         tokens = [n for n in self.replayed.origin.injected if DAG.facts(n).together]
         if not tokens:
             return ""
-        encoded = [n for n in self.downstream if n.split(".")[0] in ("local_sample_embs", "embs")]
+        encoded = [n for n in self.downstream if DAG.together_inputs(n)]  # computed from tokens
         still = [n for n in encoded if not self.after[n].same]
         s = self.source.label
         if all(self.before[n].same for n in tokens):

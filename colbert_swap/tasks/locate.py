@@ -151,24 +151,14 @@ def verdict(result: Location) -> str:
     return f"{text}{tokens_sentence(result)} {index}"
 
 
-ENCODER_TOKENS = {"local_sample_embs": "sample_tokens", "embs": "tokens"}  # encoder output -> its token artifact
-
-
 def tokens_sentence(result: Location) -> str:
     """Whether an encoder output named as root cause was computed from equal tokens (the model differs) or
     the tokens themselves are the cause (the tokenizer differs)."""
     named = [n for g in result.minimal for n in g]
-    bases = {n.split(".")[0] for n in named}
-    if bases & {"sample_tokens", "tokens"}:
+    if any(DAG.facts(n).together for n in named):
         return " The tokenizer's output differs: the passages are split into other tokens (see What this means)."
-    encoder = [n for n in named if n.split(".")[0] in ENCODER_TOKENS]
-    if not encoder:
-        return ""
-    inputs = []
-    for name in encoder:
-        base, _, chunk = name.partition(".")
-        inputs.append(ENCODER_TOKENS[base] + (f".{chunk}" if chunk else ""))
-    if not all(n in r.artifacts for n in inputs for r in (result.source, result.target)):
+    inputs = [DAG.together_inputs(n)[0] for n in named if DAG.together_inputs(n)]  # the ids each was encoded from
+    if not inputs or not all(n in r.artifacts for n in inputs for r in (result.source, result.target)):
         return ""
     if all(result.source.artifacts[n].ref.hash == result.target.artifacts[n].ref.hash for n in inputs):
         tokens = proof.describe(compact(inputs, result.num_chunks))
