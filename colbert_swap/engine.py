@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from colbert_swap import colbert_env
+from colbert_swap import colbert_env, tokenizer_pool
 from colbert_swap.dag import Node
 from colbert_swap.resources import RESOURCES, Resources
 from colbert_swap.rng import RngStream
@@ -103,6 +103,7 @@ class Engine:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+            tokenizer_pool.close_pools()  # the tokenizer's forked workers end with the nodes that used them
 
     def _execute(self, pending, uses, candidates, rng_states, pinned, ahead) -> None:
         rng: RngStream | None = None

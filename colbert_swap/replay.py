@@ -11,6 +11,7 @@ import difflib
 
 from omegaconf import OmegaConf
 
+from colbert_swap.config import capture_options
 from colbert_swap.dag import INDEXING
 from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
@@ -32,14 +33,20 @@ def as_names(inject) -> list[str]:
     return [str(n) for n in inject]
 
 
-def resolve(names: list[str], num_chunks: int) -> list[str]:
-    """Expand names ('embs' -> every chunk's embs.N) or fail with a did-you-mean list."""
-    valid = DAG.artifacts(num_chunks)
-    choices = sorted(set(valid) | {t[:-2] for t in DAG.artifact_templates() if t.endswith(".N")})
+def resolve(names: list[str], num_chunks: int, options=()) -> list[str]:
+    """Expand names ('embs' -> every chunk's embs.N) or fail with a did-you-mean list. `options`: the run's
+    optional stages (capture_options); their artifacts are names only there."""
+    valid = DAG.artifacts(num_chunks, options=options)
+    choices = sorted(set(valid) | {t[:-2] for t in DAG.artifact_templates() if t.endswith(".N")
+                                   and DAG.optional(t) in (None, *options)})
     out: list[str] = []
     for name in names:
+        option = DAG.optional(name) or DAG.optional(f"{name}.N")
+        if option and option not in options:
+            raise UserError(f"artifact {name!r} is kept only by runs captured with capture.{option}=true; "
+                            f"capture both runs with it to inject it")
         try:
-            expanded = [m for n in DAG.expand([name], num_chunks) for m in DAG.together(n)]
+            expanded = [m for n in DAG.expand([name], num_chunks, options) for m in DAG.together(n)]
             out += [n for n in expanded if n not in out]
         except KeyError:
             close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
@@ -57,7 +64,7 @@ def compact(names: list[str], num_chunks: int) -> list[str]:
             name = base
         if name not in out:
             out.append(name)
-    known = set(DAG.artifacts(num_chunks))
+    known = set(DAG.artifacts(num_chunks))  # the optional stages' artifacts are never injected together
     leaders = {n: _leader(n, known) for n in out}
     return [n for n in out if leaders[n] in (n, None) or leaders[n] not in out]
 
@@ -98,7 +105,7 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
     num_chunks = store.get(target, "num_chunks")
     if store.get(source, "num_chunks") != num_chunks:
         raise UserError(f"runs {source.label!r} and {target.label!r} have different numbers of chunks")
-    injected = resolve(names, num_chunks)
+    injected = resolve(names, num_chunks, options(target))
     for name in injected:
         for run in (source, target):
             if name not in run.artifacts:
@@ -119,6 +126,11 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
 def phases(run: RunManifest) -> tuple[str, ...]:
     """The phases a replay of `run` recomputes: indexing, and its search when the run has one."""
     return (*INDEXING, "search") if "query_texts" in run.artifacts else INDEXING
+
+
+def options(run: RunManifest) -> frozenset[str]:
+    """The optional stages a replay of `run` recomputes: those it was captured with (capture.batches)."""
+    return capture_options(run.config)
 
 
 def reuse_candidates(store: Store, target: RunManifest, label: str) -> list[RunManifest]:
@@ -153,7 +165,7 @@ def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injecte
             num_chunks: int, label: str, progress) -> RunManifest:
     origin = Replay(target.label, source.label, tuple(names), tuple(injected), target.created, source.created,
                     bool(cfg.reuse), env_id(environment()))
-    nodes = DAG.downstream_of(injected, num_chunks, phases(target))
+    nodes = DAG.downstream_of(injected, num_chunks, phases(target), options(target))
     with open_run(store, label, origin, target.config, target.config_hash,
                   make=lambda manifest: _copy_records(manifest, target, source, injected, nodes)) as run:
         if run.done:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from colbert_swap.compare.comparators import Comparison, compare
 from colbert_swap.compare.tolerances import Tolerance
+from colbert_swap.config import HOW, capture_options
 from colbert_swap.errors import UserError
 from colbert_swap.stages import DAG
 from colbert_swap.store import BlobRef, RunManifest, Store
@@ -104,8 +105,7 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
     """Runs of different models, collections or index settings are refused unless forced."""
-    strip = lambda c: {k: v for k, v in c.items() if k not in CAUSES}  # noqa: E731
-    diffs = config_differences(strip(a.config), strip(b.config))
+    diffs = config_differences(_what(a.config), _what(b.config))
     if diffs and not force:
         raise UserError(f"runs {a.label!r} and {b.label!r} were made from different configs "
                         f"({'; '.join(diffs[:6])}); their artifacts answer different questions. "
@@ -113,18 +113,28 @@ def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
     return diffs
 
 
+def _what(config: dict) -> dict:
+    """A run's config without the causes under test (perturb) and the keys of how it was computed (HOW)."""
+    out = {k: v for k, v in config.items() if k not in CAUSES and not (k in HOW and HOW[k] is None)}
+    for key, names in HOW.items():
+        if names and isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in names}
+    return out
+
+
 def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:
     """The artifacts to compare, in pipeline order: every indexing artifact either run holds (one missing on a
-    side is a difference), and the search artifacts when both runs were searched (a run that was not searched
-    is not different for it)."""
+    side is a difference); the search artifacts when both runs were searched (a run that was not searched
+    is not different for it), and those of an optional stage (capture.batches) when both runs have it."""
     both_searched = "query_texts" in a.artifacts and "query_texts" in b.artifacts
+    both = capture_options(a.config) & capture_options(b.config)
     return [n for n in artifact_order(store, a, b) if (n in a.artifacts or n in b.artifacts)
-            and (both_searched or DAG.phase_of(n) != "search")]
+            and (both_searched or DAG.phase_of(n) != "search") and DAG.optional(n) in (None, *both)]
 
 
 def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
     chunks = max(store.get(m, "num_chunks") for m in manifests if "num_chunks" in m.artifacts)
-    return DAG.artifacts(chunks)
+    return DAG.artifacts(chunks, options=set().union(*(capture_options(m.config) for m in manifests)))
 
 
 def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:

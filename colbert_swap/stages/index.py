@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.dag import Facts, stage
-from colbert_swap.stages.setup import chunksize, encode_tokens, tokenize
+from colbert_swap.stages.setup import ENCODER, chunksize, embs_from_D, encode_batches, encode_tokens, tokenize
 from colbert_swap.stages.train import codec
+from colbert_swap.tokenizer_pool import processes_for
 
 BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this many
 
@@ -18,15 +19,35 @@ BATCH = 1 << 18  # ResidualCodec.compress splits embeddings into batches of this
 def tokens(corpus, num_passages, index_config, chunk, checkpoint, colbert_config):
     """The chunk's `tensorize_output` (colbert_swap.stages.setup.tokenize)."""
     size = chunksize(num_passages, index_config)
-    return tokenize(corpus.passages[chunk * size:(chunk + 1) * size], checkpoint, colbert_config)
+    return tokenize(corpus.passages[chunk * size:(chunk + 1) * size], checkpoint, colbert_config,
+                    processes_for(index_config), ahead=corpus.passages[(chunk + 1) * size:(chunk + 2) * size])
 
 
-@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"),
-       inputs={"tokens": "tokens.N", "token_masks": "token_masks.N", "token_order": "token_order.N"},
-       facts={"embs.N": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)")), "doclens.N": Facts(index_file="doclens.N.json")})
-def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress):
-    embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress,
-                                   index_config.pipeline)
+TOKENS = {"tokens": "tokens.N", "token_masks": "token_masks.N", "token_order": "token_order.N"}
+
+
+@stage("index", per_chunk=True, inputs=TOKENS, facts=ENCODER, option="batches")
+def batches(tokens, token_masks, token_order, checkpoint, colbert_config, progress):
+    """capture.batches=true: the chunk's encoder output batch by batch, padded (setup.encode_batches)."""
+    return encode_batches(tokens, token_masks, token_order, checkpoint, colbert_config, progress)
+
+
+@stage("index", per_chunk=True, inputs={"batches": "batches.N", "token_order": "token_order.N"}, facts=ENCODER,
+       option="batches")
+def D(batches, token_order):
+    """capture.batches=true: the chunk's `D` (setup.sample_D)."""
+    return batches[token_order]
+
+
+@stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"), inputs={**TOKENS, "D": "D.N"},
+       facts={"embs.N": ENCODER, "doclens.N": Facts(index_file="doclens.N.json")})
+def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress, D=None):
+    """The chunk's embeddings, fp16: encoded from its tokens, or with capture.batches flattened from `D.N`."""
+    if D is not None:
+        embs_, doclens = embs_from_D(D, tokens, token_masks, token_order, checkpoint, colbert_config)
+    else:
+        embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress,
+                                       index_config.pipeline)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()

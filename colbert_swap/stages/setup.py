@@ -37,7 +37,14 @@ def sample_pids(num_passages, rng) -> torch.Tensor:
 TOKENIZER_LOCK = threading.Lock()  # the background stage (tokens.N) and the main thread take turns
 
 
-def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def groups(passages: list[str], colbert_config) -> list[list[str]]:
+    """`CollectionEncoder.encode_passages`'s groups: index_bsize * 50 passages each."""
+    size = colbert_config.index_bsize * 50
+    return [passages[start:start + size] for start in range(0, len(passages), size)]
+
+
+def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0,
+             ahead: list[str] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """colbert-ai's `DocTokenizer.tensorize(group, bsize=index_bsize)`, called once per group of
     index_bsize * 50 passages as `CollectionEncoder.encode_passages` forms them: what the seed posts call
     `tensorize_output`. Returned in passage order, so two runs compare row by row:
@@ -48,17 +55,25 @@ def tokenize(passages: list[str], checkpoint, colbert_config) -> tuple[torch.Ten
     - order (passages,) int64: colbert-ai's `reverse_indices` of the group's length sort, as global rows
       (`torch.sort` without `stable`: equal lengths may come out in another order elsewhere).
 
-    int32 and uint8 hold colbert-ai's int64 ids and masks exactly (`encode_tokens` casts them back)."""
+    int32 and uint8 hold colbert-ai's int64 ids and masks exactly (`encode_tokens` casts them back).
+    With `processes` > 1, the tokenizer call inside each `tensorize` is made in that many forked copies of
+    this process (colbert_swap/tokenizer_pool.py), and those of the passages `ahead` (the next stage's) are
+    started too; `tensorize` itself still runs here."""
+    from colbert_swap.tokenizer_pool import served, tokenizer_calls
+
     tokenizer = checkpoint.doc_tokenizer
     group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
     pad = tokenizer.tok.pad_token_id or 0
+    mine = groups(passages, colbert_config)
     parts = []
-    for start in range(0, len(passages), group):
-        with TOKENIZER_LOCK:  # a Rust tokenizer called from two threads at once can fail ('Already borrowed')
-            batches, reverse = tokenizer.tensorize(passages[start:start + group], bsize=bsize)
-        ids = torch.cat([b[0] for b in batches]).cpu()[reverse.cpu()]  # back to passage order
-        masks = torch.cat([b[1] for b in batches]).cpu()[reverse.cpu()]
-        parts.append((ids, masks, reverse.cpu().to(torch.int64) + start))
+    with tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config)) as calls:
+        for start, texts, call in zip(range(0, len(passages), group), mine, calls):
+            with TOKENIZER_LOCK, served(tokenizer, texts, call):  # a Rust tokenizer called from two threads at
+                batches, reverse = tokenizer.tensorize(texts, bsize=bsize)  # once can fail ('Already borrowed')
+            reverse = reverse.cpu()
+            ids = torch.cat([b[0] for b in batches]).cpu()[reverse]  # back to passage order
+            masks = torch.cat([b[1] for b in batches]).cpu()[reverse]
+            parts.append((ids, masks, reverse.to(torch.int64) + start))
     width = max((p[0].shape[1] for p in parts), default=0)
     ids = torch.full((len(passages), width), pad, dtype=torch.int32)
     masks = torch.zeros((len(passages), width), dtype=torch.uint8)
@@ -139,6 +154,62 @@ def _skiplist(checkpoint) -> torch.Tensor:
     return torch.tensor(sorted(k for k in skiplist if isinstance(k, int)), dtype=torch.int64)
 
 
+def _group_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, colbert_config):
+    """Per group of index_bsize * 50 passages: its first row, its ids and masks (int64, at the group's own
+    width: padding='longest') and its `reverse_indices`."""
+    group = colbert_config.index_bsize * 50
+    for start in range(0, ids.shape[0], group):
+        g_masks = masks[start:start + group].to(torch.int64)
+        width = int(g_masks.sum(1).max())
+        yield start, ids[start:start + group, :width].to(torch.int64), g_masks[:, :width], order[start:start + group] - start
+
+
+def encode_batches(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint, colbert_config,
+                   progress) -> torch.Tensor:
+    """`capture.batches`: each batch's output of colbert-ai's `Checkpoint.doc(ids, mask, keep_dims='return_mask')`
+    inside `docFromText`, before the flattening: (passages, width, dim), the rows in colbert-ai's length-sorted
+    order group by group (batch after batch), the columns beyond a group's width zero (as the masked padding)."""
+    from colbert.modeling.tokenization.utils import _split_into_batches
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bsize, parts = colbert_config.index_bsize, []
+    progress(0, ids.shape[0])
+    with torch.inference_mode():
+        for start, g_ids, g_masks, reverse in _group_tokens(ids, masks, order, colbert_config):
+            indices = reverse.sort().indices  # the length sort that `reverse` undoes
+            parts += [checkpoint.doc(i.to(device), m.to(device), keep_dims="return_mask")[0].cpu()
+                      for i, m in _split_into_batches(g_ids[indices], g_masks[indices], bsize)]
+            progress(min(start + len(g_ids), ids.shape[0]), ids.shape[0])
+    if not parts:
+        return torch.zeros(0, 0, colbert_config.dim)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, width - p.shape[1])) for p in parts])
+
+
+def embs_from_D(D: torch.Tensor, ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint,
+                colbert_config) -> tuple[torch.Tensor, torch.Tensor]:
+    """`docFromText`'s flattening of `D` (passage order): per group, the rows and columns `ColBERT.mask` keeps
+    (not padding, not punctuation), as `D.view(-1, dim)[mask.bool().flatten()]`: a selection, so the same
+    numbers as `encode_tokens`."""
+    skip = _skiplist(checkpoint)
+    embs, doclens = [], []
+    for start, g_ids, _, _ in _group_tokens(ids, masks, order, colbert_config):
+        kept = (g_ids != checkpoint.pad_token) & ~torch.isin(g_ids, skip)
+        flat = D[start:start + len(g_ids), :g_ids.shape[1]].reshape(-1, D.shape[-1])[kept.flatten()]
+        doclens_ = kept.sum(-1).tolist()
+        if colbert_config.pool_factor > 1:
+            from colbert.modeling.checkpoint import pool_embeddings_hierarchical
+
+            flat, doclens_ = pool_embeddings_hierarchical(flat, doclens_, pool_factor=colbert_config.pool_factor,
+                                                          protected_tokens=colbert_config.protected_tokens,
+                                                          showprogress=False)
+        embs.append(flat)
+        doclens.extend(doclens_)
+    if not embs:
+        return torch.zeros(0, colbert_config.dim), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)
+
+
 def doc_batch(checkpoint, input_ids: torch.Tensor, attention_mask: torch.Tensor, kept: torch.Tensor, device):
     """`Checkpoint.doc(input_ids, attention_mask, keep_dims='return_mask')`'s embeddings, operation for operation
     (colbert/modeling/colbert.py ColBERT.doc under Checkpoint.doc's no_grad and autocast), with the mask
@@ -176,19 +247,43 @@ def _wait(events: list) -> None:
 
 @stage("setup", outputs=("sample_tokens", "sample_token_masks", "sample_token_order"),
        facts={"sample_tokens": Facts(together=True), "sample_token_masks": Facts(together=True), "sample_token_order": Facts(together=True)})
-def sample_tokens(corpus, sample_pids, checkpoint, colbert_config):
+def sample_tokens(corpus, sample_pids, checkpoint, colbert_config, index_config):
     """The sampled passages' `tensorize_output` (see `tokenize`)."""
+    from colbert_swap.tokenizer_pool import processes_for
+
     wanted = set(sample_pids.tolist())
     passages = [p for pid, p in enumerate(corpus.passages) if pid in wanted]
-    return tokenize(passages, checkpoint, colbert_config)
+    first_chunk = corpus.passages[:chunksize(len(corpus.passages), index_config)]  # tokens.0's, made ahead
+    return tokenize(passages, checkpoint, colbert_config, processes_for(index_config), ahead=first_chunk)
 
 
-@stage("setup", outputs=("local_sample_embs", "sample_doclens"),
-       facts={"local_sample_embs": Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"))})
+ENCODER = Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"))
+
+
+@stage("setup", facts=ENCODER, option="batches")
+def sample_batches(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config, progress):
+    """capture.batches=true: the sampled passages' encoder output batch by batch, padded (`encode_batches`)."""
+    return encode_batches(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
+                          progress)
+
+
+@stage("setup", facts=ENCODER, option="batches")
+def sample_D(sample_batches, sample_token_order):
+    """capture.batches=true: `docFromText`'s `D`, the batches in passage order (`torch.cat(D)[reverse_indices]`,
+    group by group): a permutation of `sample_batches`."""
+    return sample_batches[sample_token_order]
+
+
+@stage("setup", outputs=("local_sample_embs", "sample_doclens"), facts={"local_sample_embs": ENCODER})
 def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
-                      index_config, progress):
+                      index_config, progress, sample_D=None):
+    """The sampled passages' embeddings: encoded from their tokens, or with capture.batches flattened from
+    `sample_D`; fp32 on CPU, fp16 on CUDA."""
+    if sample_D is not None:
+        return embs_from_D(sample_D, sample_tokens, sample_token_masks, sample_token_order, checkpoint,
+                           colbert_config)
     return encode_tokens(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
-                         progress, index_config.pipeline)  # fp32 on CPU, fp16 on CUDA
+                         progress, index_config.pipeline)
 
 
 @stage("setup")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from colbert_swap.config import Config, config_hash, result_config
+from colbert_swap.config import Config, capture_options, config_hash, result_config
 from colbert_swap.dag import INDEXING
 from colbert_swap.engine import Engine
 from colbert_swap.errors import UserError
@@ -42,7 +42,7 @@ def capture(cfg: Config, progress=None) -> RunManifest:
         progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
         engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
         num_chunks = engine.get("num_chunks")
-        engine.execute(DAG.nodes(num_chunks, INDEXING))
+        engine.execute(DAG.nodes(num_chunks, INDEXING, capture_options(cfg)))
         progress("writing the colbert-ai index files")
         write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
         if cfg.search.capture or cfg.search.queries:  # the search graph too: colbert-ai's Searcher on the artifacts
@@ -65,9 +65,10 @@ def run(cfg: Config) -> int:
 
     manifest = capture(cfg)
     store = Store(cfg.store.root)
-    from colbert_swap.replay import phases
+    from colbert_swap.replay import options, phases
 
-    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks"), phases(manifest)))
+    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks"), phases(manifest),
+                                                       options(manifest)))
     run_dir = store.run_dir(manifest.label)
     verdict = (f"run {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}; "
                f"colbert-ai index: {run_dir / 'index'}")

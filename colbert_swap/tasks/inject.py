@@ -15,7 +15,7 @@ from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable,
 from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
 from colbert_swap.report.report import Report
-from colbert_swap.replay import as_names, compact, phases, replay
+from colbert_swap.replay import as_names, compact, options, phases, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture
@@ -88,7 +88,7 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     replayed = replay(cfg, store, target, source, names, progress=progress)
     injected = list(replayed.origin.injected)
     num_chunks = store.get(target, "num_chunks")
-    downstream = [o for n in DAG.downstream_of(injected, num_chunks, phases(target)) for o in n.outputs
+    downstream = [o for n in DAG.downstream_of(injected, num_chunks, phases(target), options(target)) for o in n.outputs
                   if o not in injected]
     tol = tolerance(cfg)
     after = compare_runs(store, replayed, source, force=True, tol=tol)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, compare_runs
+from colbert_swap.config import capture_options
 from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
@@ -60,7 +61,9 @@ def isolate(cfg, store: Store, progress=None) -> Isolation:
     source = source_run(cfg, store)
     stage = find_stage(cfg.isolate.stage)
     num_chunks = store.get(source, "num_chunks")
-    nodes = [n for n in DAG.nodes(num_chunks) if n.stage is stage]
+    nodes = [n for n in DAG.nodes(num_chunks, options=capture_options(source.config)) if n.stage is stage]
+    if not nodes:
+        raise UserError(f"run {source.label!r} has no stage {stage.name!r}: it runs only with capture.{stage.option}=true")
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
     label = check_label(f"{source.label}+isolate={stage.name}")
     config = {**source.config, "perturb": OmegaConf.to_container(here.perturb)}

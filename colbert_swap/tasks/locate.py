@@ -17,7 +17,7 @@ from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
 from colbert_swap.report.report import Report
 from colbert_swap.report.tables import table
-from colbert_swap.replay import compact, replay
+from colbert_swap.replay import compact, options, replay
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, tolerance
@@ -65,15 +65,15 @@ class Location:
         return [n for n in self.final_cmp.diverged() if not self.goal or n not in self.goal]
 
 
-def goal_of(cfg, store: Store, num_chunks: int) -> list[str] | None:
+def goal_of(cfg, store: Store, num_chunks: int, target: RunManifest) -> list[str] | None:
     """locate.target_artifact, as every output of the stage that makes it (ranked_pids: and ranked_scores)."""
     from colbert_swap.replay import resolve
 
     name = cfg.locate.target_artifact
     if not name:
         return None
-    names = resolve([str(name)], num_chunks)
-    return [o for n in DAG.nodes(num_chunks) for o in n.outputs if set(n.outputs) & set(names)]
+    names = resolve([str(name)], num_chunks, options(target))
+    return [o for n in DAG.nodes(num_chunks, options=options(target)) for o in n.outputs if set(n.outputs) & set(names)]
 
 
 def locate(cfg, store: Store, progress=None) -> Location:
@@ -82,12 +82,12 @@ def locate(cfg, store: Store, progress=None) -> Location:
     target = ensure_target(cfg, store, progress)
     check_comparable(source, target, cfg.force)
     num_chunks = store.get(target, "num_chunks")
-    goal = goal_of(cfg, store, num_chunks)
+    goal = goal_of(cfg, store, num_chunks, target)
     if goal and any(DAG.phase_of(n) == "search" for n in goal):  # both runs searched, as each was made
         from colbert_swap.search import ensure_searched
 
         source, target = (ensure_searched(cfg, store, r, progress) for r in (source, target))
-    among = DAG.upstream_of(goal, num_chunks) if goal else None  # only what the goal is computed from
+    among = DAG.upstream_of(goal, num_chunks, options(target)) if goal else None  # only what the goal is computed from
     memo: dict = {}  # every pair of blobs is read and compared once over all rounds
     tol = tolerance(cfg)
     unexplained = (lambda c: [n for n in c.diverged() if n in goal]) if goal else (lambda c: c.diverged())  # noqa

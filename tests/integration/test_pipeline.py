@@ -73,3 +73,20 @@ def test_a_background_stage_whose_turn_comes_after_the_overlap_is_left_to_the_ma
     overlapping.set()
     result, seconds = _timed(lambda: 7, {}, overlapping)
     assert result == 7 and seconds >= 0
+
+
+def test_tokenizer_calls_made_in_forked_workers_give_the_same_bits(threads, tiny_cfg):
+    """index.tokenizer_processes=2: colbert-ai's tokenizer call is made in two forked copies of this process,
+    the next chunk's ahead of its turn; every artifact is the same as tokenizing here."""
+    from colbert_swap import tokenizer_pool
+
+    pipelined, _ = threads
+    before = tokenizer_pool.SERVED["calls"]
+    forked = capture(tiny_cfg("run=forked-tokenizer", *CHUNKED, "index.tokenizer_processes=2"), progress=quiet_progress)
+    assert tokenizer_pool.SERVED["calls"] - before == 4  # the sample's group and the three chunks'
+    assert hashes(forked) == hashes(pipelined)
+    from colbert_swap.compare.runs import compare_runs
+    from colbert_swap.store import Store
+
+    assert compare_runs(Store(tiny_cfg().store.root), forked, pipelined).diverged() == []  # comparable: a how-key
+    assert not tokenizer_pool._POOLS  # the workers end with the capture

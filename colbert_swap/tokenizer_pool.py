@@ -1,0 +1,166 @@
+"""colbert-ai's tokenizer call, made ahead in forked copies of this process.
+
+`DocTokenizer.tensorize` spends most of its time in one call, `self.tok(batch_text, padding='longest',
+truncation='longest_first', return_tensors='pt', max_length=doc_maxlen - 1)`: the Rust encoding, then
+transformers' conversion of the lists to tensors (on this CPU, 1.3 s and 1.8 s of 3.4 s for 6,400 passages;
+the rest of `tensorize` is 0.1 s). That call reads only the texts and the tokenizer. With
+`index.tokenizer_processes` > 1, worker processes forked from this one, each with a copy of the very
+tokenizer object as it is at the fork (a swapped or a patched one too), make it for every group of a stage at
+once; colbert-ai's `tensorize` still runs here, line for line, and its `self.tok(...)` returns what the
+same call returned in the copy. A call `tensorize` makes that is not the one made ahead (another colbert-ai
+version's arguments, other texts) goes to the real tokenizer: the result is colbert-ai's either way
+(tests/integration/test_pipeline.py compares the tokens made both ways).
+
+    with tokenizer_calls(doc_tokenizer, groups, processes=8) as calls:
+        for texts, call in zip(groups, calls):
+            with served(doc_tokenizer, texts, call):
+                batches, reverse = doc_tokenizer.tensorize(texts, bsize=64)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+
+CALL = {"padding": "longest", "truncation": "longest_first", "return_tensors": "pt"}  # colbert-ai 0.2.22's
+# tensorize, with max_length=doc_maxlen - 1 (room for its [D] marker)
+
+_TOKENIZER = None  # in a worker: its copy of the tokenizer
+SERVED = {"calls": 0}  # tokenizer calls answered from a worker in this process (the tests check it is used)
+
+
+def processes_for(index_config) -> int:
+    """index.tokenizer_processes, or when null half of this machine's cores (at most 8): none below 4 cores."""
+    if index_config.tokenizer_processes is not None:
+        return int(index_config.tokenizer_processes)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores // 2) if cores >= 4 else 0
+
+
+def _install(tokenizer) -> None:
+    global _TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked Rust thread pool would wait forever
+    _TOKENIZER = tokenizer
+
+
+def _call(texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+    """The call in a worker; the tensors go back as arrays (transformers' Rust encodings are not read by
+    `tensorize`, and pickling them costs more than the call)."""
+    out = _TOKENIZER(texts, max_length=max_length, **CALL)
+    return {key: value.numpy() for key, value in out.items()}
+
+
+class TokenizerPool:
+    """Forked workers making the tokenizer call for groups of texts, ahead of their turn: forked once per
+    tokenizer object (a fork of a process holding a model on the GPU costs about 0.2 s a worker), kept for
+    the stages after, each result handed out once."""
+
+    def __init__(self, tok, processes: int, max_length: int):
+        self.tok, self.max_length = tok, max_length
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12: fork of a process with threads
+            self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_install, initargs=(tok,))
+        self.pending: dict[tuple, tuple[list[str], Future]] = {}
+        self.lock = threading.Lock()  # the background stage and the main thread both call
+
+    @staticmethod
+    def key(texts: list[str]) -> tuple:
+        return len(texts), hash(tuple(texts))
+
+    def submit(self, groups: list[list[str]]) -> None:
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for texts in groups:
+                if self.key(texts) not in self.pending:
+                    self.pending[self.key(texts)] = (texts, self.pool.submit(_call, texts, self.max_length))
+
+    def take(self, texts: list[str]) -> dict[str, np.ndarray] | None:
+        """The call's result for exactly these texts, or None (not made ahead)."""
+        with self.lock:
+            made, future = self.pending.pop(self.key(texts), (None, None))
+        return future.result() if future is not None and made == texts else None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_POOLS: dict[int, TokenizerPool] = {}  # id(tokenizer) -> its pool (the pool holds the tokenizer: ids stay unique)
+_POOLS_LOCK = threading.Lock()
+
+
+def pool_for(doc_tokenizer, processes: int) -> TokenizerPool | None:
+    """The pool of this tokenizer object (made at the first call); None with fewer than two processes."""
+    if processes < 2:
+        return None
+    tok = doc_tokenizer.tok
+    with _POOLS_LOCK:
+        pool = _POOLS.get(id(tok))
+        if pool is None or pool.tok is not tok:
+            pool = _POOLS[id(tok)] = TokenizerPool(tok, processes, doc_tokenizer.doc_maxlen - 1)
+        return pool
+
+
+def close_pools() -> None:
+    """End every pool's workers (a capture does at its end; a later call forks new ones)."""
+    with _POOLS_LOCK:
+        for pool in _POOLS.values():
+            pool.close()
+        _POOLS.clear()
+
+
+@contextmanager
+def tokenizer_calls(doc_tokenizer, groups: list[list[str]], processes: int,
+                    ahead: list[list[str]] = ()) -> Iterator[Iterator]:
+    """Each group's tokenizer call, made by this tokenizer's pool of `processes` forked workers, in order;
+    the `ahead` groups (the next stage's) are started too, for a later call to take. None for every group
+    (`tensorize` calls the tokenizer itself) with fewer than two processes."""
+    pool = pool_for(doc_tokenizer, processes)
+    if pool is None:
+        yield iter([None] * len(groups))
+        return
+    pool.submit(list(groups) + list(ahead))
+    yield (pool.take(texts) for texts in groups)
+
+
+class _Served:
+    """Stands in for the tokenizer during one `tensorize`: the call made ahead is answered from its result;
+    any other call or attribute goes to the tokenizer."""
+
+    def __init__(self, tok, texts: list[str], result: dict[str, np.ndarray], max_length: int):
+        self._tok, self._texts, self._result, self._max_length = tok, texts, result, max_length
+
+    def __call__(self, batch_text, **kwargs):
+        from transformers import BatchEncoding
+
+        if self._result is not None and list(batch_text) == self._texts and \
+                kwargs == {**CALL, "max_length": self._max_length}:
+            result, self._result = self._result, None
+            return BatchEncoding({key: torch.from_numpy(value) for key, value in result.items()})
+        return self._tok(batch_text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+@contextmanager
+def served(doc_tokenizer, texts: list[str], result: dict[str, np.ndarray] | None):
+    """`doc_tokenizer.tok` answers the call made ahead for `texts` from `result` (nothing changes for None)."""
+    if result is None:
+        yield
+        return
+    tok = doc_tokenizer.tok
+    doc_tokenizer.tok = stand_in = _Served(tok, texts, result, doc_tokenizer.doc_maxlen - 1)
+    try:
+        yield
+    finally:
+        doc_tokenizer.tok = tok
+        SERVED["calls"] += stand_in._result is None  # taken by tensorize's call
