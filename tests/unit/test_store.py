@@ -283,3 +283,27 @@ def test_a_manifest_copied_from_another_run_is_refused(tmp_path):
     other.write_bytes(store.manifest_path("run-a").read_bytes())
     with pytest.raises(UserError, match="names another run"):
         store.load("run-b")
+
+
+def test_a_large_blob_read_again_unchanged_is_not_hashed_again_and_a_changed_one_is(tmp_path, monkeypatch):
+    import torch
+
+    from colbert_swap.errors import UserError
+    from colbert_swap.store import blobs
+
+    monkeypatch.setattr(blobs, "VERIFY_ONCE", 1)  # every blob counts as large here
+    monkeypatch.setattr(blobs, "_VERIFIED", {})
+    store = blobs.BlobStore(tmp_path)
+    ref = store.put(torch.arange(1000, dtype=torch.float32))
+    hashed = []
+    monkeypatch.setattr(blobs, "tensor_hash", lambda t: hashed.append(1) or "x")
+    assert torch.equal(store.get(ref), torch.arange(1000, dtype=torch.float32)) and not hashed  # written here
+    damaged = torch.arange(1000, dtype=torch.float32)
+    damaged[7] = -1
+    from safetensors.torch import save_file
+
+    save_file({"tensor": damaged}, str(tmp_path / "other.safetensors"))
+    (tmp_path / "other.safetensors").replace(store.path(ref))  # another file under the same name
+    with pytest.raises(UserError, match="does not match its content hash"):
+        store.get(ref)
+    assert hashed
