@@ -266,7 +266,7 @@ def capture_options(config) -> frozenset[str]:
 
 # Keys that decide how a run is computed or what it keeps, never a value of an artifact both runs hold
 # (tests/integration/test_pipeline.py, test_batches.py): runs that differ only in them are comparable.
-HOW = {"index": ("pipeline", "tokenizer_processes"), "capture": None}
+HOW = {"index": ("pipeline", "tokenizer_processes"), "capture": ("batches",)}
 
 
 def config_hash(result: dict) -> str:

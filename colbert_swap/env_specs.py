@@ -40,8 +40,14 @@ def axis(name: str, table: Path | None = None) -> list[str]:
     known = axes(table)
     if name not in known:
         raise UserError(f"axis {name!r} is not in {table}; axes: {', '.join(known)}")
-    start = _load(*_key(table)).get("axes", [])[known.index(name)].get("from")
+    start = axis_start(name, table)
     return ([start] if start else []) + names
+
+
+def axis_start(name: str, table: Path | None = None) -> str | None:
+    """The spec axis `name` starts from (its `from`), or None."""
+    known = axes(table)
+    return _load(*_key(table)).get("axes", [])[known.index(name)].get("from") if name in known else None
 
 
 def axes(table: Path | None = None) -> list[str]:

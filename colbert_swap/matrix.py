@@ -85,6 +85,40 @@ def expand_envs(value, table: Path | None = None) -> list[str]:
     return out
 
 
+def env_steps(value, table: Path | None = None) -> list[tuple[str, str]]:
+    """The adjacent pairs of `envs=`: an axis with a `from` spec steps from it (`faiss` from torch-2.15.0, even
+    after the transformers axis), any other item from the item before it; so each pair is the one change the
+    axes table describes. A `from` spec no earlier item brought in steps from the item before (`[here,faiss]`:
+    here -> torch-2.15.0).
+
+    >>> env_steps(["torch-2.14.1", "torch-2.15.0"]), env_steps(["transformers", "faiss"])[-8][0]
+    ([('torch-2.14.1', 'torch-2.15.0')], 'torch-2.15.0')
+    """
+    items = [value] if isinstance(value, str) else [str(v) for v in value or []]
+    axes, steps, last = env_specs.axes(table), [], None
+    for item in items:
+        chain = env_specs.axis(item, table) if item in axes else [item]
+        start = env_specs.axis_start(item, table) if item in axes else None
+        if not start or all(start not in pair for pair in steps) and start != last:
+            chain = [last, *chain]
+        steps += [(a, b) for a, b in zip(chain, chain[1:]) if a is not None and a != b and (a, b) not in steps]
+        last = chain[-1]
+    return steps
+
+
+def adjacent(steps: list[tuple[str, str]], done: list[str]) -> list[tuple[str, str]]:
+    """`steps` among the environments that were captured: a step from one that failed starts from the one
+    that one steps from (and so on), as a chain over a failure pairs its neighbours."""
+    before = dict((b, a) for a, b in steps)
+    out = []
+    for a, b in steps:
+        while a is not None and a not in done:
+            a = before.get(a)
+        if b in done and a is not None and (a, b) not in out:
+            out.append((a, b))
+    return out
+
+
 @dataclass(frozen=True)
 class Step:
     """One task a pair runs in an environment (locate, or a drill step), with its report folder and log."""

@@ -4,9 +4,10 @@
 truncation='longest_first', return_tensors='pt', max_length=doc_maxlen - 1)`: the Rust encoding, then
 transformers' conversion of the lists to tensors (on this CPU, 1.3 s and 1.8 s of 3.4 s for 6,400 passages;
 the rest of `tensorize` is 0.1 s). That call reads only the texts and the tokenizer. With
-`index.tokenizer_processes` > 1, worker processes forked from this one, each with a copy of the very
-tokenizer object as it is at the fork (a swapped or a patched one too), make it for every group of a stage at
-once; colbert-ai's `tensorize` still runs here, line for line, and its `self.tok(...)` returns what the
+`index.tokenizer_processes` > 1, worker processes forked from this one at the run's first tokenizer call,
+each with a copy of the very tokenizer object as it is then (a swapped or a patched one too), make it for
+every group of a stage at once and for the next stage's (the next chunk's) ahead of its turn, until the
+nodes of the run end (`close_pools`); colbert-ai's `tensorize` still runs here, line for line, and its `self.tok(...)` returns what the
 same call returned in the copy. A call `tensorize` makes that is not the one made ahead (another colbert-ai
 version's arguments, other texts) goes to the real tokenizer: the result is colbert-ai's either way
 (tests/integration/test_pipeline.py compares the tokens made both ways).
@@ -21,8 +22,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import warnings
 import threading
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator

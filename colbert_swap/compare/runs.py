@@ -115,11 +115,11 @@ def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
 
 def _what(config: dict) -> dict:
     """A run's config without the causes under test (perturb) and the keys of how it was computed (HOW)."""
-    out = {k: v for k, v in config.items() if k not in CAUSES and not (k in HOW and HOW[k] is None)}
+    out = {k: v for k, v in config.items() if k not in CAUSES}
     for key, names in HOW.items():
-        if names and isinstance(out.get(key), dict):
-            out[key] = {k: v for k, v in out[key].items() if k not in names}
-    return out
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in names} or None
+    return {k: v for k, v in out.items() if v is not None or k not in HOW}
 
 
 def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:

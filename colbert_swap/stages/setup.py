@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from colbert_swap.dag import Facts, stage
+from colbert_swap.tokenizer_pool import processes_for, served, tokenizer_calls
 
 
 def chunksize(num_passages: int, index_config) -> int:
@@ -59,21 +60,20 @@ def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0
     With `processes` > 1, the tokenizer call inside each `tensorize` is made in that many forked copies of
     this process (colbert_swap/tokenizer_pool.py), and those of the passages `ahead` (the next stage's) are
     started too; `tensorize` itself still runs here."""
-    from colbert_swap.tokenizer_pool import served, tokenizer_calls
-
     tokenizer = checkpoint.doc_tokenizer
-    group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
     pad = tokenizer.tok.pad_token_id or 0
     mine = groups(passages, colbert_config)
-    parts = []
+    parts, start = [], 0
     with tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config)) as calls:
-        for start, texts, call in zip(range(0, len(passages), group), mine, calls):
-            with TOKENIZER_LOCK, served(tokenizer, texts, call):  # a Rust tokenizer called from two threads at
-                batches, reverse = tokenizer.tensorize(texts, bsize=bsize)  # once can fail ('Already borrowed')
+        for texts, call in zip(mine, calls):
+            # the lock: a Rust tokenizer called from two threads at once can fail ('Already borrowed')
+            with TOKENIZER_LOCK, served(tokenizer, texts, call):
+                batches, reverse = tokenizer.tensorize(texts, bsize=colbert_config.index_bsize)
             reverse = reverse.cpu()
             ids = torch.cat([b[0] for b in batches]).cpu()[reverse]  # back to passage order
             masks = torch.cat([b[1] for b in batches]).cpu()[reverse]
             parts.append((ids, masks, reverse.to(torch.int64) + start))
+            start += len(texts)
     width = max((p[0].shape[1] for p in parts), default=0)
     ids = torch.full((len(passages), width), pad, dtype=torch.int32)
     masks = torch.zeros((len(passages), width), dtype=torch.uint8)
@@ -99,19 +99,14 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
     tests/integration/test_pipeline.py and the GPU benchmark check it."""
     from colbert.modeling.tokenization.utils import _split_into_batches
 
-    group, bsize = colbert_config.index_bsize * 50, colbert_config.index_bsize
+    bsize = colbert_config.index_bsize
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where colbert-ai's tensorize puts them (DEVICE)
     total = ids.shape[0]
     embs, doclens, copies = [], [], []
     progress(0, total)
     skip = _skiplist(checkpoint)
     with torch.inference_mode():
-        for start in range(0, total, group):
-            g_masks = masks[start:start + group].to(torch.int64)
-            width = int(g_masks.sum(1).max())  # padding='longest': the group's own width
-            g_ids = ids[start:start + group, :width].to(torch.int64)
-            g_masks = g_masks[:, :width]
-            reverse = order[start:start + group] - start
+        for start, g_ids, g_masks, reverse in _group_tokens(ids, masks, order, colbert_config):
             indices = reverse.sort().indices  # the length sort that `reverse` undoes (a permutation: exact)
             if not pipeline:
                 g_ids, g_masks, reverse, indices = g_ids.to(device), g_masks.to(device), reverse.to(device), indices.to(device)
@@ -123,7 +118,7 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
                 D = D.view(-1, colbert_config.dim)[mask.bool().flatten()].cpu()
             else:
                 sorted_ids, sorted_masks = g_ids[indices], g_masks[indices]
-                kept = (sorted_ids != checkpoint.pad_token) & ~torch.isin(sorted_ids, skip)  # ColBERT.mask, on the CPU
+                kept = _kept(sorted_ids, checkpoint, skip)
                 batches = [doc_batch(checkpoint, i, m, k, device) for i, m, k in
                            zip(sorted_ids.split(bsize), sorted_masks.split(bsize), kept.split(bsize))]
                 kept = kept[reverse]
@@ -133,15 +128,11 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
                 D, done = _to_host(D.index_select(0, rows.to(device, non_blocking=True)))
                 copies.append(done)
             if colbert_config.pool_factor > 1:
-                from colbert.modeling.checkpoint import pool_embeddings_hierarchical
-
                 _wait(copies)
-                D, doclens_ = pool_embeddings_hierarchical(D, doclens_, pool_factor=colbert_config.pool_factor,
-                                                           protected_tokens=colbert_config.protected_tokens,
-                                                           showprogress=False)
+                D, doclens_ = _pool(D, doclens_, colbert_config)
             embs.append(D)
             doclens.extend(doclens_)
-            progress(min(start + group, total), total)
+            progress(min(start + len(g_ids), total), total)
         _wait(copies)
     if not embs:
         return torch.zeros(0, colbert_config.dim), torch.zeros(0, dtype=torch.int64)
@@ -152,6 +143,19 @@ def _skiplist(checkpoint) -> torch.Tensor:
     """The token ids `ColBERT.mask` drops besides padding (punctuation, when mask_punctuation)."""
     skiplist = getattr(checkpoint, "skiplist", {})  # only set with mask_punctuation (ColBERT.__init__)
     return torch.tensor(sorted(k for k in skiplist if isinstance(k, int)), dtype=torch.int64)
+
+
+def _kept(ids: torch.Tensor, checkpoint, skip: torch.Tensor) -> torch.Tensor:
+    """`ColBERT.mask`, on the CPU: the tokens that are neither padding nor in its skiplist (punctuation)."""
+    return (ids != checkpoint.pad_token) & ~torch.isin(ids, skip)
+
+
+def _pool(D: torch.Tensor, doclens: list[int], colbert_config) -> tuple[torch.Tensor, list[int]]:
+    """`docFromText`'s pooling of a group's embeddings (pool_factor > 1)."""
+    from colbert.modeling.checkpoint import pool_embeddings_hierarchical
+
+    return pool_embeddings_hierarchical(D, doclens, pool_factor=colbert_config.pool_factor,
+                                        protected_tokens=colbert_config.protected_tokens, showprogress=False)
 
 
 def _group_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, colbert_config):
@@ -194,15 +198,11 @@ def embs_from_D(D: torch.Tensor, ids: torch.Tensor, masks: torch.Tensor, order: 
     skip = _skiplist(checkpoint)
     embs, doclens = [], []
     for start, g_ids, _, _ in _group_tokens(ids, masks, order, colbert_config):
-        kept = (g_ids != checkpoint.pad_token) & ~torch.isin(g_ids, skip)
+        kept = _kept(g_ids, checkpoint, skip)
         flat = D[start:start + len(g_ids), :g_ids.shape[1]].reshape(-1, D.shape[-1])[kept.flatten()]
         doclens_ = kept.sum(-1).tolist()
         if colbert_config.pool_factor > 1:
-            from colbert.modeling.checkpoint import pool_embeddings_hierarchical
-
-            flat, doclens_ = pool_embeddings_hierarchical(flat, doclens_, pool_factor=colbert_config.pool_factor,
-                                                          protected_tokens=colbert_config.protected_tokens,
-                                                          showprogress=False)
+            flat, doclens_ = _pool(flat, doclens_, colbert_config)
         embs.append(flat)
         doclens.extend(doclens_)
     if not embs:
@@ -249,8 +249,6 @@ def _wait(events: list) -> None:
        facts={"sample_tokens": Facts(together=True), "sample_token_masks": Facts(together=True), "sample_token_order": Facts(together=True)})
 def sample_tokens(corpus, sample_pids, checkpoint, colbert_config, index_config):
     """The sampled passages' `tensorize_output` (see `tokenize`)."""
-    from colbert_swap.tokenizer_pool import processes_for
-
     wanted = set(sample_pids.tolist())
     passages = [p for pid, p in enumerate(corpus.passages) if pid in wanted]
     first_chunk = corpus.passages[:chunksize(len(corpus.passages), index_config)]  # tokens.0's, made ahead

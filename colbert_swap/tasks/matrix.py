@@ -19,7 +19,7 @@ from __future__ import annotations
 from colbert_swap.compatibility import Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import run_index_differences
-from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
+from colbert_swap.matrix import Pair, Study, adjacent, cause_text, differing_text, env_steps, expand_envs
 from colbert_swap.search import retrieval_between
 from colbert_swap.report import proof
 from colbert_swap.report.tables import table
@@ -104,7 +104,7 @@ def run(cfg) -> int:
     done = [n for n in study.names if n not in study.failures]
     folder = proof.out_dir(cfg, "matrix")
     memo: dict = {}
-    pairs = [study.pair(a, b, folder, memo) for a, b in zip(done, done[1:])]
+    pairs = [study.pair(a, b, folder, memo) for a, b in adjacent(env_steps(cfg.matrix.envs), done)]
     result = compatibility(study, done, pairs, reference)
     runs = [store.load(n) for n in done]
     sections = [f"## Compatibility against {reference}\n\n" + result.table(),

@@ -146,6 +146,24 @@ def test_envs_takes_axis_names_spec_names_and_both():
     assert both.count("torch-2.15.0") == 1 and both[len(torch)] == "huggingface_hub-0.36.2"
 
 
+def test_each_pair_over_several_axes_changes_what_its_step_names():
+    """The faiss axis starts from torch-2.15.0, not from the transformers axis's last spec: every adjacent pair
+    of the whole study differs in the packages its step changes (transformers moves with its tokenizers)."""
+    from colbert_swap import env_specs
+    from colbert_swap.matrix import adjacent, env_steps
+
+    specs = env_specs.generated(env_specs.TABLE)
+    pins = {n: dict(r.split("==") for r in spec["requirements"]) for n, spec in specs.items()}
+    steps = env_steps(["torch", "transformers", "faiss", "numpy"])
+    assert ("torch-2.15.0", "faiss-1.8.0") in steps and ("transformers-4.57.6", "faiss-1.8.0") not in steps
+    assert len(steps) == len(expand_envs(["torch", "transformers", "faiss", "numpy"])) - 1
+    for a, b in steps:
+        changed = {k for k in pins[a].keys() | pins[b].keys() if pins[a].get(k) != pins[b].get(k)}
+        assert changed - {"setuptools"} <= set(specs[b]["changes"]), (a, b, changed)
+    assert env_steps(["here", "faiss"])[0] == ("here", "torch-2.15.0")  # into the axis from what precedes it
+    assert adjacent([("a", "b"), ("b", "c")], ["a", "c"]) == [("a", "c")]  # over a failed capture
+
+
 def test_the_reference_is_the_first_env_unless_named(tmp_path):
     cfg = lambda *o: compose(f"store.root={tmp_path}", *o)  # noqa: E731
     assert Study(cfg(), Store(tmp_path), ["here", "here-kmeans-seed"]).reference() == "here"
