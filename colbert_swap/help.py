@@ -26,6 +26,7 @@ MAIN_KEYS = {
     "out_dir": "where report.md and report.json go (default: the Hydra output folder)",
     "store.root": "the store: runs, blobs, models, collections (default: outputs)",
     "compare.tolerance": "what the status `allclose` means: assert_close (per dtype), torch or bnb",
+    "capture.batches": "task=capture: also keep each encoder batch's output and D (sample_batches, batches.N, D.N)",
 }
 def main_help() -> str:
     from colbert_swap.tasks import TASKS

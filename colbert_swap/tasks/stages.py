@@ -10,12 +10,15 @@ from colbert_swap.stages import DAG
 def rows() -> list[list[str]]:
     out = []
     for s in DAG.stages:
-        inputs = [a for _, a in s.inputs] + [f"<{r}>" for r in s.resources]
-        out.append([s.phase, s.name + (".N" if s.per_chunk else ""), ", ".join(inputs) or "-", ", ".join(s.outputs)])
+        optional = {a for _, a in s.inputs if DAG.optional(a) and DAG.optional(a) != s.option}
+        inputs = [f"[{a}]" if a in optional else a for _, a in s.inputs] + [f"<{r}>" for r in s.resources]
+        name = s.name + (".N" if s.per_chunk else "") + (f" (capture.{s.option}=true)" if s.option else "")
+        out.append([s.phase, name, ", ".join(inputs) or "-", ", ".join(s.outputs)])
     return out
 
 
 def run(cfg: Config) -> int:
     print(table(["phase", "stage", "inputs (<resource>)", "outputs"], rows()))
-    print("\n.N: one per chunk; .*: every chunk, in order.")
+    print("\n.N: one per chunk; .*: every chunk, in order; (capture.X=true): a stage only of runs captured with it;"
+          " [x]: read only in those runs.")
     return 0
