@@ -39,7 +39,10 @@ SERVED = {"calls": 0}  # tokenizer calls answered from a worker in this process 
 
 
 def processes_for(index_config) -> int:
-    """index.tokenizer_processes, or when null half of this machine's cores (at most 8): none below 4 cores."""
+    """index.tokenizer_processes, or when null half of this machine's cores (at most 8): none below 4 cores,
+    and none where processes cannot be forked (Windows)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0
     if index_config.tokenizer_processes is not None:
         return int(index_config.tokenizer_processes)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -85,10 +88,16 @@ class TokenizerPool:
                     self.pending[self.key(texts)] = (texts, self.pool.submit(_call, texts, self.max_length))
 
     def take(self, texts: list[str]) -> dict[str, np.ndarray] | None:
-        """The call's result for exactly these texts, or None (not made ahead)."""
+        """The call's result for exactly these texts, or None: not made ahead, or the worker failed (a worker
+        killed, the call raised). Then `tensorize` makes the call itself, with the same result or error."""
         with self.lock:
             made, future = self.pending.pop(self.key(texts), (None, None))
-        return future.result() if future is not None and made == texts else None
+        if future is None or made != texts:
+            return None
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 (the call in this process answers instead)
+            return None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
@@ -90,3 +91,29 @@ def test_tokenizer_calls_made_in_forked_workers_give_the_same_bits(threads, tiny
 
     assert compare_runs(Store(tiny_cfg().store.root), forked, pipelined).diverged() == []  # comparable: a how-key
     assert not tokenizer_pool._POOLS  # the workers end with the capture
+
+
+def test_a_failing_worker_leaves_the_call_to_this_process(tiny_cfg, monkeypatch):
+    """A worker that fails (here: its call raises) does not change the tokens: tensorize calls the tokenizer."""
+    from colbert_swap import tokenizer_pool
+    from colbert_swap.resources import Resources
+    from colbert_swap.stages.setup import tokenize
+    from colbert_swap.store import Store
+
+    cfg = tiny_cfg()
+    store = Store(cfg.store.root)
+    resources = Resources(cfg, store, store.root / "failing-worker")
+    passages = resources.corpus.passages[:40]
+    here = tokenize(passages, resources.checkpoint, resources.colbert_config, 0)
+
+    def broken(texts, max_length):
+        raise RuntimeError("a worker's call failed")
+
+    monkeypatch.setattr(tokenizer_pool, "_call", broken)  # the forked workers inherit it
+    before = tokenizer_pool.SERVED["calls"]
+    try:
+        forked = tokenize(passages, resources.checkpoint, resources.colbert_config, 2)
+    finally:
+        tokenizer_pool.close_pools()
+    assert tokenizer_pool.SERVED["calls"] == before
+    assert all(torch.equal(a, b) for a, b in zip(here, forked))
