@@ -260,8 +260,7 @@ def result_config(cfg: Any) -> dict:
 
 def capture_options(config) -> frozenset[str]:
     """The optional stages a run has (`capture.batches=true` -> 'batches'), from its config or the manifest's."""
-    capture = (config.get("capture") if hasattr(config, "get") else None) or {}
-    return frozenset(k for k, v in dict(capture).items() if v)
+    return frozenset(k for k, v in dict(config.get("capture") or {}).items() if v)
 
 
 # Keys that decide how a run is computed or what it keeps, never a value of an artifact both runs hold

@@ -12,10 +12,9 @@ same call returned in the copy. A call `tensorize` makes that is not the one mad
 version's arguments, other texts) goes to the real tokenizer: the result is colbert-ai's either way
 (tests/integration/test_pipeline.py compares the tokens made both ways).
 
-    with tokenizer_calls(doc_tokenizer, groups, processes=8) as calls:
-        for texts, call in zip(groups, calls):
-            with served(doc_tokenizer, texts, call):
-                batches, reverse = doc_tokenizer.tensorize(texts, bsize=64)
+    for texts, call in zip(groups, tokenizer_calls(doc_tokenizer, groups, processes=8)):
+        with served(doc_tokenizer, texts, call):
+            batches, reverse = doc_tokenizer.tensorize(texts, bsize=64)
 """
 
 from __future__ import annotations
@@ -31,8 +30,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-CALL = {"padding": "longest", "truncation": "longest_first", "return_tensors": "pt"}  # colbert-ai 0.2.22's
-# tensorize, with max_length=doc_maxlen - 1 (room for its [D] marker)
+def call_arguments(doc_tokenizer) -> dict:
+    """The keyword arguments of colbert-ai 0.2.22's tokenizer call in `tensorize` (max_length leaves room for
+    its [D] marker)."""
+    return {"padding": "longest", "truncation": "longest_first", "return_tensors": "pt",
+            "max_length": doc_tokenizer.doc_maxlen - 1}
+
 
 _TOKENIZER = None  # in a worker: its copy of the tokenizer
 SERVED = {"calls": 0}  # tokenizer calls answered from a worker in this process (the tests check it is used)
@@ -55,10 +58,10 @@ def _install(tokenizer) -> None:
     _TOKENIZER = tokenizer
 
 
-def _call(texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+def _call(texts: list[str], arguments: dict) -> dict[str, np.ndarray]:
     """The call in a worker; the tensors go back as arrays (transformers' Rust encodings are not read by
     `tensorize`, and pickling them costs more than the call)."""
-    out = _TOKENIZER(texts, max_length=max_length, **CALL)
+    out = _TOKENIZER(texts, **arguments)
     return {key: value.numpy() for key, value in out.items()}
 
 
@@ -67,8 +70,8 @@ class TokenizerPool:
     tokenizer object (a fork of a process holding a model on the GPU costs about 0.2 s a worker), kept for
     the stages after, each result handed out once."""
 
-    def __init__(self, tok, processes: int, max_length: int):
-        self.tok, self.max_length = tok, max_length
+    def __init__(self, tok, processes: int, arguments: dict):
+        self.tok, self.arguments = tok, arguments
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12: fork of a process with threads
             self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
@@ -84,8 +87,9 @@ class TokenizerPool:
         with self.lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             for texts in groups:
-                if self.key(texts) not in self.pending:
-                    self.pending[self.key(texts)] = (texts, self.pool.submit(_call, texts, self.max_length))
+                key = self.key(texts)
+                if key not in self.pending:
+                    self.pending[key] = (texts, self.pool.submit(_call, texts, self.arguments))
 
     def take(self, texts: list[str]) -> dict[str, np.ndarray] | None:
         """The call's result for exactly these texts, or None: not made ahead, or the worker failed (a worker
@@ -115,7 +119,7 @@ def pool_for(doc_tokenizer, processes: int) -> TokenizerPool | None:
     with _POOLS_LOCK:
         pool = _POOLS.get(id(tok))
         if pool is None or pool.tok is not tok:
-            pool = _POOLS[id(tok)] = TokenizerPool(tok, processes, doc_tokenizer.doc_maxlen - 1)
+            pool = _POOLS[id(tok)] = TokenizerPool(tok, processes, call_arguments(doc_tokenizer))
         return pool
 
 
@@ -127,32 +131,29 @@ def close_pools() -> None:
         _POOLS.clear()
 
 
-@contextmanager
 def tokenizer_calls(doc_tokenizer, groups: list[list[str]], processes: int,
-                    ahead: list[list[str]] = ()) -> Iterator[Iterator]:
+                    ahead: list[list[str]] = ()) -> Iterator[dict[str, np.ndarray] | None]:
     """Each group's tokenizer call, made by this tokenizer's pool of `processes` forked workers, in order;
     the `ahead` groups (the next stage's) are started too, for a later call to take. None for every group
     (`tensorize` calls the tokenizer itself) with fewer than two processes."""
     pool = pool_for(doc_tokenizer, processes)
     if pool is None:
-        yield iter([None] * len(groups))
-        return
+        return iter([None] * len(groups))
     pool.submit(list(groups) + list(ahead))
-    yield (pool.take(texts) for texts in groups)
+    return (pool.take(texts) for texts in groups)
 
 
 class _Served:
     """Stands in for the tokenizer during one `tensorize`: the call made ahead is answered from its result;
     any other call or attribute goes to the tokenizer."""
 
-    def __init__(self, tok, texts: list[str], result: dict[str, np.ndarray], max_length: int):
-        self._tok, self._texts, self._result, self._max_length = tok, texts, result, max_length
+    def __init__(self, tok, texts: list[str], result: dict[str, np.ndarray], arguments: dict):
+        self._tok, self._texts, self._result, self._arguments = tok, texts, result, arguments
 
     def __call__(self, batch_text, **kwargs):
         from transformers import BatchEncoding
 
-        if self._result is not None and list(batch_text) == self._texts and \
-                kwargs == {**CALL, "max_length": self._max_length}:
+        if self._result is not None and list(batch_text) == self._texts and kwargs == self._arguments:
             result, self._result = self._result, None
             return BatchEncoding({key: torch.from_numpy(value) for key, value in result.items()})
         return self._tok(batch_text, **kwargs)
@@ -168,7 +169,7 @@ def served(doc_tokenizer, texts: list[str], result: dict[str, np.ndarray] | None
         yield
         return
     tok = doc_tokenizer.tok
-    doc_tokenizer.tok = stand_in = _Served(tok, texts, result, doc_tokenizer.doc_maxlen - 1)
+    doc_tokenizer.tok = stand_in = _Served(tok, texts, result, call_arguments(doc_tokenizer))
     try:
         yield
     finally:

@@ -117,9 +117,10 @@ def _what(config: dict) -> dict:
     """A run's config without the causes under test (perturb) and the keys of how it was computed (HOW)."""
     out = {k: v for k, v in config.items() if k not in CAUSES}
     for key, names in HOW.items():
-        if isinstance(out.get(key), dict):
-            out[key] = {k: v for k, v in out[key].items() if k not in names} or None
-    return {k: v for k, v in out.items() if v is not None or k not in HOW}
+        rest = {k: v for k, v in (out.pop(key, None) or {}).items() if k not in names}
+        if rest:
+            out[key] = rest
+    return out
 
 
 def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:

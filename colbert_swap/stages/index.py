@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.dag import Facts, stage
-from colbert_swap.stages.setup import ENCODER, chunksize, embs_from_D, encode_batches, encode_tokens, tokenize
+from colbert_swap.stages.setup import ENCODER, chunksize, embeddings, encode_batches, tokenize
 from colbert_swap.stages.train import codec
 from colbert_swap.tokenizer_pool import processes_for
 
@@ -43,11 +43,8 @@ def D(batches, token_order):
        facts={"embs.N": ENCODER, "doclens.N": Facts(index_file="doclens.N.json")})
 def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress, D=None):
     """The chunk's embeddings, fp16: encoded from its tokens, or with capture.batches flattened from `D.N`."""
-    if D is not None:
-        embs_, doclens = embs_from_D(D, tokens, token_masks, token_order, checkpoint, colbert_config)
-    else:
-        embs_, doclens = encode_tokens(tokens, token_masks, token_order, checkpoint, colbert_config, progress,
-                                       index_config.pipeline)
+    embs_, doclens = embeddings(tokens, token_masks, token_order, D, checkpoint, colbert_config, progress,
+                                index_config.pipeline)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()

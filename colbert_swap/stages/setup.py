@@ -38,9 +38,14 @@ def sample_pids(num_passages, rng) -> torch.Tensor:
 TOKENIZER_LOCK = threading.Lock()  # the background stage (tokens.N) and the main thread take turns
 
 
+def group_size(colbert_config) -> int:
+    """`CollectionEncoder.encode_passages` encodes index_bsize * 50 passages per `docFromText` call."""
+    return colbert_config.index_bsize * 50
+
+
 def groups(passages: list[str], colbert_config) -> list[list[str]]:
-    """`CollectionEncoder.encode_passages`'s groups: index_bsize * 50 passages each."""
-    size = colbert_config.index_bsize * 50
+    """`CollectionEncoder.encode_passages`'s groups of passages."""
+    size = group_size(colbert_config)
     return [passages[start:start + size] for start in range(0, len(passages), size)]
 
 
@@ -64,16 +69,15 @@ def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0
     pad = tokenizer.tok.pad_token_id or 0
     mine = groups(passages, colbert_config)
     parts, start = [], 0
-    with tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config)) as calls:
-        for texts, call in zip(mine, calls):
-            # the lock: a Rust tokenizer called from two threads at once can fail ('Already borrowed')
-            with TOKENIZER_LOCK, served(tokenizer, texts, call):
-                batches, reverse = tokenizer.tensorize(texts, bsize=colbert_config.index_bsize)
-            reverse = reverse.cpu()
-            ids = torch.cat([b[0] for b in batches]).cpu()[reverse]  # back to passage order
-            masks = torch.cat([b[1] for b in batches]).cpu()[reverse]
-            parts.append((ids, masks, reverse.to(torch.int64) + start))
-            start += len(texts)
+    for texts, call in zip(mine, tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config))):
+        # the lock: a Rust tokenizer called from two threads at once can fail ('Already borrowed')
+        with TOKENIZER_LOCK, served(tokenizer, texts, call):
+            batches, reverse = tokenizer.tensorize(texts, bsize=colbert_config.index_bsize)
+        reverse = reverse.cpu()
+        ids = torch.cat([b[0] for b in batches]).cpu()[reverse]  # back to passage order
+        masks = torch.cat([b[1] for b in batches]).cpu()[reverse]
+        parts.append((ids, masks, reverse.to(torch.int64) + start))
+        start += len(texts)
     width = max((p[0].shape[1] for p in parts), default=0)
     ids = torch.full((len(passages), width), pad, dtype=torch.int32)
     masks = torch.zeros((len(passages), width), dtype=torch.uint8)
@@ -161,7 +165,7 @@ def _pool(D: torch.Tensor, doclens: list[int], colbert_config) -> tuple[torch.Te
 def _group_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, colbert_config):
     """Per group of index_bsize * 50 passages: its first row, its ids and masks (int64, at the group's own
     width: padding='longest') and its `reverse_indices`."""
-    group = colbert_config.index_bsize * 50
+    group = group_size(colbert_config)
     for start in range(0, ids.shape[0], group):
         g_masks = masks[start:start + group].to(torch.int64)
         width = int(g_masks.sum(1).max())
@@ -208,6 +212,15 @@ def embs_from_D(D: torch.Tensor, ids: torch.Tensor, masks: torch.Tensor, order: 
     if not embs:
         return torch.zeros(0, colbert_config.dim), torch.zeros(0, dtype=torch.int64)
     return torch.cat(embs), torch.tensor(doclens, dtype=torch.int64)
+
+
+def embeddings(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, D: torch.Tensor | None, checkpoint,
+               colbert_config, progress, pipeline: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder stage's embeddings and doclens: flattened from `D` where the run keeps it (capture.batches),
+    else encoded from the tokens."""
+    if D is not None:
+        return embs_from_D(D, ids, masks, order, checkpoint, colbert_config)
+    return encode_tokens(ids, masks, order, checkpoint, colbert_config, progress, pipeline)
 
 
 def doc_batch(checkpoint, input_ids: torch.Tensor, attention_mask: torch.Tensor, kept: torch.Tensor, device):
@@ -277,11 +290,8 @@ def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, che
                       index_config, progress, sample_D=None):
     """The sampled passages' embeddings: encoded from their tokens, or with capture.batches flattened from
     `sample_D`; fp32 on CPU, fp16 on CUDA."""
-    if sample_D is not None:
-        return embs_from_D(sample_D, sample_tokens, sample_token_masks, sample_token_order, checkpoint,
-                           colbert_config)
-    return encode_tokens(sample_tokens, sample_token_masks, sample_token_order, checkpoint, colbert_config,
-                         progress, index_config.pipeline)
+    return embeddings(sample_tokens, sample_token_masks, sample_token_order, sample_D, checkpoint, colbert_config,
+                      progress, index_config.pipeline)
 
 
 @stage("setup")

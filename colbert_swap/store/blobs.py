@@ -83,8 +83,7 @@ VERIFY_ONCE = 1 << 26
 _VERIFIED: dict[str, tuple[int, int, int, int]] = {}
 
 
-def _remember(path: Path) -> None:
-    key = _stat_key(path)
+def _remember(path: Path, key: tuple[int, int, int, int]) -> None:
     if key[2] >= VERIFY_ONCE:
         _VERIFIED[str(path)] = key
 
@@ -113,7 +112,7 @@ class BlobStore:
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-                _remember(path)
+                _remember(path, _stat_key(path))
             return ref
         ref = BlobRef(hash=json_hash(value), kind="json")
         if not self.path(ref).exists():
@@ -128,7 +127,8 @@ class BlobStore:
             if ref.kind == "tensor":
                 known = _VERIFIED.get(str(path))
                 value = load_file(str(path))["tensor"]
-                if known is not None and known == _stat_key(path):
+                stat = _stat_key(path)  # after the read: a file replaced meanwhile does not match
+                if known == stat:
                     return value  # this very file was checked by this process
                 actual = tensor_hash(value)
             else:
@@ -141,5 +141,5 @@ class BlobStore:
             raise UserError(f"{what or 'blob'}: file {path} does not match its content hash "
                             f"(expected {ref.hash}, found {actual}); the store is damaged")
         if ref.kind == "tensor":
-            _remember(path)
+            _remember(path, stat)
         return value

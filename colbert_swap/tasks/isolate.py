@@ -15,12 +15,12 @@ from typing import NamedTuple
 from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, compare_runs
-from colbert_swap.config import capture_options
 from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
 from colbert_swap.report.report import Report
+from colbert_swap.replay import options
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store, check_label
 from colbert_swap.store.origin import Isolate
@@ -61,7 +61,7 @@ def isolate(cfg, store: Store, progress=None) -> Isolation:
     source = source_run(cfg, store)
     stage = find_stage(cfg.isolate.stage)
     num_chunks = store.get(source, "num_chunks")
-    nodes = [n for n in DAG.nodes(num_chunks, options=capture_options(source.config)) if n.stage is stage]
+    nodes = [n for n in DAG.nodes(num_chunks, options=options(source)) if n.stage is stage]
     if not nodes:
         raise UserError(f"run {source.label!r} has no stage {stage.name!r}: it runs only with capture.{stage.option}=true")
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})

@@ -93,9 +93,10 @@ def test_a_replay_downstream_of_the_index_never_encodes_and_of_q_never_builds_th
         raise AssertionError("this replay must not encode passages or build the model")
 
     store = store_of(runs)
-    for module in (colbert_swap.stages.setup, colbert_swap.stages.index):
-        monkeypatch.setattr(module, "encode_tokens", forbidden)
-        monkeypatch.setattr(module, "tokenize", forbidden)
+    for module, names in ((colbert_swap.stages.setup, ("encode_tokens", "embeddings", "tokenize")),
+                          (colbert_swap.stages.index, ("embeddings", "tokenize"))):  # how index.py encodes
+        for name in names:
+            monkeypatch.setattr(module, name, forbidden)
     replayed = replay(runs("reuse=false"), store, store.load("s-target"), store.load("s-seed7"), ["half_centroids"],
                       label="s-no-encode", progress=quiet_progress)
     assert replayed.artifacts["ranked_pids"].stage == "ranked_pids"  # the search was replayed too
