@@ -64,6 +64,8 @@ class WholeRun:
     differing: tuple[str, ...]  # artifacts not equal (nor equal up to a meaningless order)
     order_only: tuple[str, ...]
     index: dict[str, str] | None  # index file -> how it differs; None when a run has no index to compare
+    alone: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (run, what only it keeps and was not compared: the
+    # search of a run searched alone, the batches of a run captured alone with capture.batches)
 
     @property
     def identical(self) -> bool:
@@ -80,15 +82,19 @@ class WholeRun:
         return {"a": self.a, "b": self.b, "artifacts": self.artifacts, "differing": list(self.differing),
                 "order_only": list(self.order_only), "identical": self.identical,
                 "index_files_identical": None if self.index is None else not self.index,
-                "index_files_differing": self.index, "index_data_differing": self.index_data}
+                "index_files_differing": self.index, "index_data_differing": self.index_data,
+                "kept_by_one_run_not_compared": {run: list(names) for run, names in self.alone}}
 
 
 def whole_run(store: Store, comparison: RunComparison, a: RunManifest, b: RunManifest) -> WholeRun:
     """`comparison` must cover every artifact of `a` and `b` (compare_runs without `names`)."""
     from colbert_swap.index_files import run_index_differences
 
+    compared = {r.name for r in comparison.results}
+    alone = tuple((m.label, names) for m, other in ((a, b), (b, a))
+                  if (names := tuple(n for n in m.artifacts if n not in compared and n not in other.artifacts)))
     return WholeRun(a.label, b.label, len(comparison.results), tuple(comparison.diverged()),
-                    tuple(r.name for r in comparison.order_only()), run_index_differences(store, a, b))
+                    tuple(r.name for r in comparison.order_only()), run_index_differences(store, a, b), alone)
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

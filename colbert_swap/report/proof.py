@@ -85,7 +85,14 @@ def order_text(names: list[str] | tuple[str, ...], comparison: RunComparison | N
 
 
 def index_sentence(whole: WholeRun) -> str:
-    """Whether colbert-ai's index files of the two runs are the same files (what a user searches)."""
+    """Whether colbert-ai's index files of the two runs are the same files (what a user searches), after what
+    one run alone keeps and no comparison covered (its search, its capture.batches artifacts), if anything."""
+    alone = "".join(f"{run} alone also keeps {plural(len(names), 'artifact')} ({describe(list(names))}): not "
+                    "compared. " for run, names in whole.alone)
+    return alone + _index_files(whole)
+
+
+def _index_files(whole: WholeRun) -> str:
     if whole.index is None:
         return "colbert-ai's index files were not compared (one of the runs has no index folder)."
     if not whole.index:

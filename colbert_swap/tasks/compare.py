@@ -22,7 +22,8 @@ def verdict(comparison: RunComparison, whole: WholeRun) -> str:
     left = comparison.diverged()
     order = [r.name for r in comparison.results if r.status == "order_only"]
     if not left:
-        text = f"Runs {comparison.a} and {comparison.b} are identical: all {n} artifacts are bitwise equal"
+        held = " both runs hold" if whole.alone else ""
+        text = f"Runs {comparison.a} and {comparison.b} are identical: all {n} artifacts{held} are bitwise equal"
         text += (f" ({len(order)} up to an order that carries no meaning: {proof.describe(order)})." if order
                  else ".")
         return text + " " + proof.index_sentence(whole)

@@ -71,6 +71,13 @@ def test_runs_with_and_without_batches_compare_equal(batch_runs, tiny_cfg):
     comparison = compare_runs(store, batch_runs["off"], batch_runs["on"])
     assert comparison.diverged() == []
     assert not set(NEW) & {c.name for c in comparison.results}  # compared only where both runs keep them
+    from colbert_swap.compare.runs import whole_run
+    from colbert_swap.tasks.compare import verdict
+
+    text = verdict(comparison, whole_run(store, comparison, batch_runs["off"], batch_runs["on"]))
+    assert "artifacts both runs hold are bitwise equal" in text  # the verdict speaks of the whole runs:
+    assert f"batches-on alone also keeps {len(NEW)} artifacts (`sample_batches`, `sample_D`, `batches.0`" in text
+    assert text.endswith("colbert-ai's index files of batches-off and batches-on are identical.")
 
 
 @pytest.mark.parametrize("point", ["sample_batches", "sample_D", "batches", "D"])
