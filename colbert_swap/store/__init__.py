@@ -74,8 +74,8 @@ class Store:
                    + (f"; and {others} derived runs (replays, drills, searches: task=verify lists them)" if others else ""))
         return f"run {label!r} is not in the store {self.root.resolve()}.{hint} ({listing})"
 
-    def save(self, manifest: RunManifest) -> None:
-        manifest.save(self.manifest_path(manifest.label))
+    def save(self, manifest: RunManifest, without: frozenset[str] = frozenset()) -> None:
+        manifest.save(self.manifest_path(manifest.label), without)
 
     def get(self, manifest: RunManifest, artifact: str) -> Any:
         if artifact not in manifest.artifacts:

@@ -20,7 +20,7 @@ class ArtifactRecord:
     seconds: float = 0.0
     env: str = ""  # the environment that computed it (provenance.env_id); "" in runs written before it was kept
 
-    def to_json(self) -> dict:
+    def to_json(self, without: frozenset[str] = frozenset()) -> dict:
         return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4),
                 "env": self.env}
 
@@ -48,11 +48,11 @@ class RunManifest:
         if not isinstance(self.origin, Origin):  # as read from JSON
             self.origin = Origin.from_json(self.origin)
 
-    def to_json(self) -> dict:
+    def to_json(self, without: frozenset[str] = frozenset()) -> dict:
         return {
             "label": self.label, "created": self.created, "complete": self.complete,
             "config_hash": self.config_hash, "config": self.config, "provenance": self.provenance,
-            "origin": self.origin.to_json(), "artifacts": {k: v.to_json() for k, v in self.artifacts.items()},
+            "origin": self.origin.to_json(), "artifacts": {k: v.to_json() for k, v in self.artifacts.items() if k not in without},
             "rng": self.rng, "environments": self.environments,
         }
 
@@ -81,8 +81,9 @@ class RunManifest:
         if env not in self.environments:
             self.environments[env] = origin.environments.get(env, origin.provenance)
 
-    def save(self, path: Path) -> None:
-        content = self.to_json()
+    def save(self, path: Path, without: frozenset[str] = frozenset()) -> None:
+        """Write the manifest, leaving out the artifacts `without` (those whose files are not written yet)."""
+        content = self.to_json(without)
         atomic_write(path, (json.dumps({**content, "digest": digest(content)}, indent=1) + "\n").encode())
 
     @classmethod

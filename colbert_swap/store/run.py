@@ -37,7 +37,7 @@ class RunWriter:
             seconds: float = 0.0) -> ArtifactRecord:
         """Store `value` as artifact `name`, made by `stage` from `inputs` (artifact names of this run, or
         name -> blob hash), computed here."""
-        ref = self.store.blobs.put(value)
+        ref = self.store.blobs.put(value, behind=True)  # its file is written while the next stage computes
         hashes = inputs if isinstance(inputs, dict) else {n: self.manifest.artifacts[n].ref.hash for n in inputs}
         record = ArtifactRecord(ref=ref, stage=stage, inputs=dict(hashes), seconds=seconds, env=self.env)
         self.manifest.artifacts[name] = record
@@ -53,9 +53,22 @@ class RunWriter:
         self.manifest.adopt(name, record, origin)
 
     def save(self) -> None:
-        self.store.save(self.manifest)
+        """Save the manifest with the artifacts whose files are on disk (a crash then resumes after them); raise
+        if a file could not be written."""
+        blobs = self.store.blobs
+        self.store.save(self.manifest, frozenset(n for n, r in self.manifest.artifacts.items() if blobs.unwritten(r.ref)))
+        blobs.check()
+
+    def flush(self) -> None:
+        """Wait for this run's files to be written, then save the manifest with those on disk (all of them, or
+        raise for those that could not be written)."""
+        try:
+            self.store.blobs.flush()
+        finally:
+            self.save()
 
     def finish(self) -> RunManifest:
+        self.store.blobs.flush()
         self.manifest.complete = True
         self.save()
         return self.manifest
@@ -74,16 +87,15 @@ def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, 
     with store.lock(label):
         if extend:
             writer = RunWriter(store, store.load(label), resumed=True)
-            yield writer
-            writer.save()
+            with _settled(writer):
+                yield writer
             return
         if fresh and store.run_dir(label).exists():
             shutil.rmtree(store.run_dir(label))
         writer = _existing(store, label, origin, config_hash, mismatch, force, resume)
         if writer is not None and (writer.done or writer.resumed):
-            yield writer
-            if not writer.done:
-                writer.save()
+            with _settled(writer):
+                yield writer
             return
         manifest = RunManifest(label=label, config=config, config_hash=config_hash, provenance=environment(),
                                origin=origin)
@@ -92,11 +104,29 @@ def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, 
         writer = RunWriter(store, manifest)
         writer.save()
         try:
-            yield writer
+            with _settled(writer):
+                yield writer
         except BaseException:
             if not writer.wrote:  # nothing of its own: leave nothing behind (a resume would have nothing to use)
                 shutil.rmtree(store.run_dir(label), ignore_errors=True)
             raise
+
+
+@contextmanager
+def _settled(writer: RunWriter) -> Iterator[None]:
+    """However the body ends, the files it put are written (or have failed) and the manifest names those on
+    disk: after an error too, so that a resume starts after every stage whose files are there."""
+    try:
+        yield
+    except BaseException:
+        if not writer.done:
+            try:
+                writer.flush()
+            except Exception:  # noqa: BLE001 - the body's error is the one to raise; the manifest was saved
+                pass
+        raise
+    if not writer.done:
+        writer.flush()
 
 
 def _existing(store, label: str, origin: Origin, config_hash: str, mismatch: str, force: bool,

@@ -307,3 +307,100 @@ def test_a_large_blob_read_again_unchanged_is_not_hashed_again_and_a_changed_one
     with pytest.raises(UserError, match="does not match its content hash"):
         store.get(ref)
     assert hashed
+
+
+def _held_writes(monkeypatch):
+    """The writer thread's writes wait for the event (a slow disk), or fail with ENOSPC once `fail` is set."""
+    import errno
+    import threading
+
+    from colbert_swap.store import blobs
+
+    gate, fail, real = threading.Event(), threading.Event(), blobs.save_file
+
+    def slow(tensors, path):
+        assert gate.wait(30)
+        if fail.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, path)
+
+    monkeypatch.setattr(blobs, "save_file", slow)
+    return gate, fail
+
+
+def _writer(tmp_path, label="r"):
+    from colbert_swap.store.origin import Capture
+    from colbert_swap.store.run import RunWriter
+
+    store = Store(tmp_path)
+    manifest = RunManifest(label=label, config={}, config_hash="0" * 16, provenance={}, origin=Capture())
+    return store, RunWriter(store, manifest)
+
+
+def test_a_file_written_behind_is_read_back_once_written_and_a_manifest_saved_meanwhile_leaves_it_out(tmp_path, monkeypatch):
+    gate, _ = _held_writes(monkeypatch)
+    store, run = _writer(tmp_path)
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    run.put("small", 7, stage="small")
+    record = run.put("t", t, stage="t", inputs=["small"])
+    assert store.blobs.unwritten(record.ref) and not store.blobs.path(record.ref).exists()
+    run.save()  # the file is not on disk: a crash now must not leave a manifest that names it
+    assert set(store.load("r").artifacts) == {"small"}
+    assert set(run.manifest.artifacts) == {"small", "t"}  # this process knows it
+    gate.set()
+    assert torch.equal(store.get(run.manifest, "t"), t)  # waits for its write
+    assert not store.blobs.unwritten(record.ref)
+    run.finish()
+    saved = store.load("r")
+    assert set(saved.artifacts) == {"small", "t"} and saved.complete
+
+
+def test_a_failed_write_behind_stops_the_run_with_the_reason_and_the_manifest_names_only_files_on_disk(tmp_path, monkeypatch):
+    gate, fail = _held_writes(monkeypatch)
+    store, run = _writer(tmp_path)
+    run.put("a", torch.ones(4), stage="a")
+    gate.set()
+    run.flush()
+    fail.set()
+    run.put("b", torch.zeros(4), stage="b", inputs=["a"])
+    with pytest.raises(UserError, match="could not write .*No space left on device.*resumes"):
+        run.finish()
+    saved = store.load("r")
+    assert set(saved.artifacts) == {"a"} and not saved.complete
+    assert torch.equal(store.get(saved, "a"), torch.ones(4))
+    assert not any(p.name.startswith(".") for p in store.blob_files())  # no half-written file left
+
+
+def test_an_error_in_a_run_still_records_the_files_its_writer_finished(tmp_path, monkeypatch):
+    from colbert_swap.store.origin import Capture
+    from colbert_swap.store.run import open_run
+
+    gate, _ = _held_writes(monkeypatch)
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError, match="a stage failed"):
+        with open_run(store, "r", Capture(), {}, "0" * 16) as run:
+            run.put("a", torch.ones(4), stage="a")
+            run.save()
+            assert "a" not in store.load("r").artifacts
+            gate.set()
+            raise RuntimeError("a stage failed")
+    saved = store.load("r")
+    assert set(saved.artifacts) == {"a"} and not saved.complete  # a resume starts after it
+
+
+def test_writes_behind_wait_for_room_beyond_the_bytes_allowed_in_memory(tmp_path, monkeypatch):
+    import threading
+
+    from colbert_swap.store import blobs
+
+    monkeypatch.setattr(blobs.BlobStore, "BEHIND_BYTES", 64)
+    store = blobs.BlobStore(tmp_path)
+    first = store.put(torch.zeros(16), behind=True)  # 64 bytes: fits
+    assert store._writing
+    waited = threading.Event()
+    real = store._settle
+    monkeypatch.setattr(store, "_settle", lambda key: (waited.set(), real(key)))
+    store.put(torch.ones(16), behind=True)  # 64 more: waits for the first to be written
+    assert waited.is_set() and not store.unwritten(first)
+    store.flush()
+    assert not store._writing
