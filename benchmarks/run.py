@@ -349,8 +349,10 @@ def main() -> None:
             with measured("colbert-ai Indexer (spawned worker)", children=True, passages=args.passages):
                 ref = run_indexer(base, Path(args.store) / "indexer")
         if "capture" in steps:
+            timeline, began = [], time.perf_counter()
             with measured("capture (all intermediates stored)", passages=args.passages, kmeans=args.kmeans):
-                target = capture(base, progress=quiet)
+                target = capture(base, progress=lambda m: timeline.append((time.perf_counter() - began, m)))
+            (out / "capture-timeline.txt").write_text("".join(f"{t:8.2f} s  {m}\n" for t, m in timeline))
             profiles["capture"] = stage_profile(target)
             if not args.skip_indexer:
                 diffs = index_differences(store.run_dir("bench") / "index", ref)
@@ -383,10 +385,13 @@ def main() -> None:
                 for point in points:
                     replay(cfg_for(args, args.store, km), store, target, source, [point], progress=quiet)
         if "locate" in steps and source:
+            timeline, began = [], time.perf_counter()
             with measured("locate (rounds + pruning)") as row:
                 result = locate(cfg_for(args, args.store, km, "source=bench-eager", "target=bench"), store,
-                                progress=quiet)
+                                progress=lambda m: timeline.append((time.perf_counter() - began, m)))
                 row["root_cause"] = [n for g in result.minimal for n in g][:4]
+            # where locate's time goes, without a profiler's overhead: when each of its messages came
+            (out / "locate-timeline.txt").write_text("".join(f"{t:8.2f} s  {m}\n" for t, m in timeline))
         if "gpu-kmeans" in steps and args.kmeans == "faiss":
             with measured("capture with kmeans_backend=torch", passages=args.passages):
                 fk = capture(cfg_for(args, args.store, "run=bench-torch-kmeans", "index.kmeans_backend=torch"),
