@@ -33,10 +33,10 @@ for step in "$@"; do
             --steps capture,perturbed,locate --out "$OUT/h200-100k-torchkmeans" --store /tmp/bench-100k 2>&1 | tail -14 ;;
     locate-profile) python3 benchmarks/locate_profile.py --store /tmp/bench-100k \
               --out "$OUT/h200-100k-locate-profile.txt" 2>&1 | grep -v Warning | tail -70 ;;
-    ab) for v in writer,warm-up none writer warm-up; do  # a fresh process each, interleaved
-          python3 benchmarks/capture_ab.py --passages ${AB_PASSAGES:-100000} --variant $v --store /tmp/ab-${v//,/+} \
-            --out "$OUT/h200-100k-writer-warmup" 2>&1 | grep -v Warning | tail -1; rm -rf /tmp/ab-${v//,/+}/blobs; done
-        python3 benchmarks/capture_ab.py --summary --out "$OUT/h200-100k-writer-warmup" ;;
+    ab) for v in writer none writer none; do  # a fresh process and store each, interleaved
+          s=/tmp/ab-$v-$RANDOM; python3 benchmarks/capture_ab.py --passages ${AB_PASSAGES:-100000} --variant $v \
+            --store $s --out "$OUT/h200-100k-writer" 2>&1 | grep -v Warning | tail -1; rm -rf $s/blobs; done
+        python3 benchmarks/capture_ab.py --summary --out "$OUT/h200-100k-writer" ;;
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac

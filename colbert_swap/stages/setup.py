@@ -69,9 +69,7 @@ def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0
     pad = tokenizer.tok.pad_token_id or 0
     mine = groups(passages, colbert_config)
     parts, start = [], 0
-    calls = tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config))  # forks its workers
-    warm_up(checkpoint, colbert_config)  # after the fork: the workers are not forked with its thread running
-    for texts, call in zip(mine, calls):
+    for texts, call in zip(mine, tokenizer_calls(tokenizer, mine, processes, groups(list(ahead), colbert_config))):
         # the lock: a Rust tokenizer called from two threads at once can fail ('Already borrowed')
         with TOKENIZER_LOCK, served(tokenizer, texts, call):
             batches, reverse = tokenizer.tensorize(texts, bsize=colbert_config.index_bsize)
@@ -92,47 +90,6 @@ def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0
     return ids, masks, order
 
 
-_WARMING: dict[int, threading.Thread | None] = {}  # id(checkpoint) -> its warm-up (None once joined)
-
-
-def warm_up(checkpoint, colbert_config) -> None:
-    """On the GPU, start running the encoder on dummy batches of colbert-ai's shapes (index_bsize rows of
-    doc_maxlen and of half of it) in a thread, while the tokenizer works: a process's first forwards load
-    the CUDA kernels, set up cuBLAS and grow the memory pool (on the H200 the first 25,000 passages took
-    7.1 s, the next 3.9 s: benchmarks/results/h200-encoder). Nothing it computes is kept, and a forward of
-    the model in eval mode under inference_mode changes no state (weights, generators); the first encoder
-    stage waits for it to end (`_warmed`). Once per model object; nothing happens on the CPU."""
-    on_gpu = torch.cuda.is_available() and next(checkpoint.parameters()).is_cuda
-    if id(checkpoint) in _WARMING or checkpoint.training or not (on_gpu or WARM_ON_CPU):
-        return
-    device = "cuda" if on_gpu else "cpu"
-
-    def forwards() -> None:
-        bsize, width = colbert_config.index_bsize, colbert_config.doc_maxlen
-        with torch.inference_mode():
-            for w in (width, max(1, width // 2)):
-                ids = torch.zeros((bsize, w), dtype=torch.int64)
-                ones = torch.ones((bsize, w), dtype=torch.int64)
-                doc_batch(checkpoint, ids, ones, ones.bool(), device)
-            if device == "cuda":
-                torch.cuda.synchronize()
-
-    thread = threading.Thread(target=forwards, name="colbert_swap-warm-up", daemon=True)
-    _WARMING[id(checkpoint)] = thread
-    thread.start()
-
-
-WARM_ON_CPU = False  # the tests set it: the warm-up then runs on the CPU too (there it only costs time)
-
-
-def _warmed(checkpoint) -> None:
-    """Wait for the model's warm-up, if one runs: the encoder's forwards never share the GPU with it."""
-    thread = _WARMING.get(id(checkpoint))
-    if thread is not None:
-        thread.join()
-        _WARMING[id(checkpoint)] = None
-
-
 def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint, colbert_config,
                   progress, pipeline: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """`CollectionEncoder.encode_passages` from tokens: per group, colbert-ai's `docFromText(...,
@@ -149,7 +106,6 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
     bsize = colbert_config.index_bsize
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where colbert-ai's tensorize puts them (DEVICE)
     total = ids.shape[0]
-    _warmed(checkpoint)
     embs, doclens, copies = [], [], []
     progress(0, total)
     skip = _skiplist(checkpoint)
@@ -225,7 +181,6 @@ def encode_batches(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, 
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bsize, parts = colbert_config.index_bsize, []
-    _warmed(checkpoint)
     progress(0, ids.shape[0])
     with torch.inference_mode():
         for start, g_ids, g_masks, reverse in _group_tokens(ids, masks, order, colbert_config):

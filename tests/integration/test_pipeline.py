@@ -118,19 +118,3 @@ def test_a_failing_worker_leaves_the_call_to_this_process(tiny_cfg, monkeypatch)
     assert tokenizer_pool.SERVED["calls"] == before
     assert all(torch.equal(a, b) for a, b in zip(here, forked))
 
-
-def test_the_encoder_warm_up_while_the_sample_is_tokenized_changes_no_bit(threads, tiny_cfg, monkeypatch):
-    """On the GPU the model runs dummy batches in a thread while the sample is tokenized (the kernels load
-    meanwhile); here it is made to run on the CPU: it runs, is waited for, and every artifact is the same."""
-    from colbert_swap.stages import setup
-
-    pipelined, _ = threads
-    monkeypatch.setattr(setup, "WARM_ON_CPU", True)
-    monkeypatch.setattr(setup, "_WARMING", {})
-    ran = []
-    real = setup.doc_batch
-    monkeypatch.setattr(setup, "doc_batch", lambda *a: ran.append(threading.current_thread().name) or real(*a))
-    warmed = capture(tiny_cfg("run=warmed", *CHUNKED, "index.tokenizer_processes=2"), progress=quiet_progress)
-    assert ran[:2] == ["colbert_swap-warm-up"] * 2  # its two shapes, before any batch of the capture
-    assert list(setup._WARMING.values()) == [None]  # waited for by the first encoder stage
-    assert hashes(warmed) == hashes(pipelined)
