@@ -124,7 +124,7 @@ class BlobStore:
                           shape=tuple(cpu.shape), device=value.device.type)
             path = self.path(ref)
             with self._lock:
-                if str(path) in self._writing or (path.exists() and str(path) not in self._failed):
+                if str(path) in self._writing or path.exists():
                     return ref
                 if behind:
                     self._wait_for_room(cpu.nbytes)

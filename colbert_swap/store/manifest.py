@@ -20,7 +20,7 @@ class ArtifactRecord:
     seconds: float = 0.0
     env: str = ""  # the environment that computed it (provenance.env_id); "" in runs written before it was kept
 
-    def to_json(self, without: frozenset[str] = frozenset()) -> dict:
+    def to_json(self) -> dict:
         return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4),
                 "env": self.env}
 
@@ -52,7 +52,8 @@ class RunManifest:
         return {
             "label": self.label, "created": self.created, "complete": self.complete,
             "config_hash": self.config_hash, "config": self.config, "provenance": self.provenance,
-            "origin": self.origin.to_json(), "artifacts": {k: v.to_json() for k, v in self.artifacts.items() if k not in without},
+            "origin": self.origin.to_json(),
+            "artifacts": {k: v.to_json() for k, v in self.artifacts.items() if k not in without},
             "rng": self.rng, "environments": self.environments,
         }
 

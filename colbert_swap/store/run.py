@@ -56,7 +56,8 @@ class RunWriter:
         """Save the manifest with the artifacts whose files are on disk (a crash then resumes after them); raise
         if a file could not be written."""
         blobs = self.store.blobs
-        self.store.save(self.manifest, frozenset(n for n, r in self.manifest.artifacts.items() if blobs.unwritten(r.ref)))
+        unwritten = frozenset(n for n, r in self.manifest.artifacts.items() if blobs.unwritten(r.ref))
+        self.store.save(self.manifest, unwritten)
         blobs.check()
 
     def flush(self) -> None:

@@ -117,4 +117,3 @@ def test_a_failing_worker_leaves_the_call_to_this_process(tiny_cfg, monkeypatch)
         tokenizer_pool.close_pools()
     assert tokenizer_pool.SERVED["calls"] == before
     assert all(torch.equal(a, b) for a, b in zip(here, forked))
-
