@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
+from colbert_swap.errors import UserError
 from colbert_swap.store import Store
 from colbert_swap.tasks import gc, verify
 from colbert_swap.tasks.capture import capture
@@ -24,6 +27,10 @@ def test_verify_and_gc(tmp_path, capsys):
     verify.run(cfg)
     assert sorted(p.name for p in store.blob_files()) == before  # verify changes nothing
 
+    with store.lock("keep"):  # a run being written elsewhere: its newest files may not be in its manifest yet
+        with pytest.raises(UserError, match="run 'keep' is being written by another process"):
+            gc.run(cfg)
+    assert sorted(p.name for p in store.blob_files()) == before
     gc.run(cfg)
     assert verify.problems(store)[:2] == ([], [])
     assert store.get(store.load("keep"), "local_sample_embs").shape[0] > 0  # what a run points at stays
