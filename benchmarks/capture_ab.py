@@ -26,9 +26,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def capture_once(args) -> None:
-    from run import stage_profile, warm_up  # benchmarks/run.py
+    from run import cfg_for, stage_profile, warm_up  # benchmarks/run.py
 
-    from colbert_swap.config import compose
     from colbert_swap.resources import Resources
     from colbert_swap.store import Store
     from colbert_swap.store.blobs import BlobStore
@@ -38,8 +37,7 @@ def capture_once(args) -> None:
     if "writer" not in on:
         put = BlobStore.put
         BlobStore.put = lambda self, value, behind=False: put(self, value, behind=False)
-    cfg = compose(f"store.root={args.store}", f"model={args.model}", f"collection.num_passages={args.passages}",
-                  f"index.kmeans_niters={args.niters}", f"index.kmeans_backend={args.kmeans}", "run=ab")
+    cfg = cfg_for(args, args.store, f"index.kmeans_backend={args.kmeans}", "run=ab")
     store = Store(args.store)
     Resources(cfg, store, Path(args.store)).checkpoint_path  # the model's and the collection's files, untimed
     Resources(cfg, store, Path(args.store)).corpus

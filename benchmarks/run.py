@@ -101,6 +101,20 @@ def cfg_for(args, store: str, *overrides: str):
                     f"index.kmeans_niters={args.niters}", *overrides)
 
 
+class Timeline:
+    """A progress callback noting when each message came: where a task's time goes, without a profiler's
+    overhead (written as `seconds  message` lines)."""
+
+    def __init__(self):
+        self.began, self.lines = time.perf_counter(), []
+
+    def __call__(self, message: str) -> None:
+        self.lines.append((time.perf_counter() - self.began, message))
+
+    def write(self, path: Path) -> None:
+        path.write_text("".join(f"{t:8.2f} s  {m}\n" for t, m in self.lines))
+
+
 def stage_profile(manifest) -> dict[str, float]:
     """Seconds per stage (chunks summed: embs.0 + embs.1 -> embs), from the manifest: where time goes."""
     per_node = {r.stage: r.seconds for r in manifest.artifacts.values() if not r.stage.startswith("inject:")}
@@ -349,10 +363,10 @@ def main() -> None:
             with measured("colbert-ai Indexer (spawned worker)", children=True, passages=args.passages):
                 ref = run_indexer(base, Path(args.store) / "indexer")
         if "capture" in steps:
-            timeline, began = [], time.perf_counter()
+            timeline = Timeline()
             with measured("capture (all intermediates stored)", passages=args.passages, kmeans=args.kmeans):
-                target = capture(base, progress=lambda m: timeline.append((time.perf_counter() - began, m)))
-            (out / "capture-timeline.txt").write_text("".join(f"{t:8.2f} s  {m}\n" for t, m in timeline))
+                target = capture(base, progress=timeline)
+            timeline.write(out / "capture-timeline.txt")
             profiles["capture"] = stage_profile(target)
             if not args.skip_indexer:
                 diffs = index_differences(store.run_dir("bench") / "index", ref)
@@ -385,13 +399,12 @@ def main() -> None:
                 for point in points:
                     replay(cfg_for(args, args.store, km), store, target, source, [point], progress=quiet)
         if "locate" in steps and source:
-            timeline, began = [], time.perf_counter()
+            timeline = Timeline()
             with measured("locate (rounds + pruning)") as row:
                 result = locate(cfg_for(args, args.store, km, "source=bench-eager", "target=bench"), store,
-                                progress=lambda m: timeline.append((time.perf_counter() - began, m)))
+                                progress=timeline)
                 row["root_cause"] = [n for g in result.minimal for n in g][:4]
-            # where locate's time goes, without a profiler's overhead: when each of its messages came
-            (out / "locate-timeline.txt").write_text("".join(f"{t:8.2f} s  {m}\n" for t, m in timeline))
+            timeline.write(out / "locate-timeline.txt")
         if "gpu-kmeans" in steps and args.kmeans == "faiss":
             with measured("capture with kmeans_backend=torch", passages=args.passages):
                 fk = capture(cfg_for(args, args.store, "run=bench-torch-kmeans", "index.kmeans_backend=torch"),

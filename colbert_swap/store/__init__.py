@@ -82,17 +82,26 @@ class Store:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
         return self.blobs.get(manifest.artifacts[artifact].ref, what=f"run {manifest.label!r} artifact {artifact!r}")
 
+    def _lock_path(self, label: str) -> Path:
+        return self.root / "runs" / f".{check_label(label)}.lock"
+
     @contextmanager
-    def lock(self, label: str) -> Iterator[None]:
-        """One writer per run label at a time, across processes (parallel sweep jobs)."""
-        path = self.root / "runs" / f".{check_label(label)}.lock"
+    def lock(self, label: str, wait: bool = True) -> Iterator[None]:
+        """One writer per run label at a time, across processes (parallel sweep jobs). With `wait=False`,
+        BlockingIOError at once if another process holds it."""
+        path = self._lock_path(label)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def locked_labels(self) -> list[str]:
+        """The labels some process has taken `lock` for, now or before (their lock files)."""
+        base = self.root / "runs"
+        return sorted(p.name[1:].removesuffix(".lock") for p in base.glob(".*.lock")) if base.exists() else []
 
     def referenced(self) -> dict[str, BlobRef]:
         """Every blob some run's manifest points at (artifacts and generator states), by hash."""
