@@ -5,8 +5,8 @@
     python benchmarks/capture_ab.py --passages 100000 --variant none --store /tmp/ab-2 --out DIR
     python benchmarks/capture_ab.py --summary --out DIR      # the table, and whether every artifact is equal
 
-`--variant writer`: tensor files written by the writer thread (the default); `none`: each file written
-before the next stage starts. (results/h200-100k-writer-warmup also measured an encoder warm-up on the GPU
+`--variant writer,graphs`: tensor files written by the writer thread and the encoder's batches replayed
+from CUDA graphs (the defaults); leave either out to turn it off (`none`: neither). (results/h200-100k-writer-warmup also measured an encoder warm-up on the GPU
 while the sample was tokenized, at commit 9dcea9b: it gained nothing and was removed.)
 """
 
@@ -37,7 +37,8 @@ def capture_once(args) -> None:
     if "writer" not in on:
         put = BlobStore.put
         BlobStore.put = lambda self, value, behind=False: put(self, value, behind=False)
-    cfg = cfg_for(args, args.store, f"index.kmeans_backend={args.kmeans}", "run=ab")
+    graphs = f"index.cuda_graphs={'graphs' in on}"
+    cfg = cfg_for(args, args.store, f"index.kmeans_backend={args.kmeans}", "run=ab", graphs)
     store = Store(args.store)
     Resources(cfg, store, Path(args.store)).checkpoint_path  # the model's and the collection's files, untimed
     Resources(cfg, store, Path(args.store)).corpus

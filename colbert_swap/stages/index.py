@@ -44,7 +44,7 @@ def D(batches, token_order):
 def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress, D=None):
     """The chunk's embeddings, fp16: encoded from its tokens, or with capture.batches flattened from `D.N`."""
     embs_, doclens = embeddings(tokens, token_masks, token_order, D, checkpoint, colbert_config, progress,
-                                index_config.pipeline)
+                                index_config.pipeline, index_config.cuda_graphs)
     if device != "cuda":
         assert embs_.dtype == torch.float32
         embs_ = embs_.half()

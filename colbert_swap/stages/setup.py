@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from colbert_swap.dag import Facts, stage
+from colbert_swap.stages.graphs import GraphedDocBatch, graphs_usable
 from colbert_swap.tokenizer_pool import processes_for, served, tokenizer_calls
 
 
@@ -91,7 +92,7 @@ def tokenize(passages: list[str], checkpoint, colbert_config, processes: int = 0
 
 
 def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, checkpoint, colbert_config,
-                  progress, pipeline: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress, pipeline: bool = True, graphs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """`CollectionEncoder.encode_passages` from tokens: per group, colbert-ai's `docFromText(...,
     keep_dims='flatten')` after its tokenizer call (the same batches, the same model calls and flattening),
     so the result is the same as encoding the passages; `progress(done, total)` between groups.
@@ -100,7 +101,8 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
     mask from the tokens on the CPU instead of copying the ids back from the GPU (colbert-ai's `ColBERT.mask`
     waits for the forward there, every batch), and the rows kept are gathered by index and copied to pinned
     memory asynchronously: the GPU runs batch after batch without waiting for the host. The same numbers:
-    tests/integration/test_pipeline.py and the GPU benchmark check it."""
+    tests/integration/test_pipeline.py and the GPU benchmark check it. With `graphs` as well, the batches are
+    replayed from CUDA graphs where that replays the same kernels (stages/graphs.py)."""
     from colbert.modeling.tokenization.utils import _split_into_batches
 
     bsize = colbert_config.index_bsize
@@ -109,6 +111,7 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
     embs, doclens, copies = [], [], []
     progress(0, total)
     skip = _skiplist(checkpoint)
+    batch = GraphedDocBatch(checkpoint) if pipeline and graphs and graphs_usable(checkpoint, device) else doc_batch
     with torch.inference_mode():
         for start, g_ids, g_masks, reverse in _group_tokens(ids, masks, order, colbert_config):
             indices = reverse.sort().indices  # the length sort that `reverse` undoes (a permutation: exact)
@@ -123,7 +126,7 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
             else:
                 sorted_ids, sorted_masks = g_ids[indices], g_masks[indices]
                 kept = _kept(sorted_ids, checkpoint, skip)
-                batches = [doc_batch(checkpoint, i, m, k, device) for i, m, k in
+                batches = [batch(checkpoint, i, m, k, device) for i, m, k in
                            zip(sorted_ids.split(bsize), sorted_masks.split(bsize), kept.split(bsize))]
                 kept = kept[reverse]
                 doclens_ = kept.sum(-1).tolist()
@@ -215,19 +218,21 @@ def embs_from_D(D: torch.Tensor, ids: torch.Tensor, masks: torch.Tensor, order: 
 
 
 def embeddings(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, D: torch.Tensor | None, checkpoint,
-               colbert_config, progress, pipeline: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               colbert_config, progress, pipeline: bool, graphs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """An encoder stage's embeddings and doclens: flattened from `D` where the run keeps it (capture.batches),
     else encoded from the tokens."""
     if D is not None:
         return embs_from_D(D, ids, masks, order, checkpoint, colbert_config)
-    return encode_tokens(ids, masks, order, checkpoint, colbert_config, progress, pipeline)
+    return encode_tokens(ids, masks, order, checkpoint, colbert_config, progress, pipeline, graphs)
 
 
-def doc_batch(checkpoint, input_ids: torch.Tensor, attention_mask: torch.Tensor, kept: torch.Tensor, device):
+def doc_batch(checkpoint, input_ids: torch.Tensor, attention_mask: torch.Tensor, kept: torch.Tensor, device,
+              autocast=None):
     """`Checkpoint.doc(input_ids, attention_mask, keep_dims='return_mask')`'s embeddings, operation for operation
     (colbert/modeling/colbert.py ColBERT.doc under Checkpoint.doc's no_grad and autocast), with the mask
-    `kept` computed on the CPU from the same ids (ColBERT.mask: not punctuation and not padding)."""
-    with torch.no_grad(), checkpoint.amp_manager.context():
+    `kept` computed on the CPU from the same ids (ColBERT.mask: not punctuation and not padding).
+    `autocast`: the autocast context in place of colbert-ai's (stages/graphs.py: the same casts, uncached)."""
+    with torch.no_grad(), (autocast or checkpoint.amp_manager.context)():
         input_ids = input_ids.to(device, non_blocking=True)
         attention_mask = attention_mask.to(device, non_blocking=True)
         D = checkpoint.bert(input_ids, attention_mask=attention_mask)[0]
@@ -291,7 +296,7 @@ def local_sample_embs(sample_tokens, sample_token_masks, sample_token_order, che
     """The sampled passages' embeddings: encoded from their tokens, or with capture.batches flattened from
     `sample_D`; fp32 on CPU, fp16 on CUDA."""
     return embeddings(sample_tokens, sample_token_masks, sample_token_order, sample_D, checkpoint, colbert_config,
-                      progress, index_config.pipeline)
+                      progress, index_config.pipeline, index_config.cuda_graphs)
 
 
 @stage("setup")

@@ -96,3 +96,83 @@ def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_meaning_run(ti
     assert result.minimal[0] == ["local_sample_embs"]
     md, data = meaning(store, eager, target, on_gpu, tmp_path, "What this means")
     assert "local_sample_embs" in md and data
+
+
+def test_encoder_batches_replayed_from_cuda_graphs_give_colbert_ais_bits(tiny_cfg, tmp_path, monkeypatch):
+    """index.cuda_graphs: two groups of the same lengths, so every batch shape comes back (batches of ones and
+    batches with padding, i.e. both answers of transformers' all-ones mask question) and is replayed from its
+    graph; the embeddings equal the eager pipeline's and colbert-ai's own per-batch Checkpoint.doc to the bit."""
+    from colbert_swap.resources import Resources
+    from colbert_swap.stages import graphs, setup
+
+    res = Resources(tiny_cfg("run=graphs", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
+    checkpoint, config = res.checkpoint, res.colbert_config
+    words = [" ".join(["alpha"] * n) for n in (3, 3, 3, 9, 9, 14)]
+    passages = [words[i % len(words)] for i in range(setup.group_size(config))] * 2
+    ids, masks, order = setup.tokenize(passages, checkpoint, config, 0)
+    recorded = []
+    record = graphs.GraphedDocBatch._record
+    monkeypatch.setattr(graphs.GraphedDocBatch, "_record",
+                        lambda self, all_ones, *v: recorded.append(all_ones) or record(self, all_ones, *v))
+    quiet = lambda done, total: None  # noqa: E731
+    graphed = setup.encode_tokens(ids, masks, order, checkpoint, config, quiet, pipeline=True, graphs=True)
+    eager = setup.encode_tokens(ids, masks, order, checkpoint, config, quiet, pipeline=True, graphs=False)
+    colbert = setup.encode_tokens(ids, masks, order, checkpoint, config, quiet, pipeline=False)
+    assert set(recorded) == {True, False}, recorded
+    for a, b in ((graphed, eager), (graphed, colbert)):
+        assert torch.equal(a[1], b[1]) and a[0].dtype == b[0].dtype == torch.float16
+        assert torch.equal(a[0].view(torch.int16), b[0].view(torch.int16))
+
+
+def test_cuda_graphs_are_not_used_where_a_replay_would_skip_python(tiny_cfg, tmp_path):
+    """A forward hook (the module drill's recorder) or a dispatch mode runs at the recording only: eager then."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from colbert_swap.resources import Resources
+    from colbert_swap.stages.graphs import graphs_usable
+
+    checkpoint = Resources(tiny_cfg("run=graphs-hooks"), Store(tmp_path / "s"), tmp_path).checkpoint
+    assert graphs_usable(checkpoint, "cuda") and not graphs_usable(checkpoint, "cpu")
+    handle = checkpoint.bert.encoder.register_forward_hook(lambda *a: None)
+    assert not graphs_usable(checkpoint, "cuda")
+    handle.remove()
+
+    class Mode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Mode():
+        assert not graphs_usable(checkpoint, "cuda")
+    assert graphs_usable(checkpoint, "cuda")
+
+
+def test_a_batch_that_cannot_be_recorded_runs_eagerly(tiny_cfg, tmp_path, monkeypatch):
+    """An operation a CUDA graph cannot hold (here a host sync inside the forward) fails the recording: that
+    batch and the rest of the call run as colbert-ai runs them, with the same bits, and nothing is left patched."""
+    import transformers.models.bert.modeling_bert as modeling_bert
+
+    from colbert_swap.resources import Resources
+    from colbert_swap.stages import graphs, setup
+
+    res = Resources(tiny_cfg("run=graphs-fail", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
+    checkpoint, config = res.checkpoint, res.colbert_config
+    passages = ["alpha beta gamma"] * (2 * setup.group_size(config))
+    ids, masks, order = setup.tokenize(passages, checkpoint, config, 0)
+    quiet = lambda done, total: None  # noqa: E731
+    eager = setup.encode_tokens(ids, masks, order, checkpoint, config, quiet, pipeline=True, graphs=False)
+    made = []
+    real = graphs.GraphedDocBatch.__init__
+
+    def init(self, checkpoint_):
+        real(self, checkpoint_)
+        made.append(self)
+
+    monkeypatch.setattr(graphs.GraphedDocBatch, "__init__", init)
+    forward = checkpoint.linear.forward
+    monkeypatch.setattr(checkpoint.linear, "forward",  # a host sync that changes nothing
+                        lambda x: forward(x) if bool(torch.isfinite(x).all()) else forward(x))
+    prepare = modeling_bert._prepare_4d_attention_mask_for_sdpa
+    graphed = setup.encode_tokens(ids, masks, order, checkpoint, config, quiet, pipeline=True, graphs=True)
+    assert made and made[0].failed and not made[0].graphs, made[0].failed
+    assert modeling_bert._prepare_4d_attention_mask_for_sdpa is prepare
+    assert torch.equal(graphed[0].view(torch.int16), eager[0].view(torch.int16)) and torch.equal(graphed[1], eager[1])
