@@ -6,8 +6,9 @@
     python benchmarks/capture_ab.py --summary --out DIR      # the table, and whether every artifact is equal
 
 `--variant writer,graphs`: tensor files written by the writer thread and the encoder's batches replayed
-from CUDA graphs (the defaults); leave either out to turn it off (`none`: neither). (results/h200-100k-writer-warmup also measured an encoder warm-up on the GPU
-while the sample was tokenized, at commit 9dcea9b: it gained nothing and was removed.)
+from CUDA graphs (the defaults); leave either out to turn it off (`none`: neither).
+(results/h200-100k-writer-warmup also measured an encoder warm-up on the GPU while the sample was tokenized,
+at commit 9dcea9b: it gained nothing and was removed.)
 """
 
 from __future__ import annotations

@@ -31,15 +31,20 @@ ROWS: list[dict] = []
 
 
 def batches(ids, masks, order, checkpoint, config):
-    """Every batch's (ids, mask, kept) as encode_tokens' pipeline forms them, on the CPU."""
-    skip = setup._skiplist(checkpoint)
+    """Every batch's (ids, mask, kept) on the CPU, as the pipeline hands them to `doc_batch` (recorded from
+    one eager encode_tokens call)."""
     out = []
-    for _, g_ids, g_masks, reverse in setup._group_tokens(ids, masks, order, config):
-        indices = reverse.sort().indices
-        s_ids, s_masks = g_ids[indices], g_masks[indices]
-        kept = setup._kept(s_ids, checkpoint, skip)
-        out += list(zip(s_ids.split(config.index_bsize), s_masks.split(config.index_bsize),
-                        kept.split(config.index_bsize)))
+    eager = setup.doc_batch
+
+    def recording(checkpoint_, input_ids, attention_mask, kept, device):
+        out.append((input_ids, attention_mask, kept))
+        return eager(checkpoint_, input_ids, attention_mask, kept, device)
+
+    setup.doc_batch = recording
+    try:
+        setup.encode_tokens(ids, masks, order, checkpoint, config, lambda done, total: None, pipeline=True)
+    finally:
+        setup.doc_batch = eager
     return out
 
 
@@ -72,7 +77,7 @@ def main() -> None:
             h.update(o.cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return seconds, h.hexdigest()[:16]
 
-    graphed = GraphedDocBatch(checkpoint)
+    graphed = GraphedDocBatch(checkpoint, setup.doc_batch)
     ref = None
     for name, fn in [("eager (warm-up)", setup.doc_batch), ("eager", setup.doc_batch),
                      ("CUDA graphs, capturing", graphed), ("CUDA graphs, replayed", graphed),

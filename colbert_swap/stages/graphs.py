@@ -67,10 +67,10 @@ def _mask_known(module, all_ones: bool):
 
 
 class GraphedDocBatch:
-    """`setup.doc_batch` for one encoder call: eager at a shape's first batch, then from its graph."""
+    """`eager` (setup.doc_batch) for one encoder call: eager at a shape's first batch, then from its graph."""
 
-    def __init__(self, checkpoint):
-        self.checkpoint, self.module = checkpoint, _mask_module(checkpoint)
+    def __init__(self, checkpoint, eager):
+        self.checkpoint, self.eager, self.module = checkpoint, eager, _mask_module(checkpoint)
         self.seen: set[tuple] = set()
         self.graphs: dict[tuple, tuple] = {}
         self.pool = None
@@ -78,20 +78,18 @@ class GraphedDocBatch:
         self.failed: str | None = None  # why a recording failed: the rest of the call runs eagerly
 
     def __call__(self, checkpoint, input_ids, attention_mask, kept, device):
-        from colbert_swap.stages.setup import doc_batch
-
         assert checkpoint is self.checkpoint
         key = (tuple(input_ids.shape), bool((attention_mask == 1).all()))
         if key not in self.graphs:
             if key not in self.seen or self.failed:
                 self.seen.add(key)
-                return doc_batch(checkpoint, input_ids, attention_mask, kept, device)
+                return self.eager(checkpoint, input_ids, attention_mask, kept, device)
             try:
                 self.graphs[key] = self._record(key[1], input_ids, attention_mask, kept)
             except Exception as e:  # noqa: BLE001 (an operation a graph cannot hold, a host sync: eager then)
                 self.failed = f"{type(e).__name__}: {e}"
                 torch.cuda.synchronize()
-                return doc_batch(checkpoint, input_ids, attention_mask, kept, device)
+                return self.eager(checkpoint, input_ids, attention_mask, kept, device)
         graph, inputs, out = self.graphs[key]
         for static, value in zip(inputs, (input_ids, attention_mask, kept)):
             static.copy_(value, non_blocking=True)
@@ -100,8 +98,6 @@ class GraphedDocBatch:
 
     def _record(self, all_ones: bool, *values):
         """One batch's kernels recorded on a side stream (torch.cuda.graph without its gc.collect per graph)."""
-        from colbert_swap.stages.setup import doc_batch
-
         inputs = [v.to("cuda") for v in values]
         graph = torch.cuda.CUDAGraph()
         amp = self.checkpoint.amp_manager.activated
@@ -110,7 +106,7 @@ class GraphedDocBatch:
         with torch.cuda.stream(self.stream), _mask_known(self.module, all_ones):
             graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
             try:
-                out = doc_batch(self.checkpoint, *inputs, "cuda", autocast=autocast)
+                out = self.eager(self.checkpoint, *inputs, "cuda", autocast=autocast)
             except BaseException:
                 try:  # ends the invalidated capture; the forward's error is the one to report
                     graph.capture_end()

@@ -111,7 +111,8 @@ def encode_tokens(ids: torch.Tensor, masks: torch.Tensor, order: torch.Tensor, c
     embs, doclens, copies = [], [], []
     progress(0, total)
     skip = _skiplist(checkpoint)
-    batch = GraphedDocBatch(checkpoint) if pipeline and graphs and graphs_usable(checkpoint, device) else doc_batch
+    batch = GraphedDocBatch(checkpoint, doc_batch) if pipeline and graphs and graphs_usable(checkpoint, device) \
+        else doc_batch
     with torch.inference_mode():
         for start, g_ids, g_masks, reverse in _group_tokens(ids, masks, order, colbert_config):
             indices = reverse.sort().indices  # the length sort that `reverse` undoes (a permutation: exact)

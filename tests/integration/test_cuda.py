@@ -163,8 +163,8 @@ def test_a_batch_that_cannot_be_recorded_runs_eagerly(tiny_cfg, tmp_path, monkey
     made = []
     real = graphs.GraphedDocBatch.__init__
 
-    def init(self, checkpoint_):
-        real(self, checkpoint_)
+    def init(self, checkpoint_, eager):
+        real(self, checkpoint_, eager)
         made.append(self)
 
     monkeypatch.setattr(graphs.GraphedDocBatch, "__init__", init)
