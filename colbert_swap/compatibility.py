@@ -33,14 +33,25 @@ def in_encoder(artifact: str) -> bool:
     return artifact == "local_sample_embs" or re.fullmatch(r"embs(\.\d+)?", artifact) is not None
 
 
+RAN, LOADED_NOT_USED, INSTALLED_ONLY = "ran", "loaded, not used", "installed only"  # as colbert_swap/loaded.py
+
+
 @dataclass(frozen=True)
 class PackageChange:
     name: str
     old: Optional[str]  # None: not installed in the earlier environment
     new: Optional[str]  # None: not installed in the later one
+    # whether the captures' processes loaded it (loaded.classify): "ran" | "loaded, not used" (a GPU library on
+    # runs that used no GPU) | "installed only" | "unknown" / None (a run recorded nothing: an older capture)
+    use: Optional[str] = None
 
     def text(self) -> str:
         return f"{self.name} {self.old or '(none)'} -> {self.new or '(none)'}"
+
+    @property
+    def may_cause(self) -> bool:
+        """Could it have changed a number? Not if no process loaded it, nor a GPU library on a CPU-only run."""
+        return self.use not in (LOADED_NOT_USED, INSTALLED_ONLY)
 
 
 @dataclass(frozen=True)
@@ -48,25 +59,37 @@ class FirstOp:
     """The first operation event of a module drill (report.json `first_op`)."""
 
     kind: str  # "equal inputs, different output" | "same operation, different inputs" | "different operations" | ...
-    op: Optional[str]  # None when no operation differs on equal inputs
-    other_op: Optional[str] = None  # what the other side runs instead (already quoted), for "different operations"
+    op: Optional[str]  # None when no operation differs on equal inputs; a computing op, never a view
+    other_op: Optional[str] = None  # what the other side computes instead (already quoted), for "different operations"
     parameters: tuple[str, ...] = ()  # parameters that differ, for "same operation, different inputs"
+    verdict: Optional[str] = None  # the op report's own: "the kernel differs" | "other inputs" | "another implementation"
+    computing: tuple[str, ...] = ()  # this side's computing ops of the differing span ("different operations")
 
     @classmethod
     def from_report(cls, found: dict) -> "FirstOp":
         return cls(found.get("kind", "?"), found.get("op"), found.get("other_op") or None,
-                   tuple(found.get("parameters_differing") or ()))
+                   tuple(found.get("parameters_differing") or ()), found.get("verdict"),
+                   tuple(found.get("computing") or ()))
 
     def text(self) -> str:
+        """The op drill's finding in the op report's own words: its verdict in parentheses."""
         if self.op is None:
             return "no operation differs on equal inputs"
         if self.kind == EQUAL_INPUTS:
-            return f"op `{self.op}` gets equal inputs and gives different outputs (the kernel differs)"
+            return f"op `{self.op}` gets equal inputs and gives different outputs ({self.verdict or 'the kernel differs'})"
         if self.kind == OTHER_INPUTS:
             named = ", ".join(f"`{p}`" for p in self.parameters)
             why = f": {named} differ{'s' if len(self.parameters) == 1 else ''}" if self.parameters else ""
-            return f"op `{self.op}` runs on different inputs{why}"
-        return f"op `{self.op}` runs where the other side runs {self.other_op or 'nothing'} (another implementation)"
+            return f"op `{self.op}` runs on different inputs{why} ({self.verdict or 'other inputs'})"
+        ops = self.computing or (self.op,)
+        named = ", ".join(f"`{o}`" for o in ops[:6]) + (" ..." if len(ops) > 6 else "")
+        return (f"op{'s' if len(ops) > 1 else ''} {named} run{'s' if len(ops) == 1 else ''} where the other side runs "
+                f"{self.other_op or 'nothing'} ({self.verdict or 'another implementation'})")
+
+    @property
+    def package(self) -> Optional[str]:
+        """The package whose kernel an `aten.` op runs: torch."""
+        return "torch" if self.op and self.op.startswith("aten.") else None
 
 
 @dataclass(frozen=True)
@@ -107,9 +130,19 @@ class Change:
 
     @property
     def unintended(self) -> tuple[PackageChange, ...]:
-        """Packages that moved besides the ones b's spec names (empty when the spec names none)."""
+        """Packages that moved besides the ones b's spec names and that could have changed a number (loaded by
+        a capture; a GPU library only where a GPU computed); empty when the spec names none."""
         wanted = {normalize(n) for n in self.intended}
-        return tuple(p for p in self.packages or () if wanted and normalize(p.name) not in wanted)
+        return tuple(p for p in self.packages or () if wanted and normalize(p.name) not in wanted and p.may_cause)
+
+    @property
+    def kernel_explained(self) -> bool:
+        """The op drill found a kernel giving other bits on equal inputs, and that kernel's package moved and was
+        loaded: the change is pinned on it, whatever else moved."""
+        op = self.drill.op if self.drill else None
+        if op is None or op.kind != EQUAL_INPUTS or op.package is None:
+            return False
+        return any(normalize(p.name) == op.package and p.may_cause for p in self.packages or ())
 
     def cause_text(self) -> str:
         """'root cause `local_sample_embs`, `embs`; module `...`; op `...` gets equal inputs and ...'."""
@@ -135,7 +168,7 @@ class Change:
             why.append(f"{self.a} -> {self.b}: the encoder differs but no module output differs on the probes")
         elif self.drill is not None and (self.drill.op is None or self.drill.op.op is None):
             why.append(f"{self.a} -> {self.b}: inside `{self.drill.module}` no operation differs on equal inputs")
-        if self.unintended:
+        if self.unintended and not self.kernel_explained:
             why.append(f"{self.a} -> {self.b} moves more than {', '.join(self.intended)}: "
                        f"{packages_text(self.unintended)}")
         if self.packages is None:
@@ -144,12 +177,36 @@ class Change:
 
 
 def packages_text(packages: Optional[tuple[PackageChange, ...]], limit: int = 4) -> str:
+    """What moved, those that could have computed first; the rest named apart as installed only, or loaded and
+    not used (a GPU library on runs that used no GPU)."""
     if packages is None:
         return "unknown"
     if not packages:
         return "none"
-    shown = ", ".join(p.text() for p in packages[:limit])
-    return shown + (f" and {len(packages) - limit} more" if len(packages) > limit else "")
+
+    def listed(group: list[PackageChange]) -> str:
+        shown = ", ".join(p.text() for p in group[:limit])
+        return shown + (f" and {len(group) - limit} more" if len(group) > limit else "")
+
+    ran = [p for p in packages if p.may_cause]
+    parts = [listed(ran)] if ran else []
+    for use, words in ((LOADED_NOT_USED, "loaded, not used: no GPU computed"), (INSTALLED_ONLY, "installed only")):
+        group = [p for p in packages if p.use == use]
+        if group:
+            parts.append(f"{words}: {listed(group)}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An adjacent pair that was asked for and not compared, and why (never 'keeps' or 'identical')."""
+
+    a: str
+    b: str
+    why: str  # "torch-2.0.1 was not captured (...)", "the comparison failed: ..."
+
+    def text(self) -> str:
+        return f"{self.a} -> {self.b} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -163,6 +220,7 @@ class Row:
     retrieval: Optional[str] = None  # against the reference's rankings: "identical" | "same sets" | "changed (...)"
     change: Optional[Change] = None  # from the environment before it (None for the first, or not captured)
     failure: Optional[str] = None  # why it was not captured
+    not_compared: Optional[str] = None  # captured, but compared with no environment before it: why
 
 
 def index_row(env: str, diffs: Optional[dict[str, str]], change: Optional[Change] = None) -> Row:
@@ -176,10 +234,17 @@ def index_row(env: str, diffs: Optional[dict[str, str]], change: Optional[Change
 
 @dataclass(frozen=True)
 class Verdict:
-    reference: str
+    reference: str  # the environment every row is compared with: the one asked for, or its stand-in
     rows: tuple[Row, ...]
     summary: str
     unexplained: tuple[str, ...]
+    skipped: tuple[Skipped, ...] = ()  # adjacent pairs asked for and not compared
+    asked: Optional[str] = None  # the reference asked for, when it was not captured and `reference` stands in
+
+    @property
+    def complete(self) -> bool:
+        """Every environment captured and every pair asked for compared."""
+        return not self.skipped and all(r.index != NOT_CAPTURED for r in self.rows)
 
     def table(self) -> str:
         rows = []
@@ -187,54 +252,80 @@ class Verdict:
             files = ", ".join(f"`{f}`" for f in r.files[:4]) + (" ..." if len(r.files) > 4 else "")
             note = f" (config only: {', '.join(r.config_only)})" if r.config_only and r.index == IDENTICAL else ""
             c = r.change
-            before = "-" if c is None else ("same artifacts" if not c.artifacts_differ else c.cause_text())
-            rows.append([f"`{r.env}`" + (" (reference)" if r.env == self.reference else ""),
-                         r.index + note + (f": {files}" if files else ""), r.retrieval or "not measured",
-                         r.failure.splitlines()[0] if r.failure else before,
+            before = ("-" if r.not_compared is None else f"not compared: {r.not_compared}") if c is None else \
+                ("same artifacts" if not c.artifacts_differ else c.cause_text())
+            mark = " (reference)" if r.env == self.reference and not self.asked else \
+                " (stand-in reference)" if r.env == self.reference else \
+                " (reference, not captured)" if r.env == self.asked else ""
+            rows.append([f"`{r.env}`" + mark, r.index + note + (f": {files}" if files else ""),
+                         r.retrieval or "not measured", f"not captured: {r.failure}" if r.failure else before,
                          "-" if c is None else packages_text(c.packages)])
         return table(["environment", f"against {self.reference}", "retrieval", "change from the one before",
                       "packages that differ from the one before"], rows)
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "summary": self.summary, "unexplained": list(self.unexplained),
-                "rows": [asdict(r) for r in self.rows]}
+        return {"reference": self.reference, "reference_asked": self.asked or self.reference,
+                "summary": self.summary, "unexplained": list(self.unexplained), "complete": self.complete,
+                "not_compared": [asdict(p) for p in self.skipped], "rows": [asdict(r) for r in self.rows]}
 
 
 def verdict(envs: list[str], reference: str, against: Mapping[str, Optional[dict[str, str]]],
-            changes: Mapping[str, Change], failures: Mapping[str, str],
-            retrieval: Mapping[str, Optional[str]] | None = None) -> Verdict:
+            changes: Mapping[str, Change], failures: Mapping[str, object],
+            retrieval: Mapping[str, Optional[str]] | None = None, skipped: tuple[Skipped, ...] = (),
+            asked: Optional[str] = None) -> Verdict:
     """`against`: env -> its index differences from the reference's (run_index_differences); `changes`:
-    env -> the Change from the captured environment before it; `failures`: env -> why it was not captured;
-    `retrieval`: env -> its rankings against the reference's (RetrievalVerdict.short()), when searched."""
+    env -> the Change from the captured environment before it; `failures`: env -> why it was not captured (an
+    EnvFailure, or its text); `retrieval`: env -> its rankings against the reference's (RetrievalVerdict.short()),
+    when searched; `skipped`: the adjacent pairs asked for and not compared; `asked`: the reference asked for
+    when it was not captured and `reference` is the environment standing in for it."""
     from dataclasses import replace
 
-    rows = tuple(Row(e, NOT_CAPTURED, failure=failures[e]) if e in failures else
+    def failure(e: str) -> str:
+        f = failures[e]
+        return f.line() if hasattr(f, "line") else str(f).splitlines()[0]
+
+    rows = tuple(Row(e, NOT_CAPTURED, failure=failure(e)) if e in failures else
                  index_row(e, against.get(e), changes.get(e)) if e in against else
                  Row(e, NOT_COMPARED, change=changes.get(e)) for e in envs)
-    rows = tuple(replace(r, retrieval=(retrieval or {}).get(r.env)) for r in rows)
+    first = next((r.env for r in rows if r.index != NOT_CAPTURED), None)
+    rows = tuple(replace(r, retrieval=(retrieval or {}).get(r.env),
+                         not_compared=_why_alone(r.env, skipped) if r.index != NOT_CAPTURED and r.change is None
+                         and r.env != first else None) for r in rows)
     why = tuple(w for r in rows if r.change for w in r.change.unexplained())
-    return Verdict(reference, rows, summary(rows, reference, why), why)
+    return Verdict(reference, rows, summary(rows, reference, why, skipped, asked), why, tuple(skipped), asked)
 
 
-def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...]) -> str:
-    """One paragraph: where the index stays and where it changes (and why), against the reference, and
-    what could not be explained."""
+def _why_alone(env: str, skipped: tuple[Skipped, ...]) -> str:
+    """Why a captured environment (not the first) was compared with none before it."""
+    reasons = [p.why for p in skipped if p.b == env]
+    return "; ".join(reasons) or "no pair with an environment before it was asked for"
+
+
+def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...], skipped: tuple[Skipped, ...] = (),
+            asked: Optional[str] = None) -> str:
+    """One paragraph: where the index stays and where it changes (and why), against the reference, what was
+    not captured or not compared, and what could not be explained. Every sentence is true of what it names."""
     captured = [r for r in rows if r.index != NOT_CAPTURED]
     if len(captured) < 2:
         text = "Fewer than two environments were captured: nothing to compare."
     else:
-        text = _segments(captured) + " " + _against(rows, reference)
+        text = _segments(captured) + " " + _against(rows, reference, asked)
         quiet = [r.change for r in captured if r.change and r.change.artifacts_differ and not r.change.index_changed]
         if quiet:
             text += " Changes that leave the index data as it was: " + "; ".join(
                 f"{c.a} -> {c.b} ({c.cause_text()})" for c in quiet) + "."
     failed = [r for r in rows if r.index == NOT_CAPTURED]
     if failed:
-        text += " Not captured: " + "; ".join(f"{r.env} ({(r.failure or '?').splitlines()[0]})" for r in failed) + "."
+        text += " Not captured: " + "; ".join(f"{r.env} ({r.failure or '?'})" for r in failed) + "."
+    if skipped:
+        text += " Not compared: " + "; ".join(p.text() for p in skipped) + "."
     if unexplained:
         text += " Not explained: " + "; ".join(unexplained) + "."
     elif any(r.change and r.change.artifacts_differ for r in captured):
-        text += " Every change is located, and every encoder change drilled to its module and operation."
+        text += (" Every change between the pairs compared is located, and every encoder change drilled to its "
+                 "module and operation.")
+    if failed or skipped:
+        text += " The study is incomplete."
     return text + " " + _retrieval(rows, reference)
 
 
@@ -255,8 +346,8 @@ def _retrieval(rows: tuple[Row, ...], reference: str) -> str:
 def _segments(rows: list[Row]) -> str:
     """'A .. C give an identical index; D changes it (root cause ...); E .. F keep D's'."""
     groups: list[list[Row]] = []
-    for r in rows:
-        if not groups or (r.change is not None and (r.change.index_changed or not r.change.index_compared)):
+    for r in rows:  # a row joins the group before it only when it was compared with it and keeps its index
+        if not groups or r.change is None or r.change.index_changed or not r.change.index_compared:
             groups.append([r])
         else:
             groups[-1].append(r)
@@ -269,16 +360,23 @@ def _segments(rows: list[Row]) -> str:
                          f"{head.env} gives the index")
             continue
         c = head.change
+        keep = f", and {span} keep{'s' if len(rest) == 1 else ''} {head.env}'s" if rest else ""
+        if c is None:  # compared with nothing before it: no claim about the index before it
+            parts.append(f"{head.env} is not compared with the environment before it ({head.not_compared})"
+                         + (f"; {span} keep{'s' if len(rest) == 1 else ''} {head.env}'s index" if rest else ""))
+            continue
         what = "changes it" if c.index_compared else "cannot be compared (no index folder)"
-        parts.append(f"{head.env} {what} ({c.cause_text()})" + (f", and {span} keep{'s' if len(rest) == 1 else ''} "
-                                                               f"{head.env}'s" if rest else ""))
+        parts.append(f"{head.env} {what} ({c.cause_text()})" + keep)
     return "; ".join(parts) + "."
 
 
-def _against(rows: tuple[Row, ...], reference: str) -> str:
+def _against(rows: tuple[Row, ...], reference: str, asked: Optional[str] = None) -> str:
     same = [r.env for r in rows if r.index == IDENTICAL and r.env != reference]
     other = [r.env for r in rows if r.index == DIFFERS]
+    unknown = [r.env for r in rows if r.index == NOT_COMPARED and r.env != reference]
+    which = (f"{reference} (standing in for the reference {asked}, which was not captured)" if asked else
+             f"the reference {reference}")
     if not same and not other:
         return f"No environment's index could be compared with {reference}'s."
-    return (f"Against the reference {reference}: the index is identical in "
-            f"{', '.join(same) or 'no other environment'} and differs in {', '.join(other) or 'none'}.")
+    return (f"Against {which}: the index is identical in {', '.join(same) or 'no other environment'} and differs "
+            f"in {', '.join(other) or 'none'}" + (f"; not compared in {', '.join(unknown)}" if unknown else "") + ".")

@@ -146,12 +146,54 @@ def op_trace(checkpoint, passages: list[str], bsizes: list[int], module_name: st
     return ops, params
 
 
+# Operations that compute nothing: views (the output aliases the input: only shape and strides change) and
+# plain copies (clone, contiguous, _unsafe_view, lift_fresh), by base name (`aten.transpose.int` ->
+# `transpose`; a functionalized `<view>_copy` counts as its view). Their outputs hold their inputs' elements
+# unchanged, so a span of operations that differs is named by its other operations, the ones that compute.
+# A name set, not the op schemas' alias annotations: traces keep op names only, they may come from another
+# torch version, and some aliasing schemas compute (`to`, `_autocast_to_reduced_precision` cast dtypes).
+VIEW_OPS = frozenset({
+    "view", "view_as", "_unsafe_view", "_reshape_alias", "reshape", "reshape_as", "flatten", "unflatten",
+    "transpose", "t", "permute", "movedim", "moveaxis", "swapaxes", "swapdims",
+    "expand", "expand_as", "as_strided", "unsqueeze", "squeeze",
+    "slice", "select", "narrow", "diagonal", "unfold", "unbind", "split", "split_with_sizes", "unsafe_split",
+    "chunk", "unsafe_chunk", "tensor_split",
+    "detach", "alias", "lift_fresh", "clone", "contiguous",
+})
+COPY_OPS = frozenset({"_unsafe_view", "clone", "contiguous", "lift_fresh"})  # copies, or may copy, among them
+
+# What the first event of `align_ops` means, per kind: the op report's own words (first_op["verdict"]).
+VERDICTS = {"equal inputs, different output": "the kernel differs",
+            "same operation, different inputs": "other inputs",
+            "different operations": "another implementation",
+            "no operation differs on equal inputs": None}
+
+
+def computes(op: str) -> bool:
+    """False for views and plain copies (`VIEW_OPS`), True for every other operation."""
+    parts = op.split(".")
+    base = parts[1] if len(parts) > 1 else parts[0]
+    if base.endswith("_copy") and base[: -len("_copy")] in VIEW_OPS:
+        base = base[: -len("_copy")]
+    return base not in VIEW_OPS
+
+
+def quoted(ops: list[str], most: int = 6) -> str:
+    return ", ".join(f"`{o}`" for o in ops[:most]) + (" ..." if len(ops) > most else "")
+
+
 def align_ops(a: list[tuple], b: list[tuple], params: dict[str, str] | None = None) -> dict:
     """Align two operation traces, each [(op, input hashes, output hash)], by operation and input content
     (not by position: the same computation may run its steps in another order), and name the first event
     in a's order: an operation that gets bitwise equal inputs in both and gives different outputs (the kernel
     differs), an operation that runs in both on different inputs (e.g. a parameter that differs), or a span
-    of operations that runs on one side only (another implementation)."""
+    of operations that runs on one side only (another implementation).
+
+    The event's `kind` names it, `verdict` says it in the op report's words (`VERDICTS`), `op` is the
+    operation of a (index `op_index`). For different operations, `index` is where a's span starts, `span` and
+    `other_span` hold every operation of each side's span, `computing` and `other_computing` the ones that
+    compute (views and copies left out, `computes`); `op` is a's first computing operation and `other_op` the
+    other side's computing operations, quoted (a span that only views or copies is named by its views)."""
     from collections import defaultdict, deque
 
     free: dict[tuple, deque] = defaultdict(deque)
@@ -164,28 +206,36 @@ def align_ops(a: list[tuple], b: list[tuple], params: dict[str, str] | None = No
     matched_b = set(match.values())
     for i in range(len(a)):
         if i in match and a[i][2] != b[match[i]][2]:
-            return {"kind": "equal inputs, different output", "index": i, "other_index": match[i], "op": a[i][0],
-                    "agreeing_before": sum(1 for k in range(i) if k in match)}
+            kind = "equal inputs, different output"
+            return {"kind": kind, "verdict": VERDICTS[kind], "index": i, "other_index": match[i], "op": a[i][0],
+                    "op_index": i, "agreeing_before": sum(1 for k in range(i) if k in match)}
         if i in match:
             continue
         span_a = _run(i, lambda k: k < len(a) and k not in match)
         last = max((match[k] for k in range(i) if k in match), default=-1)
         start_b = next((j for j in range(last + 1, len(b)) if j not in matched_b), None)
         span_b = _run(start_b, lambda k: k < len(b) and k not in matched_b) if start_b is not None else []
-        event = {"index": i, "other_index": start_b, "op": a[i][0],
-                 "other_op": ", ".join(f"`{b[j][0]}`" for j in span_b[:6]) + (" ..." if len(span_b) > 6 else ""),
+        event = {"index": i, "other_index": start_b, "op": a[i][0], "op_index": i,
                  "span": [a[k][0] for k in span_a], "other_span": [b[k][0] for k in span_b],
                  "agreeing_before": len([k for k in range(i) if k in match])}
         if len(span_b) >= 1 and b[span_b[0]][0] == a[i][0] and len(b[span_b[0]][1]) == len(a[i][1]):
             differ = [k for k, (x, y) in enumerate(zip(a[i][1], b[span_b[0]][1])) if x != y]
             named = {k: (params or {}).get(a[i][1][k]) for k in differ}
-            return {**event, "kind": "same operation, different inputs", "inputs_differing": differ,
-                    "parameters_differing": [n for n in named.values() if n]}
+            kind = "same operation, different inputs"
+            return {**event, "kind": kind, "verdict": VERDICTS[kind], "other_op": quoted(event["other_span"]),
+                    "inputs_differing": differ, "parameters_differing": [n for n in named.values() if n]}
         known_b = {h for _, ins, out in b for h in (*ins, out)}
         event["inputs_in_other"] = all(h in known_b for h in a[i][1])
-        return {**event, "kind": "different operations"}
-    return {"kind": "no operation differs on equal inputs", "index": None, "ops": len(a), "other_ops": len(b),
-            "unmatched_other": len(b) - len(matched_b)}
+        computing = [k for k in span_a if computes(a[k][0])]
+        other_computing = [b[k][0] for k in span_b if computes(b[k][0])]
+        if computing:
+            event.update(op=a[computing[0]][0], op_index=computing[0])
+        kind = "different operations"
+        return {**event, "kind": kind, "verdict": VERDICTS[kind], "computing": [a[k][0] for k in computing],
+                "other_computing": other_computing, "other_op": quoted(other_computing or event["other_span"])}
+    kind = "no operation differs on equal inputs"
+    return {"kind": kind, "verdict": VERDICTS[kind], "index": None, "op": None, "op_index": None, "ops": len(a),
+            "other_ops": len(b), "unmatched_other": len(b) - len(matched_b)}
 
 
 def _run(start: int, member) -> list[int]:

@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from colbert_swap import env_specs
+from colbert_swap.env_failure import EnvFailure, EnvironmentFailed, from_log
 from colbert_swap.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,21 +247,28 @@ def pip_config_to_uv(listed: str) -> list[str]:
 def _interpreter(spec: EnvSpec) -> str:
     found = shutil.which(spec.python) or (spec.python if Path(spec.python).is_file() else None)
     if not found:
-        raise UserError(f"environment {spec.name!r}: interpreter {spec.python!r} not found on this machine")
+        raise EnvironmentFailed(EnvFailure(spec.name, "install", f"interpreter {spec.python!r} not found on this "
+                                           "machine", step="creating the venv"))
     return found
 
 
 def _step(spec: EnvSpec, log: Path, args: list[str], what: str, cache: Path, capture: bool = False) -> str:
     with open(log, "a", encoding="utf-8") as f:
+        start = f.tell()
         f.write(f"$ {' '.join(args)}\n")
         f.flush()
         done = subprocess.run(args, stdout=subprocess.PIPE if capture else f, stderr=f if capture else subprocess.STDOUT,
                               env=build_env(cache), text=True)
     if done.returncode:
-        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-15:])
-        raise UserError(f"environment {spec.name!r}: {what} failed (exit {done.returncode}); last lines of {log}:\n"
-                        f"{tail}")
+        raise EnvironmentFailed(from_log(spec.name, log, what, done.returncode, _since(log, start)))
     return done.stdout or ""
+
+
+def _since(log: Path, offset: int) -> str:
+    """What `log` gained after byte `offset`: the output of one step (the log keeps every earlier attempt)."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", errors="replace")
 
 
 def build_env(cache: Path) -> dict:
@@ -342,20 +350,21 @@ def run_in(spec: EnvSpec, python: str, args: list[str], log: Path) -> subprocess
     """`python -m colbert_swap ARGS` in the environment, its output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
+        start = f.tell()
         f.write(f"$ {python} -m colbert_swap {' '.join(args)}\n")
         f.flush()
         done = subprocess.run([python, "-m", "colbert_swap", *args], cwd=REPO, stdout=f,
                               stderr=subprocess.STDOUT, env=command_env(spec, python))
+    done.output = _since(log, start)  # what this command wrote (the log keeps every earlier attempt)
     return done
 
 
 def capture_in(spec: EnvSpec, python: str, store_root: str, overrides: list[str], log: Path) -> None:
+    """Capture run `spec.name` in the environment; EnvironmentFailed (kind, reason, advice) when it fails."""
     args = [f"run={spec.name}", f"store.root={store_root}", *overrides, *spec.overrides]
     done = run_in(spec, python, args, log)
     if done.returncode:
-        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-15:])
-        raise UserError(f"environment {spec.name!r}: the capture failed (exit {done.returncode}); last lines of "
-                        f"{log}:\n{tail}")
+        raise EnvironmentFailed(from_log(spec.name, log, "capture", done.returncode, done.output))
 
 
 def frozen(spec: EnvSpec, cache: Path) -> dict[str, str]:

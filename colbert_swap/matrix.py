@@ -22,11 +22,12 @@ from typing import Callable, Optional
 
 from omegaconf import OmegaConf
 
-from colbert_swap import env_specs
+from colbert_swap import env_specs, loaded
 from colbert_swap.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.compare.tolerances import Tolerance
 from colbert_swap.compatibility import Change, Drill, FirstOp, PackageChange, in_encoder
 from colbert_swap.config import model_fields
+from colbert_swap.env_failure import EnvFailure, EnvironmentFailed
 from colbert_swap.environments import (EnvSpec, capture_in, ensure, frozen, load_spec, normalize,
                                        package_differences, run_in)
 from colbert_swap.errors import UserError
@@ -97,13 +98,19 @@ def env_steps(value, table: Path | None = None) -> list[tuple[str, str]]:
     items = [value] if isinstance(value, str) else [str(v) for v in value or []]
     axes, steps, last = env_specs.axes(table), [], None
     for item in items:
-        chain = env_specs.axis(item, table) if item in axes else [item]
+        chain = env_specs.axis(item, table) if item in axes else [spec_name(item)]
         start = env_specs.axis_start(item, table) if item in axes else None
         if not start or all(start not in pair for pair in steps) and start != last:
             chain = [last, *chain]
         steps += [(a, b) for a, b in zip(chain, chain[1:]) if a is not None and a != b and (a, b) not in steps]
         last = chain[-1]
     return steps
+
+
+def spec_name(item: str) -> str:
+    """The name a spec given by name or by path captures its run under (a path's spec names itself, or by the
+    file's stem): the same label either way."""
+    return load_spec(item).name if item.endswith((".yaml", ".yml")) else item
 
 
 def adjacent(steps: list[tuple[str, str]], done: list[str]) -> list[tuple[str, str]]:
@@ -219,7 +226,7 @@ class Study:
     envs: list[str]
     progress: object = print
     specs: dict[str, EnvSpec] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)  # env -> why it could not be captured
+    failures: dict[str, EnvFailure] = field(default_factory=dict)  # env -> why it could not be captured
     runner: Optional[Callable] = None  # runs `python -m colbert_swap ARGS` in an environment; default run_in
     freezes: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -247,7 +254,7 @@ class Study:
         ref = self.cfg.matrix.reference
         if not ref:
             return self.names[0]
-        name = load_spec(str(ref)).name if str(ref).endswith((".yaml", ".yml")) else str(ref)
+        name = spec_name(str(ref))
         if name not in self.specs:
             raise UserError(f"reference={ref!r} is not one of envs: {', '.join(self.names)}")
         return name
@@ -261,14 +268,20 @@ class Study:
         if self.captured(name):
             self.progress(f"run {name!r} is in the store already")
             return True
-        spec = self.specs[name]
+        spec, step = self.specs[name], "building the environment"
         try:
             python = ensure(spec, self.cache, self.progress)
+            step = "capture"
             self.progress(f"capturing run {name!r} in environment {name!r} ({python})")
             capture_in(spec, python, str(self.store.root), config_overrides(self.cfg), self.logs / f"{name}.log")
-        except UserError as exc:
-            self.failures[name] = str(exc)
-            self.progress(f"environment {name!r} failed: {str(exc).splitlines()[0]}")
+        except EnvironmentFailed as exc:
+            self.failures[name] = exc.failure
+        except UserError as exc:  # refused before any command ran (a spec that cannot be read, no uv, ...)
+            self.failures[name] = EnvFailure(name, "install" if step != "capture" else "refused", str(exc), step)
+        if name in self.failures:
+            failure = self.failures[name]
+            self.progress(f"environment {name!r} failed: {failure.line()}\n  {failure.advice()}" +
+                          "".join(f"\n  | {line}" for line in failure.tail.splitlines()))
             return False
         return True
 
@@ -350,7 +363,10 @@ class Study:
             self.progress(f"packages of {a} vs {b} unknown: {exc}")
             return None
         wanted = {normalize(n) for n in self.specs[b].changes}  # what b's spec means to change, listed first
-        moved = [PackageChange(*d) for d in package_differences(self.freezes[a], self.freezes[b])]
+        ra, rb = self.store.load(a), self.store.load(b)
+        gpu = loaded.gpu_used(ra) or loaded.gpu_used(rb)
+        moved = [PackageChange(*d, use=loaded.classify(d[0], ra.loaded, rb.loaded, gpu))
+                 for d in package_differences(self.freezes[a], self.freezes[b])]
         return tuple(sorted(moved, key=lambda p: p.name not in wanted))
 
 

@@ -127,8 +127,10 @@ class BlobStore:
                 if str(path) in self._writing or path.exists():
                     return ref
                 if behind:
-                    self._wait_for_room(cpu.nbytes)
-                    self._writing[str(path)] = (self._writer().submit(_write_tensor, path, cpu), cpu.nbytes)
+                    # not cpu.nbytes: Tensor.nbytes came with torch 2.1 (1.13 and 2.0 have none)
+                    nbytes = cpu.numel() * cpu.element_size()
+                    self._wait_for_room(nbytes)
+                    self._writing[str(path)] = (self._writer().submit(_write_tensor, path, cpu), nbytes)
                     return ref
             _write_tensor(path, cpu)
             self._failed.pop(str(path), None)

@@ -43,6 +43,9 @@ class RunManifest:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     # env_id -> the provenance of every environment an artifact of this run was computed in
     environments: dict[str, dict] = field(default_factory=dict)
+    # what the processes that computed this run had loaded at its end (colbert_swap/loaded.py snapshot():
+    # packages, their shared libraries, cuda_initialized); None in runs written before it was kept
+    loaded: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.origin, Origin):  # as read from JSON
@@ -55,6 +58,7 @@ class RunManifest:
             "origin": self.origin.to_json(),
             "artifacts": {k: v.to_json() for k, v in self.artifacts.items() if k not in without},
             "rng": self.rng, "environments": self.environments,
+            **({"loaded": self.loaded} if self.loaded is not None else {}),
         }
 
     @classmethod
@@ -62,7 +66,7 @@ class RunManifest:
         return cls(label=d["label"], config=d["config"], config_hash=d["config_hash"], provenance=d["provenance"],
                    origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
                    rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""),
-                   environments=d.get("environments", {}))
+                   environments=d.get("environments", {}), loaded=d.get("loaded"))
 
     @property
     def env(self) -> str:

@@ -18,6 +18,7 @@ import shutil
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
+from colbert_swap import loaded
 from colbert_swap.errors import UserError
 from colbert_swap.provenance import changed_keys, env_id, environment
 from colbert_swap.store.manifest import ArtifactRecord, RunManifest
@@ -32,6 +33,7 @@ class RunWriter:
         if not done:
             manifest.environments.setdefault(self.env, here)
         self.wrote = False
+        self.recorded = False  # whether this process's snapshot of what it loaded is in the manifest
 
     def put(self, name: str, value: Any, stage: str, inputs: dict[str, str] | Iterable[str] = (),
             seconds: float = 0.0) -> ArtifactRecord:
@@ -68,8 +70,16 @@ class RunWriter:
         finally:
             self.save()
 
+    def record_loaded(self) -> None:
+        """Add what this process has loaded (colbert_swap/loaded.py) to the run's manifest: at the end of the
+        computation, so that every library a stage loaded is mapped; a resumed run adds its own process's."""
+        self.manifest.loaded = loaded.merge(self.manifest.loaded, loaded.snapshot())
+        self.recorded = True
+
     def finish(self) -> RunManifest:
         self.store.blobs.flush()
+        if not self.recorded:
+            self.record_loaded()
         self.manifest.complete = True
         self.save()
         return self.manifest
@@ -122,11 +132,18 @@ def _settled(writer: RunWriter) -> Iterator[None]:
     except BaseException:
         if not writer.done:
             try:
+                if writer.wrote and not writer.recorded:
+                    writer.record_loaded()
+            except Exception:  # noqa: BLE001 - what it loaded is a fact for reports; the files come first
+                pass
+            try:
                 writer.flush()
             except Exception:  # noqa: BLE001 - the body's error is the one to raise; the manifest was saved
                 pass
         raise
     if not writer.done:
+        if writer.wrote and not writer.recorded:
+            writer.record_loaded()  # a run that computed something and did not finish (a search's extension)
         writer.flush()
 
 

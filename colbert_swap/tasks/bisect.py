@@ -35,7 +35,7 @@ def run(cfg) -> int:
 
     def capture(i: int) -> str:
         if not study.capture(names[i]):
-            raise UserError(f"bisect stops: {study.failures[names[i]]}")
+            raise UserError(f"bisect stops: {study.failures[names[i]].text()}")
         return names[i]
 
     def index_same(i: int, j: int) -> bool:

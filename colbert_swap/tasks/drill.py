@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from colbert_swap import colbert_env
 from colbert_swap.compare.comparators import compare
-from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages
+from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages, quoted
 from colbert_swap.errors import UserError
 from colbert_swap.report import plots, proof
 from colbert_swap.resources import Resources
@@ -147,13 +147,23 @@ class ModuleDrill:
                     f"max ULP {first.max_ulp:,} (bits)); every module before it is bitwise equal. Its operations: "
                     f"`python -m colbert_swap task=drill run={s} module={first.module}` in {s}'s environment, then "
                     f"`task=drill source={s} target={t} module={first.module}`.")
-            lengths = sorted({b.padded_len for b in self.batches if b.mismatches})
-            sizes = sorted({b.bsize for b in self.batches if b.mismatches})
+            differing = [b for b in self.batches if b.mismatches]
+            lengths = sorted({b.padded_len for b in differing})
             same = sorted({b.padded_len for b in self.batches if not b.mismatches})
-            text += (f" The final output differs in batches of padded length {lengths} (batch sizes {sizes})"
+            text += (f" The final output differs in batches of padded length {lengths} ({_batch_sizes(differing)})"
                      + (f" and is equal in batches of padded length {same}." if same else ".")) if lengths else ""
         only = [f"`{r.module}` (only in {r.only_in})" for r in self.rows if r.only_in]
         return text + (f" Modules that ran in one environment only: {', '.join(only[:4])}." if only else "")
+
+
+def _batch_sizes(batches: list[BatchRow]) -> str:
+    """'batches of 8 passages; batch size setting 32': the passages each batch that ran held (a call of fewer
+    probes than the setting runs one smaller batch), then the setting they were cut with (index_bsize)."""
+    sizes = sorted({b.size for b in batches}, reverse=True)
+    settings = sorted({b.bsize for b in batches})
+    held = ", ".join(map(str, sizes[:-1])) + f" or {sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
+    return (f"batches of {held} passage{'s' if sizes != [1] else ''}; batch size setting"
+            f"{'s' if len(settings) > 1 else ''} {', '.join(map(str, settings))}")
 
 
 def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> ModuleDrill:
@@ -257,11 +267,27 @@ def op_verdict(module: str, s: str, t: str, found: dict) -> str:
                     f"{', '.join(map(str, found['inputs_differing']))} differ (computed before the module, or by an "
                     "operation that ran on one side only)")
         return (f"{where}, operation {found['index']} `{found['op']}` runs in both{before} on different inputs: {why}.")
-    span = ", ".join(f"`{o}`" for o in found["span"][:6]) + (" ..." if len(found["span"]) > 6 else "")
+    return f"{where}, {s} and {t} run different operations{before}: {_spans(found, s, t)}"
+
+
+def _spans(found: dict, s: str, t: str) -> str:
+    """'S computes `a`, `b` (ops 9-11, with 2 views or copies) where T computes ...: another implementation'."""
+
+    def side(who: str, ops: list[str], computing: list[str], start: int | None) -> str:
+        if not ops:
+            return f"{who} runs nothing"
+        where = f"ops {start}-{start + len(ops) - 1}" if len(ops) > 1 else f"op {start}"
+        views = len(ops) - len(computing)
+        if not computing:
+            return f"{who} only views or copies: {quoted(ops)} ({where})"
+        return (f"{who} computes {quoted(computing)} ({where}"
+                + (f", with {views} view{'s' if views > 1 else ''} or cop{'ies' if views > 1 else 'y'})" if views
+                   else ")"))
+
     same = " on inputs both traces hold" if found.get("inputs_in_other") else ""
-    return (f"{where}, {s} and {t} run different operations{before}: {s} runs {span} (ops {found['index']}-"
-            f"{found['index'] + len(found['span']) - 1}) where {t} runs {found['other_op'] or 'nothing'}{same}: "
-            "another implementation of the same step, not another kernel result.")
+    return (f"{side(s, found['span'], found.get('computing', found['span']), found['index'])} where "
+            f"{side(t, found['other_span'], found.get('other_computing', found['other_span']), found['other_index'])}"
+            f"{same}: another implementation of the same step, not another kernel result.")
 
 
 def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, bsizes: list[int],

@@ -22,9 +22,11 @@ def run(cfg) -> int:
     study = Study(cfg, Store(cfg.store.root), [cfg.env_capture.environment], progress_printer())
     name = study.names[0]
     ok = study.capture(name)
-    verdict = f"run {name!r} is captured in environment {name!r}" if ok else study.failures[name]
-    Report("env_capture", f"env_capture {name}", verdict, data={"env": name, "run": name, "captured": ok,
-                                                                "injected": []}).write(proof.out_dir(cfg, "env_capture"))
+    failure = study.failures.get(name)
+    verdict = f"run {name!r} is captured in environment {name!r}" if ok else failure.text()
+    Report("env_capture", f"env_capture {name}", verdict, data={
+        "env": name, "run": name, "captured": ok, "failure": failure.to_json() if failure else None,
+        "injected": []}).write(proof.out_dir(cfg, "env_capture"))
     if not ok:
         raise UserError(verdict)
     print(verdict)

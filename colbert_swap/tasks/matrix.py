@@ -16,7 +16,9 @@ so the same command continues where a stopped matrix left off.
 
 from __future__ import annotations
 
-from colbert_swap.compatibility import Verdict, packages_text, verdict
+from dataclasses import asdict
+
+from colbert_swap.compatibility import Skipped, Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import run_index_differences
 from colbert_swap.matrix import Pair, Study, adjacent, cause_text, differing_text, env_steps, expand_envs
@@ -33,8 +35,8 @@ PAIR_HEADERS = ["pair", "index files", "retrieval", "artifacts that differ", "fi
 LINKS = {"locate": "locate", "drill": "module drill", "ops": "op drill"}
 
 
-def pairs_table(study: Study, pairs: list[Pair]) -> str:
-    rows = []
+def pairs_table(study: Study, pairs: list[Pair], skipped: tuple[Skipped, ...] = ()) -> str:
+    rows = [[f"{p.a} -> {p.b}", f"not compared: {p.why}", *["-"] * (len(PAIR_HEADERS) - 2)] for p in skipped]
     for p in pairs:
         chunks = study.store.get(study.store.load(p.b), "num_chunks")
         first = ", ".join(f"`{n}`" for n in p.comparison.first_diverged()[:3]) or "-"
@@ -78,16 +80,49 @@ def _unintended(p: Pair) -> str:
             "cannot be pinned on the intended package alone." if extra else "")
 
 
-def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: str) -> Verdict:
+def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: str,
+                  skipped: tuple[Skipped, ...] = ()) -> Verdict:
+    """The verdict against `reference`; when it was not captured, against the first environment that was (the
+    stand-in, named as such)."""
     store = study.store
     against, retrieval = {}, {}
-    if reference in done:
-        ref = store.load(reference)
+    stand_in = reference if reference in done else (done[0] if done else None)
+    if stand_in is not None:
+        ref = store.load(stand_in)
         for e in done:
             against[e] = run_index_differences(store, ref, store.load(e))
             found = retrieval_between(study.cfg, store, ref, store.load(e))
             retrieval[e] = found.short() if found else None
-    return verdict(study.names, reference, against, {p.b: p.change() for p in pairs}, study.failures, retrieval)
+    return verdict(study.names, stand_in or reference, against, {p.b: p.change() for p in pairs}, study.failures,
+                   retrieval, skipped, asked=reference if stand_in not in (None, reference) else None)
+
+
+def compare_pairs(study: Study, asked: list[tuple[str, str]], done: list[str], folder) -> tuple[list[Pair],
+                                                                                                 tuple[Skipped, ...]]:
+    """Every adjacent pair asked for: compared (a pair over an environment that was not captured compares its
+    captured neighbours instead), or listed as not compared with the reason. A comparison that fails is one
+    pair not compared, never the end of the study."""
+    skipped = [Skipped(a, b, "; ".join(f"{n} was not captured: {study.failures[n].line()}"
+                                       for n in (a, b) if n in study.failures))
+               for a, b in asked if a in study.failures or b in study.failures]
+    pairs, memo = [], {}
+    for a, b in adjacent(asked, done):
+        try:
+            pairs.append(study.pair(a, b, folder, memo))
+        except (UserError, OSError, ValueError, KeyError) as exc:
+            study.progress(f"{a} -> {b}: not compared: {type(exc).__name__}: {exc}")
+            skipped.append(Skipped(a, b, f"the comparison failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"))
+    return pairs, tuple(skipped)
+
+
+def failures_section(study: Study) -> str:
+    """Each environment that could not be captured: what failed, why, what to do, and the log's last lines."""
+    blocks = []
+    for name, f in study.failures.items():
+        tail = "\n".join(f"    {line}" for line in f.tail.splitlines())
+        blocks.append(f"- `{name}`: {f.line()}. {f.advice()}" + (f"\n\n{tail}\n" if tail else ""))
+    return ("## Environments that could not be captured\n\n" + "\n".join(blocks) +
+            "\n\nTheir runs are missing from the table, and every pair with them is listed as not compared.")
 
 
 def run(cfg) -> int:
@@ -103,19 +138,18 @@ def run(cfg) -> int:
         study.capture(name)
     done = [n for n in study.names if n not in study.failures]
     folder = proof.out_dir(cfg, "matrix")
-    memo: dict = {}
-    pairs = [study.pair(a, b, folder, memo) for a, b in adjacent(env_steps(cfg.matrix.envs), done)]
-    result = compatibility(study, done, pairs, reference)
+    pairs, skipped = compare_pairs(study, env_steps(cfg.matrix.envs), done, folder)
+    result = compatibility(study, done, pairs, reference, skipped)
     runs = [store.load(n) for n in done]
-    sections = [f"## Compatibility against {reference}\n\n" + result.table(),
-                "## Adjacent pairs\n\n" + pairs_table(study, pairs)]
+    sections = [f"## Compatibility against {result.reference}\n\n" + result.table(),
+                "## Adjacent pairs\n\n" + pairs_table(study, pairs, skipped)]
     if study.failures:
-        sections.append("## Environments that could not be captured\n\n" + "\n".join(
-            f"- `{n}`: {why.splitlines()[0]}" for n, why in study.failures.items()) + "\n\nTheir runs are missing "
-            "from the table; fix the spec and run the same command again: runs already captured are kept.")
+        sections.append(failures_section(study))
     sections += [environments_section(*runs)] if runs else []
     sections += ["\n\n".join(pair_section(p)) for p in pairs if p.differing]
     finish(folder, Report("matrix", f"matrix: {' -> '.join(study.names)}", result.summary, sections, {
-        "envs": study.names, "reference": reference, "captured": done, "failures": study.failures,
-        "pairs": [p.to_json() for p in pairs], "compatibility": result.to_json()}, runs))
-    return 1 if study.failures else 0
+        "envs": study.names, "reference": result.reference, "reference_asked": reference, "captured": done,
+        "failures": {n: f.to_json() for n, f in study.failures.items()}, "complete": result.complete,
+        "pairs": [p.to_json() for p in pairs], "not_compared": [asdict(s) for s in skipped],
+        "compatibility": result.to_json()}, runs))
+    return 0 if result.complete else 1

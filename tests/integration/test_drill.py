@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from colbert_swap.drill import computes
 from colbert_swap.errors import UserError
 from colbert_swap.store import Store
 from colbert_swap.tasks import drill
@@ -40,6 +41,10 @@ def test_drill_names_the_scaled_layer(runs, tiny_cfg, tmp_path):
     assert {b["bsize"] for b in report["batches"]} == {16}  # index_bsize
     assert sum(b["size"] for b in report["batches"]) == 40
     assert "padded length" in report["verdict"] and f"module={SCALED}" in report["verdict"]
+    # 40 probes in calls of 14, 14 and 12: each call is one batch of fewer passages than index_bsize
+    assert [b["size"] for b in report["batches"]] == [14, 14, 12]
+    held = sorted({b["size"] for b in report["batches"] if b["mismatches"]}, reverse=True)
+    assert f"(batches of {' or '.join(map(str, held))} passages; batch size setting 16)" in report["verdict"]
     assert store.load("scaled+drill").origin.probes == 40
     assert report["plots"] == ["layers.png", "padded_lengths.png"]
     for png in report["plots"]:
@@ -53,7 +58,7 @@ def test_operation_drill_names_the_parameter_that_differs(runs, tiny_cfg, tmp_pa
     drill.run(tiny_cfg("task=drill", "source=scaled", "target=target", module, f"out_dir={tmp_path}"))
     found = json.loads((tmp_path / "report.json").read_text())["first_op"]
     assert found["kind"] == "same operation, different inputs"
-    assert found["parameters_differing"] == [f"{SCALED}.weight"]
+    assert found["parameters_differing"] == [f"{SCALED}.weight"] and found["verdict"] == "other inputs"
     assert f"`{SCALED}.weight` differs" in (tmp_path / "report.md").read_text()
 
 
@@ -83,6 +88,14 @@ def test_operation_drill_sees_another_implementation(runs, tiny_cfg, tmp_path):
     assert found["kind"] == "different operations" and found["agreeing_before"] > 0  # q, k, v agree first
     assert "scaled_dot_product_attention" in found["other_op"]  # target: SDPA; eager: matmuls and a softmax
     assert any("softmax" in op for op in found["span"]) and not any("scaled_dot" in op for op in found["span"])
+    # named by the operations that compute, not by the views around them (eager's span opens with a transpose)
+    assert found["verdict"] == "another implementation" and computes(found["op"]) and found["op"] in found["span"]
+    assert found["computing"][0] == found["op"] and all(computes(op) for op in found["computing"])
+    assert any("softmax" in op for op in found["computing"])
+    assert found["other_computing"] and all(computes(op) for op in found["other_computing"])
+    assert found["other_op"] == ", ".join(f"`{op}`" for op in found["other_computing"][:6]) + (
+        " ..." if len(found["other_computing"]) > 6 else "")
+    assert f"eager computes `{found['op']}`" in report["verdict"]
     eager, sdpa = report["contexts"]
     assert (eager["attention"], sdpa["attention"]) == ("eager", "sdpa")
     if not torch.cuda.is_available():
@@ -161,7 +174,10 @@ def test_drill_reports_each_batch_size(runs, tiny_cfg, tmp_path):
     lengths = [b["padded_len"] for b in report["batches"]]
     assert lengths[0] == lengths[1] == lengths[2]  # colbert-ai pads the whole call, whatever the batch size
     assert lengths[0] <= lengths[3] <= lengths[6] <= 64  # short to long calls, capped by doc_maxlen
-    assert "batch sizes" in report["verdict"]
+    # the sentence states the passages each differing batch held, not the setting it was cut with
+    held = sorted({b["size"] for b in report["batches"] if b["mismatches"]}, reverse=True)
+    assert held and f"(batches of {', '.join(map(str, held[:-1]))}{' or ' if len(held) > 1 else ''}{held[-1]} " \
+                    f"passage{'s' if held != [1] else ''}; batch size settings 3, 12)" in report["verdict"]
 
 
 @pytest.mark.parametrize("preset,module,first_op", [
@@ -185,3 +201,4 @@ def test_each_cpu_knob_is_drilled_to_the_right_place(tiny_cfg, tmp_path, preset,
         found = json.loads((tmp_path / "ops" / "report.json").read_text())["first_op"]
         # the same aten op on bitwise equal inputs, another SDPA backend: the kernel itself differs
         assert found["kind"] == "equal inputs, different output" and first_op in found["op"]
+        assert found["verdict"] == "the kernel differs"

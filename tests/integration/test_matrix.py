@@ -123,17 +123,55 @@ def test_a_failing_environment_is_reported_and_the_others_kept(tmp_path):
     assert status == 1
     report = json.loads((out / "report.json").read_text())
     assert report["captured"] == ["here", "here-kmeans-seed"] and list(report["failures"]) == ["broken"]
-    assert "environment 'broken': installing its requirements failed" in report["failures"]["broken"]
-    assert "colbert-swap-no-such-package" in report["failures"]["broken"]  # pip's own error, quoted
-    assert [(p["a"], p["b"]) for p in report["pairs"]] == [("here", "here-kmeans-seed")]
+    failure = report["failures"]["broken"]
+    assert failure["kind"] == "install" and failure["step"] == "installing its requirements"
+    assert "colbert-swap-no-such-package" in failure["tail"]  # the installer's own error, quoted
+    assert "fix its requirements" in failure["advice"]
+    assert [(p["a"], p["b"]) for p in report["pairs"]] == [("here", "here-kmeans-seed")]  # its neighbours compared
+    assert [(p["a"], p["b"]) for p in report["not_compared"]] == [("here", "broken"), ("broken", "here-kmeans-seed")]
+    assert report["complete"] is False
     assert "could not be captured" in (out / "report.md").read_text()
+    assert "colbert-swap-no-such-package" in (out / "report.md").read_text()
     pair = report["pairs"][0]  # the k-means seed changes the centroids, not the encoder: located, not drilled
     assert pair["root_cause"] == ["prenorm_centroids"] and pair["first_module"] is None
     assert [s["name"] for s in pair["steps"]] == ["locate"]
     assert "not drilled (root cause outside the encoder)" in (out / "report.md").read_text()
     assert [(r["env"], r["index"]) for r in report["compatibility"]["rows"]] == [
         ("here", "index identical"), ("broken", "not captured"), ("here-kmeans-seed", "index differs")]
-    assert "Not captured: broken (environment 'broken': installing its requirements failed" in report["verdict"]
+    assert "Not captured: broken (installing its requirements failed: " in report["verdict"]
+    assert "Not compared: here -> broken (broken was not captured: " in report["verdict"]
+    assert "The study is incomplete." in report["verdict"]
+
+
+def test_a_failed_reference_a_spec_given_by_path_and_the_reason_shown(tmp_path, monkeypatch):
+    """The reference cannot be captured: its reason is shown everywhere, the first captured environment stands in,
+    and a spec given by its path is named (and paired) as by its name."""
+    bad = tmp_path / "refused.yaml"
+    bad.write_text("name: refused\npython: current\noverrides: [index.kmeans_backend=nosuch]\n")
+    by_path = REPO / "conf" / "env" / "here-kmeans-seed.yaml"
+    out, said = tmp_path / "report", []
+    monkeypatch.setattr("colbert_swap.tasks.matrix.progress_printer", lambda: said.append)  # the console's lines
+    status = run(compose(f"store.root={tmp_path}/store", *TINY, "task=matrix", f"envs=[{bad},here,{by_path}]",
+                         f"reference={bad}", f"out_dir={out}"))
+    assert status == 1  # incomplete: the reference was not captured
+    printed = "\n".join(said)
+    assert "environment 'refused' failed: colbert_swap refused the capture: index.kmeans_backend='nosuch' is not " \
+           "allowed" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["captured"] == ["here", "here-kmeans-seed"]  # by path, labelled by the spec's name
+    assert report["failures"]["refused"]["kind"] == "refused"
+    assert report["reference"] == "here" and report["reference_asked"] == "refused"
+    assert [(p["a"], p["b"]) for p in report["pairs"]] == [("here", "here-kmeans-seed")]
+    assert report["pairs"][0]["root_cause"] == ["prenorm_centroids"]
+    assert [(p["a"], p["b"]) for p in report["not_compared"]] == [("refused", "here")]
+    text = report["verdict"]
+    assert text.startswith("here gives the index; here-kmeans-seed changes it (root cause `prenorm_centroids`)")
+    assert "Against here (standing in for the reference refused, which was not captured): the index is " \
+           "identical in no other environment and differs in here-kmeans-seed." in text
+    assert "index.kmeans_backend='nosuch' is not allowed" in text and "keeps" not in text
+    md = (out / "report.md").read_text()
+    assert "## Compatibility against here" in md and "(stand-in reference)" in md
+    assert "colbert_swap refused the capture: index.kmeans_backend='nosuch' is not allowed" in md
 
 
 def test_envs_takes_axis_names_spec_names_and_both():

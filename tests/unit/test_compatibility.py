@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from colbert_swap.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, Drill, FirstOp,
-                                        PackageChange, in_encoder, index_row, packages_text, verdict)
+                                        PackageChange, Skipped, in_encoder, index_row, packages_text, verdict)
 from colbert_swap.environments import package_differences
+from colbert_swap.loaded import INSTALLED_ONLY, LOADED_NOT_USED, RAN, classify
 
 SDPA = FirstOp("equal inputs, different output", "aten.scaled_dot_product_attention.default")
 ENCODER = ("local_sample_embs", "embs")
@@ -30,11 +32,14 @@ def test_packages_that_differ_from_two_freezes_and_the_ones_the_step_did_not_mea
     moved = tuple(PackageChange(*d) for d in package_differences(old, new))
     assert moved == (PackageChange("nvidia-cublas-cu12", "12.4.5.8", None), PackageChange("setuptools", "69.5.1", "80.9.0"),
                      PackageChange("torch", "2.12.1", "2.13.0+cpu"))
-    change = _change("torch-2.12.1", "torch-2.13.0", root_cause=ENCODER, drill=Drill("m", SDPA), packages=moved,
+    change = _change("torch-2.12.1", "torch-2.13.0", root_cause=("prenorm_centroids",), packages=moved,
                      intended=("torch",))
-    assert [p.name for p in change.unintended] == ["nvidia-cublas-cu12", "setuptools"]
+    assert [p.name for p in change.unintended] == ["nvidia-cublas-cu12", "setuptools"]  # not recorded: may have run
     assert change.unexplained() == ["torch-2.12.1 -> torch-2.13.0 moves more than torch: nvidia-cublas-cu12 "
                                     "12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0"]
+    # the op drill names a kernel of torch (SDPA gives other bits on equal inputs), and torch moved: explained
+    assert _change("torch-2.12.1", "torch-2.13.0", root_cause=ENCODER, drill=Drill("m", SDPA), packages=moved,
+                   intended=("torch",)).unexplained() == []
     assert packages_text(moved, 2) == "nvidia-cublas-cu12 12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0 and 1 more"
     assert packages_text(()) == "none" and packages_text(None) == "unknown"
     # a hand-written spec names no intended package: nothing is "unintended", every package is listed
@@ -50,7 +55,8 @@ def test_first_op_from_a_drill_report_in_words():
     weights = FirstOp.from_report({"kind": "same operation, different inputs", "op": "aten.linear.default",
                                    "inputs_differing": [1], "parameters_differing": ["layer.0.output.dense.weight"]})
     assert weights.parameters == ("layer.0.output.dense.weight",)
-    assert weights.text() == "op `aten.linear.default` runs on different inputs: `layer.0.output.dense.weight` differs"
+    assert weights.text() == ("op `aten.linear.default` runs on different inputs: `layer.0.output.dense.weight` differs "
+                              "(other inputs)")
     other = FirstOp.from_report({"kind": "different operations", "op": "aten.softmax.int",
                                  "other_op": "`aten.scaled_dot_product_attention.default`"})
     assert "runs where the other side runs `aten.scaled_dot_product_attention.default`" in other.text()
@@ -112,7 +118,8 @@ def test_the_summary_says_where_the_index_changes_why_and_what_is_not_explained(
     assert "Against the reference torch-1: the index is identical in torch-2, torch-3 and differs in torch-4, " \
            "torch-5, torch-7." in text
     assert "Not captured: torch-6 (environment 'torch-6': installing its requirements failed)." in text
-    assert "Every change is located, and every encoder change drilled" in text
+    assert "Every change between the pairs compared is located, and every encoder change drilled" in text
+    assert text.count("The study is incomplete.") == 1  # torch-6 was not captured
 
 
 def test_changes_that_could_not_be_explained_are_named():
@@ -127,10 +134,82 @@ def test_changes_that_could_not_be_explained_are_named():
                              "b -> c: which packages differ is unknown (a freeze is missing)")
     assert "b changes it (not located: locate failed (exit 1); see /s/locate.log)" in v.summary
     assert "Changes that leave the index data as it was: c -> d (root cause `ivf`)." in v.summary
-    assert "Not explained: a -> b is not located" in v.summary and "Every change is located" not in v.summary
+    assert "Not explained: a -> b is not located" in v.summary and "Every change" not in v.summary
+    assert "incomplete" not in v.summary and v.complete
 
 
 def test_a_reference_that_was_not_captured_compares_nothing():
     v = verdict(["a", "b"], "a", {}, {}, {"a": "the capture failed"})
     assert [r.index for r in v.rows] == [NOT_CAPTURED, NOT_COMPARED]
     assert v.summary.startswith("Fewer than two environments were captured")
+
+
+def test_an_environment_compared_with_nothing_before_it_never_keeps_anything():
+    """c was captured, but the pair b -> c was not compared: the summary must not say c keeps b's index."""
+    same = dict(artifacts_differ=False, index_changed=False, packages=())
+    changes = {"b": _change("a", "b", **same), "d": _change("c", "d", **same)}
+    skipped = (Skipped("b", "c", "the comparison failed: KeyError: 'num_chunks'"),)
+    v = verdict(["a", "b", "c", "d"], "a", {"a": {}, "b": {}, "c": {"centroids.pt": "3 of 8 differ"},
+                                            "d": {"centroids.pt": "3 of 8 differ"}}, changes, {}, skipped=skipped)
+    assert v.summary.startswith("a .. b give an identical index; c is not compared with the environment before it "
+                                "(the comparison failed: KeyError: 'num_chunks'); d keeps c's index.")
+    assert "c keeps" not in v.summary and "b's" not in v.summary
+    assert "Not compared: b -> c (the comparison failed: KeyError: 'num_chunks')." in v.summary
+    assert v.summary.count("The study is incomplete.") == 1 and not v.complete
+    assert v.rows[2].not_compared == "the comparison failed: KeyError: 'num_chunks'"
+    assert re.search(r"\| not compared: the comparison failed", v.table())
+    assert v.to_json()["not_compared"] == [{"a": "b", "b": "c", "why": "the comparison failed: KeyError: 'num_chunks'"}]
+
+
+def test_a_reference_that_failed_is_named_and_the_first_captured_stands_in():
+    same = dict(artifacts_differ=False, index_changed=False, packages=())
+    changes = {"c": _change("b", "c", **same)}
+    skipped = (Skipped("a", "b", "a was not captured: colbert_swap crashed: AttributeError: nbytes"),)
+    v = verdict(["a", "b", "c"], "b", {"b": {}, "c": {}}, changes, {"a": "colbert_swap crashed: AttributeError: nbytes"},
+                skipped=skipped, asked="a")
+    assert v.reference == "b" and v.asked == "a"
+    assert "Against b (standing in for the reference a, which was not captured): the index is identical in c" in v.summary
+    assert "No environment's index could be compared" not in v.summary
+    assert "Not captured: a (colbert_swap crashed: AttributeError: nbytes)." in v.summary
+    table = v.table()
+    assert re.search(r"\| `b` \(stand-in reference\) +\|", table)
+    assert re.search(r"\| `a` \(reference, not captured\) +\| not captured +\|", table)
+    assert "not captured: colbert_swap crashed: AttributeError: nbytes" in table
+    assert v.to_json()["reference_asked"] == "a" and v.to_json()["complete"] is False
+
+
+def test_only_packages_a_capture_loaded_are_offered_as_causes():
+    """torch-2.1.0 -> torch-2.4.1 on a CPU: the CUDA libraries moved too but computed nothing; a package no
+    process loaded is installed only; the drill's kernel (aten.layer_norm, torch's) explains the change."""
+    cpu_a = {"packages": {"torch": "2.1.0", "nvidia-cudnn-cu12": "8.9", "numpy": "1.26.4"}, "libraries": {}}
+    cpu_b = {"packages": {"torch": "2.4.1", "nvidia-cudnn-cu12": "9.1", "numpy": "1.26.4"}, "libraries": {}}
+    moved = tuple(PackageChange(n, o, v, use=classify(n, cpu_a, cpu_b, gpu_used=False)) for n, o, v in (
+        ("torch", "2.1.0", "2.4.1"), ("nvidia-cudnn-cu12", "8.9", "9.1"), ("nvidia-nccl-cu12", "2.18", "2.20"),
+        ("sympy", "1.12", "1.13")))
+    assert [p.use for p in moved] == [RAN, LOADED_NOT_USED, INSTALLED_ONLY, INSTALLED_ONLY]
+    assert packages_text(moved) == ("torch 2.1.0 -> 2.4.1; loaded, not used: no GPU computed: nvidia-cudnn-cu12 "
+                                    "8.9 -> 9.1; installed only: nvidia-nccl-cu12 2.18 -> 2.20, sympy 1.12 -> 1.13")
+    kernel = FirstOp("equal inputs, different output", "aten.layer_norm.default", verdict="the kernel differs")
+    change = _change("torch-2.1.0", "torch-2.4.1", root_cause=ENCODER, drill=Drill("bert.embeddings.LayerNorm", kernel),
+                     packages=moved, intended=("torch",))
+    assert change.unintended == () and change.kernel_explained and change.unexplained() == []
+    # a loaded package that moved besides torch, with no kernel named: not pinned on torch alone
+    numpy = moved + (PackageChange("numpy", "1.26.4", "2.0.0", use=RAN),)
+    other = _change("a", "b", root_cause=("prenorm_centroids",), packages=numpy, intended=("torch",))
+    assert [p.name for p in other.unintended] == ["numpy"]
+    assert other.unexplained() == ["a -> b moves more than torch: numpy 1.26.4 -> 2.0.0"]
+    # with a kernel of torch named, numpy's move does not make the encoder change unexplained
+    assert _change("a", "b", root_cause=ENCODER, drill=Drill("m", kernel), packages=numpy,
+                   intended=("torch",)).unexplained() == []
+
+
+def test_the_summary_quotes_the_op_reports_verdict_and_names_computing_ops():
+    eager = FirstOp.from_report({"kind": "different operations", "verdict": "another implementation",
+                                 "op": "aten.matmul.default", "computing": ["aten.matmul.default", "aten.div.Tensor",
+                                                                             "aten.softmax.int"],
+                                 "other_op": "`aten.scaled_dot_product_attention.default`"})
+    assert eager.text() == ("ops `aten.matmul.default`, `aten.div.Tensor`, `aten.softmax.int` run where the other side "
+                            "runs `aten.scaled_dot_product_attention.default` (another implementation)")
+    weights = FirstOp.from_report({"kind": "same operation, different inputs", "verdict": "other inputs",
+                                   "op": "aten.linear.default", "parameters_differing": ["w"]})
+    assert weights.text().endswith("(other inputs)")

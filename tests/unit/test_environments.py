@@ -175,7 +175,9 @@ def test_a_build_that_fails_names_the_spec_and_quotes_the_resolver(tmp_path, ins
     with pytest.raises(UserError) as caught:
         environments.ensure(spec, tmp_path)
     message = str(caught.value)
-    assert message.startswith("environment 'broken': installing its requirements failed (exit ")
+    assert message.startswith("environment 'broken': installing its requirements failed: ")
+    assert caught.value.failure.kind == "install" and caught.value.failure.exit_code != 0
+    assert "fix its requirements" in message
     assert "colbert-swap-no-such-package" in message  # the resolver's own words, quoted from the log
     assert not (venv_dir(spec, tmp_path) / ".ready").exists()
 
