@@ -29,7 +29,7 @@ from colbert_swap.tasks.capture import capture  # noqa: E402
 from colbert_swap.tasks.locate import locate  # noqa: E402
 
 KNOBS = ["scale_layer", "kmeans_seed", "normalize_fp16", "eager", "sdpa_math", "index_bsize", "stable_sort",
-         "no_autocast", "tf32", "no_fp16_reduction"]
+         "no_autocast", "tf32", "no_fp16_reduction", "one_thread"]
 TINY = ["collection.num_passages=120", "index.doc_maxlen=64", "index.index_bsize=16"]
 
 

@@ -184,7 +184,12 @@ def attention_backend(attn: str | None) -> Iterator[None]:
 
 @contextmanager
 def perturbed(perturb) -> Iterator[None]:
-    """The perturb knobs that are global torch switches, set while a stage runs and restored after."""
+    """The perturb knobs that are global torch switches, set while a stage runs and restored after; with
+    perturb.threads=N, the stage computes with N threads in torch, its MKL, faiss and every BLAS and OpenMP
+    library (threads.limited; a run's provenance records the counts under the same limits:
+    provenance.run_environment)."""
+    from colbert_swap.threads import limited
+
     switches = []
     if knob(perturb, "tf32") is not None:
         switches += [(torch.backends.cuda.matmul, "allow_tf32", knob(perturb, "tf32")),
@@ -195,11 +200,51 @@ def perturbed(perturb) -> Iterator[None]:
     try:
         for obj, name, value in switches:
             setattr(obj, name, bool(value))
-        with attention_backend(knob(perturb, "attn")):
+        with attention_backend(knob(perturb, "attn")), limited(knob(perturb, "threads")):
             yield
     finally:
         for obj, name, value in saved:
             setattr(obj, name, value)
+
+
+NOISE_ELEMENTS = 8  # elements perturb.noise nudges in each floating-point output
+NOISE_ULPS = (2, 17)  # by this many units of the dtype's epsilon (relative), up or down
+
+
+def noise(perturb, stage: str, result):
+    """perturb.noise=STAGE: a planted stage that does not repeat itself. Each floating-point tensor the stage
+    returns gets NOISE_ELEMENTS elements, chosen from os.urandom (never seeded: no generator state the engine
+    records or restores reaches it), moved up or down by 2-16 times its dtype's epsilon (relative): another
+    tiny difference at every run, on equal inputs, as a nondeterministic kernel gives. `result` is the stage's
+    return value (one value or a tuple); other stages' are returned as they are."""
+    name = knob(perturb, "noise")
+    if not name or name != stage:
+        return result
+    values = result if isinstance(result, tuple) else (result,)
+    out, touched = [], False
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            value, touched = _jitter(value), True
+        out.append(value)
+    if not touched:
+        raise UserError(f"perturb.noise={name}: stage {name!r} returns no floating-point tensor to perturb; choose a "
+                        "stage with a float output (prenorm_centroids, local_sample_embs, embs, ...)")
+    return tuple(out) if isinstance(result, tuple) else out[0]
+
+
+def _jitter(tensor: torch.Tensor) -> torch.Tensor:
+    draws = os.urandom(9 * NOISE_ELEMENTS)
+    flat = tensor.detach().clone().reshape(-1)
+    eps, tiny = torch.finfo(flat.dtype).eps, torch.finfo(flat.dtype).tiny
+    low, high = NOISE_ULPS
+    for i in range(NOISE_ELEMENTS):
+        chunk = draws[9 * i: 9 * (i + 1)]
+        index = int.from_bytes(chunk[:8], "little") % flat.numel()
+        step = low + chunk[8] % (high - low)
+        sign = 1.0 if chunk[8] & 0x80 else -1.0
+        x = float(flat[index])
+        flat[index] = x + sign * max(abs(x), tiny) * step * eps
+    return flat.reshape(tensor.shape)
 
 
 # colbert-ai's C++ extensions, JIT-compiled by torch the first time each is needed (per torch version).

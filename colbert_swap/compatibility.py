@@ -123,6 +123,7 @@ class Change:
     packages: Optional[tuple[PackageChange, ...]] = None  # None: a freeze is missing
     intended: tuple[str, ...] = ()  # the packages b's spec means to change (a generated step's `changes`)
     retrieval: Optional[str] = None  # b's rankings against a's: "identical" | "same sets" | "changed (ΔnDCG ...)"
+    noise: tuple[str, ...] = ()  # root-cause artifacts locate's noise check found not reproducible: not causes
 
     @property
     def encoder(self) -> bool:
@@ -150,7 +151,11 @@ class Change:
             return f"not located: {self.locate_error}"
         if not self.root_cause:
             return "not located"
-        text = "root cause " + ", ".join(f"`{n}`" for n in self.root_cause)
+        causes = [n for n in self.root_cause if n not in self.noise]
+        text = "root cause " + ", ".join(f"`{n}`" for n in causes) if causes else "no cause"
+        if self.noise:
+            text += "; noise, not a cause: " + ", ".join(f"`{n}`" for n in self.noise) + \
+                " (not reproducible in this environment on equal inputs)"
         if self.drill is not None:
             text += "; " + self.drill.text()
         return text
@@ -162,6 +167,9 @@ class Change:
         why = []
         if self.locate_error or not self.root_cause:
             why.append(f"{self.a} -> {self.b} is not located ({self.locate_error or 'locate named no root cause'})")
+        if self.noise:
+            why.append(f"{self.a} -> {self.b}: {', '.join(self.noise)} did not reproduce on equal inputs (noise of the "
+                       "environment, not evidence of a cause)")
         if self.drill is not None and self.drill.error:
             why.append(f"{self.a} -> {self.b}: the drill failed ({self.drill.error})")
         elif self.drill is not None and self.drill.module is None:

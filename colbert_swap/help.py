@@ -16,6 +16,7 @@ MAIN_KEYS = {
     "target": "the run compared with it, or injected into (default: run, else the torch version)",
     "inject": "artifact names to swap from source into target: inject=local_sample_embs, inject=[a,b]",
     "stage": "task=isolate: the stage to run alone",
+    "stages": "task=determinism: the stages to run again (default: every stage of the run): stages=[a,b]",
     "target_artifact": "task=locate: only what changes this artifact (ranked_pids: what changes retrieval)",
     "module": "task=drill: record the aten operations inside this module (or colbert.doc)",
     "envs": "task=matrix|bisect: environment specs of conf/env/, in order: envs=[torch-2.0.1,torch-2.1.0]",

@@ -180,9 +180,10 @@ class Pair:
 
     def change(self) -> Change:
         causes = (self.locate or {}).get("root_cause")
+        noise = tuple(dict.fromkeys(n["artifact"] for n in (self.locate or {}).get("noise") or ()))
         return Change(self.a, self.b, bool(self.differing), self.index_changed, self.whole.index is not None,
                       tuple(causes) if causes is not None else None, self.locate_error, self.drill, self.packages,
-                      self.intended, self.retrieval.short() if self.retrieval else None)
+                      self.intended, self.retrieval.short() if self.retrieval else None, noise)
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "index_changed": self.index_changed, "differing": self.differing,

@@ -17,7 +17,7 @@ from colbert_swap.engine import Engine
 from colbert_swap.resources import Resources
 from colbert_swap.errors import UserError
 from colbert_swap.index_files import write_index
-from colbert_swap.provenance import describe_changes, env_id, environment
+from colbert_swap.provenance import describe_changes, env_id, run_environment
 from colbert_swap.stages import DAG
 from colbert_swap.store import ArtifactRecord, RunManifest, Store, check_label
 from colbert_swap.store.origin import Replay
@@ -96,8 +96,14 @@ def _copy_records(manifest: RunManifest, target: RunManifest, source: RunManifes
 
 
 def run_config(cfg, manifest: RunManifest):
-    """This invocation's config with the run's own model/collection/index/perturb/seed."""
-    return OmegaConf.merge(cfg, manifest.config)
+    """This invocation's config with the run's own model/collection/index/perturb/seed (a knob a run recorded
+    before it existed, perturb.threads, is the run's null, not this command line's)."""
+    merged = OmegaConf.merge(cfg, manifest.config)
+    recorded = manifest.config.get("perturb") or {}
+    for knob in ("threads", "noise"):
+        if knob not in recorded and OmegaConf.select(merged, f"perturb.{knob}", default=None) is not None:
+            merged.perturb[knob] = None
+    return merged
 
 
 def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: list[str],
@@ -154,7 +160,7 @@ def environment_note(cfg, target: RunManifest) -> str | None:
     """A replay computes in one environment: this one. Where the target was computed elsewhere, none of its
     outputs of unchanged stages can stand in for this environment's (the engine reuses only outputs computed
     here), so every downstream stage is recomputed here; this says so."""
-    here = environment()
+    here = run_environment(target.config)  # with the target's perturb.threads, as the replay computes
     if env_id(here) == target.env or not cfg.reuse:
         return None
     return (f"run {target.label!r} was computed in another environment ({describe_changes(target.provenance, here)}): "
@@ -164,7 +170,7 @@ def environment_note(cfg, target: RunManifest) -> str | None:
 def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injected: list[str], names: list[str],
             num_chunks: int, label: str, progress) -> RunManifest:
     origin = Replay(target.label, source.label, tuple(names), tuple(injected), target.created, source.created,
-                    bool(cfg.reuse), env_id(environment()))
+                    bool(cfg.reuse), env_id(run_environment(target.config)))
     nodes = DAG.downstream_of(injected, num_chunks, phases(target), options(target))
     with open_run(store, label, origin, target.config, target.config_hash,
                   make=lambda manifest: _copy_records(manifest, target, source, injected, nodes)) as run:

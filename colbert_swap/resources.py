@@ -106,6 +106,36 @@ def _typed(schema, node) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
 
 
+# name -> the config keys (or whole groups) it is built from: a stage that reads the resource reads them, so
+# a difference at a stage on equal inputs is the config's, not the environment's, where one of them differs
+# (tasks/compare.py). The progress callback and the chunk number read none.
+CONFIG_READ: dict[str, tuple[str, ...]] = {
+    "corpus": ("collection",),
+    "checkpoint": ("model", "index.amp", "index.device", "perturb", "seed"),
+    "colbert_config": ("model", "collection", "index", "perturb.index_bsize"),
+    "index_config": ("index",),
+    "perturb": ("perturb",),
+    "device": ("index.device",),
+    "search": ("search",),
+    "queries": ("search", "collection", "seed"),
+    "search_config": ("model", "collection", "index", "search"),
+    "rng": ("seed",),
+}
+
+
+# Keys the engine applies around every stage, whatever the stage reads (colbert_env.perturbed).
+EVERY_STAGE_READS = ("perturb.threads",)
+
+
+def config_read(resources: tuple[str, ...]) -> tuple[str, ...]:
+    """The config keys (prefixes) a stage with these resource parameters reads.
+
+    >>> config_read(("index_config", "rng"))
+    ('index', 'seed', 'perturb.threads')
+    """
+    return tuple(dict.fromkeys([*(k for r in resources for k in CONFIG_READ.get(r, ())), *EVERY_STAGE_READS]))
+
+
 # name -> how the engine provides it to a stage: (resources, node, rng, progress bar) -> value
 RESOURCES: dict[str, Callable[..., Any]] = {
     "corpus": lambda r, node, rng, bar: r.corpus,

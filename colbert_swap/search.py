@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import describe_changes, env_id, environment
+from colbert_swap.provenance import describe_changes, env_id, run_environment
 from colbert_swap.store import RunManifest, Store
 
 
@@ -58,7 +58,7 @@ class ElsewhereError(UserError):
 
 
 def check_environment(run: RunManifest) -> None:
-    here = environment()
+    here = run_environment(run.config)  # with the run's perturb.threads, as its search computes
     if env_id(here) != run.env:
         spec = run.provenance.get("environment")
         raise ElsewhereError(f"run {run.label!r} was computed in another environment "

@@ -25,6 +25,9 @@ class RunComparison:
     b: str
     results: tuple[Comparison, ...]
     tolerance: Tolerance = Tolerance()
+    # every config difference of the two runs, perturb knobs included, keys of how a run is computed (HOW)
+    # left out: "index.kmeans_backend: 'faiss' vs 'torch'"; a stage that reads one is told apart from the env
+    config_diffs: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> Comparison:
         return next(r for r in self.results if r.name == name)
@@ -121,7 +124,12 @@ def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
 
 def _what(config: dict) -> dict:
     """A run's config without the causes under test (perturb) and the keys of how it was computed (HOW)."""
-    out = {k: v for k, v in config.items() if k not in CAUSES}
+    return _how_free({k: v for k, v in config.items() if k not in CAUSES})
+
+
+def _how_free(config: dict) -> dict:
+    """A run's config without the keys of how it was computed (HOW): they change no number."""
+    out = dict(config)
     for key, names in HOW.items():
         rest = {k: v for k, v in (out.pop(key, None) or {}).items() if k not in names}
         if rest:
@@ -183,7 +191,8 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         results.append(compare(name, va, vb, stage=stage, segments=segments, tol=tol))
         if key is not None:
             memo[key] = results[-1]
-    return RunComparison(a.label, b.label, tuple(results), tol)
+    return RunComparison(a.label, b.label, tuple(results), tol,
+                         tuple(config_differences(_how_free(a.config), _how_free(b.config))))
 
 
 def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple:

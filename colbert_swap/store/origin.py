@@ -71,6 +71,7 @@ class Drill(Origin):
     run: str
     probes: int
     bsizes: tuple[int, ...]
+    env: str = ""  # the environment it was recorded in (provenance.env_id); "" in recordings made before it was kept
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Ops(Origin):
     probes: int
     bsizes: tuple[int, ...]
     context: dict = field(default_factory=dict, compare=False, hash=False)  # the kernel context it ran with
+    env: str = ""  # the environment it was recorded in (provenance.env_id); "" in recordings made before it was kept
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from colbert_swap import loaded
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import changed_keys, env_id, environment
+from colbert_swap.provenance import changed_keys, env_id, run_environment
 from colbert_swap.store.manifest import ArtifactRecord, RunManifest
 from colbert_swap.store.origin import Origin
 
@@ -28,7 +28,7 @@ from colbert_swap.store.origin import Origin
 class RunWriter:
     def __init__(self, store, manifest: RunManifest, done: bool = False, resumed: bool = False):
         self.store, self.manifest, self.done, self.resumed = store, manifest, done, resumed
-        here = environment()
+        here = run_environment(manifest.config)  # with the run's perturb.threads, as its stages compute
         self.env = env_id(here)  # what this writer stores is recorded as computed here
         if not done:
             manifest.environments.setdefault(self.env, here)
@@ -108,7 +108,7 @@ def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, 
             with _settled(writer):
                 yield writer
             return
-        manifest = RunManifest(label=label, config=config, config_hash=config_hash, provenance=environment(),
+        manifest = RunManifest(label=label, config=config, config_hash=config_hash, provenance=run_environment(config),
                                origin=origin)
         if make is not None:
             make(manifest)
@@ -160,7 +160,7 @@ def _existing(store, label: str, origin: Origin, config_hash: str, mismatch: str
     elif existing.complete:
         return RunWriter(store, existing, done=True)
     elif resume:
-        changed = changed_keys(existing.provenance, environment())
+        changed = changed_keys(existing.provenance, run_environment(existing.config))
         if not changed:
             return RunWriter(store, existing, resumed=True)
         if mismatch == "refuse" and not force:

@@ -34,8 +34,10 @@ TASKS = {t.name: t for t in [
          ("source", "target", "target_artifact", "force")),
     Task("isolate", "run one stage here on another run's inputs: does the stage itself depend on the environment?",
          ("stage", "source")),
+    Task("determinism", "run a run's stages again on its own inputs: reproducible, or do they differ run to run, "
+         "between processes, with the thread count?", ("run", "stages", "determinism")),
     Task("drill", "inside the model: the first module, then the first operation, whose output differs",
-         ("run", "source", "target", "module", "probes", "bsizes")),
+         ("run", "source", "target", "module", "probes", "bsizes", "force")),
     Task("search", "search both runs (the search stages: colbert-ai's Searcher on their artifacts), compare rankings",
          ("source", "target", "run", "inject", "search")),
     Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change",

@@ -10,9 +10,9 @@ from colbert_swap.errors import UserError
 from colbert_swap.provenance import default_run_label
 from colbert_swap.store import RunManifest, Store
 
-# Provenance facts shown side by side in reports.
-ENV_KEYS = ("environment", "python", "torch", "cuda", "cudnn", "gpu", "cpu", "cpu_capability", "torch_threads",
-            "transformers", "tokenizers", "colbert-ai", "faiss", "numpy")
+# Provenance facts shown side by side in reports (the spec and the GPU's details only where a run has them).
+ENV_KEYS = ("environment", "python", "torch", "cuda", "cudnn", "gpu", "gpu_capability", "driver", "cuda_driver",
+            "cpu", "cpu_capability", "torch_threads", "transformers", "tokenizers", "colbert-ai", "faiss", "numpy")
 
 
 def source_run(cfg, store: Store) -> RunManifest:
@@ -40,9 +40,11 @@ def environment_rows(*runs: RunManifest) -> list[list[str]]:
     rows = []
     for key in ENV_KEYS:
         values = ["-" if r.provenance.get(key) is None else str(r.provenance.get(key)) for r in runs]
-        if key == "environment" and set(values) == {"-"}:
+        if key in ("environment", "gpu_capability", "driver", "cuda_driver") and set(values) == {"-"}:
             continue
         rows.append([key, *values, "" if len(set(values)) == 1 else "differs"])
+        if key == "torch_threads":
+            rows += thread_rows(*runs)
     env = [", ".join(f"{k}={v}" for k, v in (r.provenance.get("env") or {}).items()) or "-" for r in runs]
     rows.append(["environment variables", *env, "" if len(set(env)) == 1 else "differs"])
     ids = [f"`{r.env}`" for r in runs]
@@ -50,6 +52,36 @@ def environment_rows(*runs: RunManifest) -> list[list[str]]:
     perturb = [knobs(r.config) for r in runs]
     rows.append(["perturb knobs set", *perturb, "" if len(set(perturb)) == 1 else "differs"])
     return rows
+
+
+def thread_rows(*runs: RunManifest) -> list[list[str]]:
+    """Rows of the thread facts (provenance["threads"], provenance["torch_parallel"]); none for runs recorded
+    before them."""
+    facts = [r.provenance.get("threads") or {} for r in runs]
+    if not any(facts):
+        return []
+
+    def show(*keys: str) -> list[str]:
+        return [" / ".join("-" if f.get(k) is None else str(f.get(k)) for k in keys) if f else "-" for f in facts]
+
+    def libraries(f: dict) -> str:  # "openblas 0.3.15 SkylakeX x2 (faiss_cpu.libs)"
+        return "; ".join(" ".join(str(x) for x in (lib.get("internal_api"), lib.get("version"), lib.get("architecture"),
+                                                   f"x{lib.get('num_threads')}") if x)
+                         + f" ({lib.get('package') or lib.get('library')})" for lib in f.get("blas") or []) or "-"
+
+    def backend(r: RunManifest) -> str:
+        p = r.provenance.get("torch_parallel") or {}
+        parts = [p.get("backend") and f"ATen {p['backend']}", p.get("openmp") and f"OpenMP {p['openmp']}",
+                 p.get("mkl") and f"MKL {p['mkl']}", p.get("mkldnn") and f"oneDNN {p['mkldnn']}"]
+        return ", ".join(x for x in parts if x) or "-"
+
+    rows = [["threads: torch intra-op / inter-op", *show("torch", "torch_interop")],
+            ["threads: torch's OpenMP / MKL", *show("omp", "mkl")],
+            ["threads: faiss (OpenMP)", *show("faiss")],
+            ["CPUs usable / present", *show("affinity", "cpu_count")],
+            ["BLAS and OpenMP libraries", *[libraries(f) if f else "-" for f in facts]],
+            ["torch parallel backend", *[backend(r) for r in runs]]]
+    return [[row[0], *row[1:], "" if len(set(row[1:])) == 1 else "differs"] for row in rows]
 
 
 def tolerance(cfg) -> Tolerance:

@@ -12,6 +12,8 @@ from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
 from colbert_swap.report.report import Report
 from colbert_swap.dag import template
+from colbert_swap.provenance import environment_differences
+from colbert_swap.resources import config_read
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
@@ -31,13 +33,24 @@ def verdict(comparison: RunComparison, whole: WholeRun) -> str:
     stage = DAG.producer(first[0])
     inputs = [a for _, a in stage.inputs]
     inputs_same = all(r.same for r in comparison.results if any(template(r.name) == template(i) for i in inputs))
-    why = ("its input artifacts are identical in both runs, so the stage itself depends on the environment"
-           if inputs_same else "some of its inputs differ too")
+    keys = config_keys(comparison, stage) if inputs_same else []
+    why = ("some of its inputs differ too" if not inputs_same else
+           f"its input artifacts are identical in both runs, and the runs' configs differ in {'; '.join(keys)}, "
+           f"which the stage reads: the difference is the config's, not the environment's" if keys else
+           "its input artifacts are identical in both runs, so the stage itself depends on the environment")
     return (f"{len(left)} of {n} artifacts {proof.differ(len(left))} between {comparison.a} and {comparison.b}. The "
             f"first divergence "
             f"is {proof.describe(first)} (stage `{stage.name}`): {why}. To test whether it explains everything "
             f"downstream: `python -m colbert_swap inject={stage.outputs[0].removesuffix('.N')} "
             f"source={comparison.a} target={comparison.b}`. " + proof.index_sentence(whole))
+
+
+def config_keys(comparison: RunComparison, stage) -> list[str]:
+    """The config differences of the two runs ('index.kmeans_backend: 'faiss' vs 'torch'') in keys the stage
+    reads through its resources (resources.CONFIG_READ); keys of how a run is computed (config.HOW) excluded."""
+    read = config_read(stage.resources)
+    return [d for d in comparison.config_diffs
+            if any(d.split(":", 1)[0] == k or d.startswith(k + ".") for k in read)]
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,8 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.artifacts, self.whole)
+        return environment_differences(self.source.provenance, self.target.provenance,
+                                       (self.source.label, self.target.label)) + verdict(self.artifacts, self.whole)
 
 
 def compare(cfg, store: Store) -> Comparison:

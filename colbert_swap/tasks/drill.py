@@ -6,19 +6,42 @@
 Each environment records its own model's module outputs on the same probe passages (stored as run
 `<run>+drill`); the report names the first module, in execution order, whose output differs, with
 per-module numbers and the divergence per batch (size and padded length).
+
+A recording (`<run>+drill`, `<run>+ops=<module>`) stands for its run only when it was made in the
+environment that computed the run's encoder outputs (`embs.N`: its torch-read variables such as
+ATEN_CPU_CAPABILITY, packages, CPU kernels, thread counts: `provenance.changed_keys`). The rule:
+
+- a recording keeps the environment it was made in (`provenance.env_id`) in its origin (`env`);
+- it is made only in an environment equal to its run's: elsewhere `task=drill` refuses, naming the
+  differences and the exact command to run instead (`run_in_hint`: the run's variables spelled out, and
+  its venv's interpreter when the run names an environment spec), before anything is stored;
+- a stored recording is reused only when it was made in this environment, which is the run's: one made
+  in another environment (or before the environment was kept) is recorded again, and `task=drill
+  source=A` refuses A's recording unless it was made in A's environment;
+- `force=true` records (and compares) anyway, with a warning in the report; such a recording keeps the
+  environment it was made in, so no call without force=true ever takes it for the run's.
+
+The run's perturb knobs are no part of this: they are its config, applied to every recording as they were
+to the run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+import shlex
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from colbert_swap import colbert_env
 from colbert_swap.compare.comparators import compare
+from colbert_swap.config import DrillConfig, StoreConfig
 from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages, quoted
 from colbert_swap.errors import UserError
+from colbert_swap.provenance import (SPEC_VAR, changed_keys, describe_changes, env_id, environment, fingerprint,
+                                     run_environment)
 from colbert_swap.report import plots, proof
 from colbert_swap.resources import Resources
 from colbert_swap.report.report import Report
@@ -33,6 +56,116 @@ def drill_label(run: str) -> str:
     return f"{run}+drill"
 
 
+def ops_label(run: str, module: str) -> str:
+    return f"{run}+ops={module}"
+
+
+def encoder_environment(run: RunManifest) -> dict:
+    """The provenance of the environment that computed `run`'s encoder outputs (`local_sample_embs`,
+    `embs.N`): the run's own for a capture, the replay's or the injected run's for a replay."""
+    envs = {run.computed_in(n) for n in run.artifacts if n == "local_sample_embs" or n.startswith("embs.")}
+    if len(envs) > 1:
+        raise UserError(f"run {run.label!r}'s encoder outputs were computed in {len(envs)} environments "
+                        f"({', '.join(sorted(envs))}): drill the runs they came from instead")
+    env = envs.pop() if envs else run.env
+    return run.provenance if env == run.env else run.environments.get(env, run.provenance)
+
+
+def drill_args(cfg, *args: str, module: str | None = None) -> list[str]:
+    """`task=drill ARGS` with this invocation's module (or `module`), probes, bsizes, store and venv cache
+    where they are not the defaults: the arguments of a command that redoes this one elsewhere."""
+    out = ["task=drill", *args]
+    if module or cfg.drill.module:
+        out.append(f"module={module or cfg.drill.module}")
+    if cfg.drill.probes != DrillConfig().probes:
+        out.append(f"probes={cfg.drill.probes}")
+    if cfg.drill.bsizes:
+        out.append(f"bsizes=[{','.join(map(str, cfg.drill.bsizes))}]")
+    if str(cfg.store.root) != StoreConfig().root:
+        out.append(f"store.root={cfg.store.root}")
+    if cfg.get("env_cache"):
+        out.append(f"env_cache={cfg.env_cache}")
+    return out
+
+
+def _env_cache(cfg) -> Path | None:
+    if cfg is None:
+        return None
+    return Path(cfg.get("env_cache") or Path(cfg.store.root) / "envs")
+
+
+def run_in_hint(run: RunManifest, args: list[str], cfg=None) -> str:
+    """`python -m colbert_swap ARGS` as it must be run in the environment that computed `run`'s encoder
+    outputs, in backticks: the torch-read variables it had spelled out (those set here that it had not
+    unset with `env -u`), and, when it names an environment spec with a venv, that venv's interpreter
+    (found in the venv cache of `cfg`; without it, named in words).
+
+        ATEN_CPU_CAPABILITY=default python -m colbert_swap task=drill run=cpu-default module=X
+    """
+    env = encoder_environment(run)
+    variables = dict(fingerprint(env)["env"])  # the recorded ones that decide kernels (not CUDA_VISIBLE_DEVICES)
+    python, where = "python", ""
+    spec_name = env.get("environment")
+    if spec_name:
+        from colbert_swap.environments import load_spec, venv_dir
+
+        try:
+            spec = load_spec(str(spec_name))
+            variables = {**{k: str(v) for k, v in spec.env.items()}, **variables}
+            if spec.python != "current":
+                cache = _env_cache(cfg)
+                if cache is None:
+                    where = f" in environment {spec_name} (its venv)"
+                else:
+                    python = str(venv_dir(spec, cache) / "bin" / "python")
+                    where = f" (environment {spec_name}'s venv)"
+        except UserError:  # the spec is gone or its installer unknown: named in words
+            where = f" in environment {spec_name} (its venv)"
+    variables.pop(SPEC_VAR, None)
+    unset = [k[4:] for k in changed_keys(env, environment()) if k.startswith("env.") and k[4:] not in variables
+             and k[4:] in os.environ]  # set here, not in the run: `env -u`
+    prefix = (["env", *(f"-u {k}" for k in unset)] if unset else []) + [f"{k}={shlex.quote(v)}" for k, v in
+                                                                       variables.items()]
+    command = " ".join([*prefix, python, "-m", "colbert_swap", *(shlex.quote(a) for a in args)])
+    return f"`{command}`{where}"
+
+
+def environment_refusal(cfg, run: RunManifest, args: list[str], what: str) -> str | None:
+    """None where this process's environment is the one that computed `run`'s encoder outputs. Elsewhere a
+    UserError naming the differences and the command to run instead; with force=true, the warning."""
+    env, here = encoder_environment(run), run_environment(run.config)  # here, with the run's perturb.threads
+    if not changed_keys(env, here):
+        return None
+    differs = f"run {run.label!r} was computed in another environment than this one ({describe_changes(env, here)})"
+    command = run_in_hint(run, args, cfg)
+    if not cfg.force:
+        raise UserError(f"{differs}: {what} must be recorded in its environment: run {command} (or add force=true "
+                        "to record it here anyway: kept as this environment's recording, never reused as the run's)")
+    return (f"{what} was recorded here with force=true although {differs}: it stands for this environment, not "
+            f"for the run's, and is never reused as the run's; in the run's environment: {command}.")
+
+
+def recorded_in_run_environment(run: RunManifest, recording: RunManifest) -> bool:
+    """Whether `recording` (a drill or an operation trace of `run`) was made in `run`'s environment."""
+    return (getattr(recording.origin, "env", "") == recording.env
+            and not changed_keys(encoder_environment(run), recording.provenance))
+
+
+def stale_refusal(cfg, run: RunManifest, recording: RunManifest, args: list[str]) -> str | None:
+    """None where `recording` was made in `run`'s environment; else a UserError saying where it was made
+    and the command that records it in `run`'s environment (with force=true, the warning)."""
+    if recorded_in_run_environment(run, recording):
+        return None
+    changes = describe_changes(encoder_environment(run), recording.provenance)
+    where = (f"in another environment{f' ({changes})' if changes else ''}" if getattr(recording.origin, "env", "")
+             else "before recordings kept their environment")
+    text = (f"{recording.label!r} was recorded {where}, not in the environment of run {run.label!r}: record it "
+            f"there with {run_in_hint(run, args, cfg)}")
+    if not cfg.force:
+        raise UserError(f"{text}, then run this again (or add force=true to use it anyway)")
+    return f"used with force=true: {text}."
+
+
 def _probing(cfg, store: Store, run: RunManifest, probes: int):
     """`run`'s config in this environment, its resources, and its probe passages. colbert-ai's chatter goes
     to the drilled run's own log, so a drill that fails leaves no folder behind."""
@@ -43,10 +176,12 @@ def _probing(cfg, store: Store, run: RunManifest, probes: int):
 
 def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | None = None,
                   bsizes: list[int] | None = None) -> RunManifest:
-    """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs)."""
+    """Module outputs of `run`'s model in this environment (with `run`'s own config and perturb knobs): only
+    in `run`'s environment (or with force=true); a stored one made in another environment is redone."""
+    environment_refusal(cfg, run, drill_args(cfg, f"run={run.label}"), f"the drill capture of {run.label!r}")
     here, resources, passages = _probing(cfg, store, run, probes or cfg.drill.probes)
     bsizes = list(bsizes or cfg.drill.bsizes or [resources.colbert_config.index_bsize])
-    origin = Drill(run.label, len(passages), tuple(bsizes))
+    origin = Drill(run.label, len(passages), tuple(bsizes), env_id(run_environment(run.config)))
     with open_run(store, drill_label(run.label), origin, run.config, run.config_hash, resume=False) as writer:
         if writer.done:
             return writer.manifest
@@ -62,17 +197,20 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
 def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, bsizes: list[int],
                 progress) -> RunManifest:
     """The aten operations inside `module` for `run`'s probes, recorded in this environment on the very
-    batches of the module drill (`bsizes`)."""
+    batches of the module drill (`bsizes`); only in `run`'s environment, as `capture_drill`."""
+    environment_refusal(cfg, run, drill_args(cfg, f"run={run.label}", module=module),
+                        f"the operation trace of {run.label!r}")
     here, resources, passages = _probing(cfg, store, run, probes)
-    origin = Ops(run.label, module, len(passages), tuple(bsizes))
-    with open_run(store, f"{run.label}+ops={module}", origin, run.config, run.config_hash, resume=False) as writer:
+    env = env_id(run_environment(run.config))  # as open_run records the recording's provenance
+    origin = Ops(run.label, module, len(passages), tuple(bsizes), env=env)
+    with open_run(store, ops_label(run.label, module), origin, run.config, run.config_hash, resume=False) as writer:
         if writer.done:
             return writer.manifest
         progress(f"recording the aten operations inside {module} for run {run.label!r}")
         with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
             ops, params = op_trace(resources.checkpoint, passages, bsizes, module)
             context = kernel_context(resources.checkpoint, here.perturb.get("attn"))
-        writer.manifest.origin = Ops(run.label, module, len(passages), tuple(bsizes), context)
+        writer.manifest.origin = Ops(run.label, module, len(passages), tuple(bsizes), context, env)
         for i, op in enumerate(ops):
             writer.put(f"op/{i}", op["output"], stage=op["op"], inputs={str(k): h for k, h in enumerate(op["inputs"])})
         writer.put("params", params, stage="drill")
@@ -131,6 +269,9 @@ class ModuleDrill:
     target: str
     rows: list[ModuleRow]
     batches: list[BatchRow]
+    # the commands of the next step, each as run_in_hint spells it in its run's environment: the source's
+    # operation trace of the first differing module, then the comparison (None: named in words)
+    next_steps: tuple[str, str] | None = None
 
     @property
     def first(self) -> ModuleRow | None:
@@ -144,9 +285,12 @@ class ModuleDrill:
         else:
             text = (f"The first module whose output differs between {s} and {t} is `{first.module}` "
                     f"({first.mismatches:,} of {first.numel:,} elements, max abs {proof.num(first.max_abs)}, "
-                    f"max ULP {first.max_ulp:,} (bits)); every module before it is bitwise equal. Its operations: "
-                    f"`python -m colbert_swap task=drill run={s} module={first.module}` in {s}'s environment, then "
-                    f"`task=drill source={s} target={t} module={first.module}`.")
+                    f"max ULP {first.max_ulp:,} (bits)); every module before it is bitwise equal. Its operations: ")
+            if self.next_steps:
+                text += f"run {self.next_steps[0]} in {s}'s environment, then {self.next_steps[1]} in {t}'s."
+            else:
+                text += (f"`python -m colbert_swap task=drill run={s} module={first.module}` in {s}'s environment, "
+                         f"then `task=drill source={s} target={t} module={first.module}`.")
             differing = [b for b in self.batches if b.mismatches]
             lengths = sorted({b.padded_len for b in differing})
             same = sorted({b.padded_len for b in self.batches if not b.mismatches})
@@ -198,16 +342,32 @@ def run(cfg) -> int:
     if not cfg.source:
         return _capture_only(cfg, store, progress)
     source = source_run(cfg, store)
-    if not store.has_run(drill_label(source.label)):
-        raise UserError(f"run {source.label!r} has no drill capture: run `python -m colbert_swap task=drill "
-                        f"run={source.label}` in {source.label}'s environment first")
-    a = store.load(drill_label(source.label))
-    target = capture_drill(cfg, store, store.load(target_label(cfg)), progress, probes=a.origin.probes,
-                           bsizes=list(a.origin.bsizes))
+    target_run = store.load(target_label(cfg))
+    s, t = source.label, target_run.label
+    if not store.has_run(drill_label(s)):
+        raise UserError(f"run {s!r} has no drill capture: run {run_in_hint(source, drill_args(cfg, f'run={s}'), cfg)} "
+                        f"in {s}'s environment first")
+    a = store.load(drill_label(s))
+    warnings = [stale_refusal(cfg, source, a, drill_args(cfg, f"run={s}"))]
     if cfg.drill.module:
-        return _run_ops(cfg, store, source, store.load(target_label(cfg)), a.origin.probes, list(a.origin.bsizes),
-                        progress)
+        if not store.has_run(ops_label(s, cfg.drill.module)):
+            raise UserError(f"run {s!r} has no operation trace of {cfg.drill.module}: run "
+                            f"{run_in_hint(source, drill_args(cfg, f'run={s}'), cfg)} in {s}'s environment first")
+        warnings.append(stale_refusal(cfg, source, store.load(ops_label(s, cfg.drill.module)),
+                                      drill_args(cfg, f"run={s}")))
+    warnings.append(environment_refusal(cfg, target_run, drill_args(cfg, f"source={s}", f"target={t}"),
+                                        f"the drill capture of {t!r} (the target)"))
+    warnings = [w for w in warnings if w]
+    for warning in warnings:
+        progress(f"warning: {warning}")
+    target = capture_drill(cfg, store, target_run, progress, probes=a.origin.probes, bsizes=list(a.origin.bsizes))
+    if cfg.drill.module:
+        return _run_ops(cfg, store, source, target_run, a.origin.probes, list(a.origin.bsizes), progress, warnings)
     result = compare_drills(store, a, target)
+    if result.first:
+        result = replace(result, next_steps=(
+            run_in_hint(source, drill_args(cfg, f"run={s}", module=result.first.module), cfg),
+            run_in_hint(target_run, drill_args(cfg, f"source={s}", f"target={t}", module=result.first.module), cfg)))
     folder = proof.out_dir(cfg, "drill")
     figures = [p.name for p in (plots.divergence_per_layer(result.rows, folder / "layers.png"),
                                 plots.divergence_per_padded_length(result.batches, folder / "padded_lengths.png")) if p]
@@ -218,31 +378,66 @@ def run(cfg) -> int:
     batches = table(["batch", "batch size (index_bsize)", "passages in the batch", "padded length", "mismatches",
                      "max abs"], [[b.batch, b.bsize, b.size, b.padded_len, f"{b.mismatches:,} / {b.numel:,}",
                                    proof.num(b.max_abs)] for b in result.batches])
-    report = Report("drill", f"drill: {result.source} vs {result.target}", result.verdict,
+    report = Report("drill", f"drill: {result.source} vs {result.target}", _warned(result.verdict, warnings),
                     ["## Modules, in execution order\n\n" + modules, "## Final output per batch\n\n" + batches],
                     {"source": result.source, "target": result.target, "injected": [], "root_cause": [],
                      "first_module": result.first.module if result.first else None,
                      "modules": [asdict(r) for r in result.rows], "batches": [asdict(b) for b in result.batches],
+                     "next_steps": list(result.next_steps or []), "warnings": warnings,
                      "artifacts": {}, "plots": figures}, [source, store.load(result.target)], figures)
     return finish(folder, report)
 
 
+def _warned(verdict: str, warnings: list[str]) -> str:
+    """The verdict, after the warnings of a drill made with force=true in another environment than its run's."""
+    return " ".join([*(f"Warning: {w[0].upper()}{w[1:]}" for w in warnings), verdict])
+
+
 def _capture_only(cfg, store: Store, progress) -> int:
     """`task=drill run=A` (in A's environment): A's module outputs, and with module= its operations."""
-    manifest = capture_drill(cfg, store, store.load(str(cfg.run or target_label(cfg))), progress)
+    run_ = store.load(str(cfg.run or target_label(cfg)))
+    warning = environment_refusal(cfg, run_, drill_args(cfg, f"run={run_.label}"),
+                                  f"the drill capture of {run_.label!r}")
+    if warning:
+        progress(f"warning: {warning}")
+    manifest = capture_drill(cfg, store, run_, progress)
     lines = [f"drill capture {manifest.label!r}: {len(manifest.artifacts) - 1} module outputs stored"]
     runs = [manifest]
     if cfg.drill.module:
-        ops = capture_ops(cfg, store, store.load(manifest.origin.run), cfg.drill.module, manifest.origin.probes,
-                          list(manifest.origin.bsizes), progress)
+        ops = capture_ops(cfg, store, run_, cfg.drill.module, manifest.origin.probes, list(manifest.origin.bsizes),
+                          progress)
         lines.append(f"operation trace {ops.label!r}: {len(ops.artifacts) - 2} aten operations inside {cfg.drill.module}")
         runs.append(ops)
-    module = f" module={cfg.drill.module}" if cfg.drill.module else ""
-    verdict = "; ".join(lines) + (f". Next, in the other environment: `python -m colbert_swap task=drill "
-                                  f"source={manifest.origin.run}{module}`")
-    report = Report("drill", f"drill capture {manifest.origin.run}", verdict, runs=runs,
-                    data={"run": manifest.origin.run, "captures": [r.label for r in runs]})
+    verdict = "; ".join(lines) + f". Next, {_next_hint(cfg, store, run_)}"
+    report = Report("drill", f"drill capture {run_.label}", _warned(verdict, [warning] if warning else []), runs=runs,
+                    data={"run": run_.label, "captures": [r.label for r in runs],
+                          "recorded_in": manifest.origin.env, "warnings": [warning] if warning else []})
     return finish(proof.out_dir(cfg, "drill"), report)
+
+
+def _next_hint(cfg, store: Store, run_: RunManifest) -> str:
+    """The comparison to run next, in the environment of the run to compare with: `target=` when given,
+    else the complete captures of the same config computed in another environment (two at most)."""
+    s = run_.label
+    if cfg.target and str(cfg.target) != s and store.has_run(str(cfg.target)):
+        others = [store.load(str(cfg.target))]
+    else:
+        others = []
+        for label in store.runs():
+            if label == s or "+" in label or len(others) == 2:
+                continue
+            try:
+                other = store.load(label)
+                if (other.complete and other.origin.kind == "capture" and other.config_hash == run_.config_hash
+                        and changed_keys(encoder_environment(run_), encoder_environment(other))):
+                    others.append(other)
+            except Exception:  # noqa: BLE001 - a run being written, or a damaged one: not a candidate
+                continue
+    if not others:
+        return (f"in the environment of the run to compare it with (OTHER; its variables and interpreter as it "
+                f"was captured): `python -m colbert_swap {' '.join(drill_args(cfg, f'source={s}', 'target=OTHER'))}`")
+    return "; or ".join(f"in {o.label}'s environment: "
+                        f"{run_in_hint(o, drill_args(cfg, f'source={s}', f'target={o.label}'), cfg)}" for o in others)
 
 
 def op_verdict(module: str, s: str, t: str, found: dict) -> str:
@@ -291,19 +486,19 @@ def _spans(found: dict, s: str, t: str) -> str:
 
 
 def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, bsizes: list[int],
-             progress) -> int:
-    label = f"{source.label}+ops={cfg.drill.module}"
-    if not store.has_run(label):
-        raise UserError(f"run {source.label!r} has no operation trace of {cfg.drill.module}: run `python -m colbert_swap "
-                        f"task=drill run={source.label} module={cfg.drill.module}` in {source.label}'s environment first")
-    a, b = store.load(label), capture_ops(cfg, store, target, cfg.drill.module, probes, bsizes, progress)
+             progress, warnings: list[str] = ()) -> int:
+    """The source's operation trace of `module` (checked by `run`: there, and made in the source's environment)
+    against the target's, recorded here."""
+    a = store.load(ops_label(source.label, cfg.drill.module))
+    b = capture_ops(cfg, store, target, cfg.drill.module, probes, bsizes, progress)
     found = first_op_difference(store, a, b)
     s, t = source.label, target.label
     contexts = [a.origin.context, b.origin.context]
-    report = Report("drill", f"drill {cfg.drill.module}: {s} vs {t}, aten operations", op_verdict(cfg.drill.module, s, t, found),
+    report = Report("drill", f"drill {cfg.drill.module}: {s} vs {t}, aten operations",
+                    _warned(op_verdict(cfg.drill.module, s, t, found), list(warnings)),
                     ["## Kernel context\n\n" + table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)]
                                                                     for k in contexts[0]]),
                      environments_section(source, target)],
                     {"source": s, "target": t, "module": cfg.drill.module, "injected": [], "root_cause": [],
-                     "first_op": found, "contexts": contexts, "artifacts": {}}, [a, b])
+                     "first_op": found, "contexts": contexts, "warnings": list(warnings), "artifacts": {}}, [a, b])
     return finish(proof.out_dir(cfg, "drill"), report)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
+from colbert_swap.provenance import environment_differences
 from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
 from colbert_swap.report.report import Report
@@ -41,8 +42,10 @@ class Injection:
 
     @property
     def verdict(self) -> str:
-        return proof.injection_verdict(self.names, self.source.label, self.target.label, self.before, self.after,
-                                       self.downstream, self.whole) + self.tokens_sentence()
+        return environment_differences(self.source.provenance, self.target.provenance,
+                                       (self.source.label, self.target.label)) + \
+            proof.injection_verdict(self.names, self.source.label, self.target.label, self.before, self.after,
+                                    self.downstream, self.whole) + self.tokens_sentence()
 
     def tokens_sentence(self) -> str:
         """inject=sample_tokens / tokens: are the injected tokens the same, and do the embeddings still differ?"""

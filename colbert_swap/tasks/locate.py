@@ -5,6 +5,12 @@
 Round by round: compare the (replayed) target with the source, inject the first diverging artifacts
 (every output of that stage, every chunk), replay, repeat until nothing downstream differs. Then drop
 each injected group whose removal still leaves nothing different: what remains is minimal.
+
+Then each root-cause stage runs again here on the target's and on the source's own inputs (where that run was
+computed in this environment, or in one that differs only in its thread counts): a stage that does not
+reproduce the outputs the run recorded is named noise, not a cause, in the verdict and in report.json's
+`noise` (`root_cause` still lists what the injection explains); a run computed elsewhere is named unchecked.
+`locate.noise_check=false` turns the check off; `task=determinism` checks every stage of a run.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
+from colbert_swap.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, NoiseCheck, locate_checks
 from colbert_swap.errors import UserError
 from colbert_swap.report import proof
 from colbert_swap.report.meaning import meaning
@@ -53,10 +60,20 @@ class Location:
     num_chunks: int
     whole: WholeRun  # final vs source as wholes, index files included
     goal: list[str] | None = None  # locate.target_artifact and its stage's other outputs: what must become equal
+    noise_checks: tuple[NoiseCheck, ...] = ()  # each root-cause stage run again here on each run's own inputs
 
     @property
     def root_cause(self) -> list[str]:
         return [n for g in self.minimal for n in compact(g, self.num_chunks)]
+
+    @property
+    def noise(self) -> list[NoiseCheck]:
+        """The checks of root-cause stages that did not reproduce their recorded outputs: noise, not a cause."""
+        return [c for c in self.noise_checks if c.noise]
+
+    def noisy(self, group: list[str]) -> list[NoiseCheck]:
+        stage = DAG.producer(group[0]).name
+        return [c for c in self.noise if c.stage == stage]
 
     @property
     def harmless(self) -> list[str]:
@@ -109,8 +126,11 @@ def locate(cfg, store: Store, progress=None) -> Location:
     minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo, tol, unexplained)
     final = replay(cfg, store, target, source, [n for g in minimal for n in g], progress=progress) if minimal else target
     final_cmp = compare_runs(store, final, source, force=True, memo=memo, tol=tol)
+    checks = ()
+    if minimal and cfg.locate.get("noise_check", True):  # is a root-cause stage noise of an environment?
+        checks = tuple(locate_checks(cfg, store, source, target, minimal, num_chunks, progress))
     return Location(source, target, before, rounds, minimal, final, final_cmp, num_chunks,
-                    whole_run(store, final_cmp, final, source), goal)
+                    whole_run(store, final_cmp, final, source), goal, checks)
 
 
 def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: dict, tol,
@@ -140,15 +160,63 @@ def verdict(result: Location) -> str:
             return (f"Runs {source} and {target} do not diverge: every artifact is bitwise equal except the order "
                     "of " + "; ".join(f"`{r.name}` ({r.note})" for r in order) + f". Nothing to locate. {index}")
         return f"Runs {source} and {target} do not diverge: nothing to locate. {index}"
-    names = [compact(g, result.num_chunks) for g in minimal]
-    causes = "; ".join(f"{proof.describe(n)} (stage `{DAG.producer(g[0]).name}`)" for n, g in zip(names, minimal))
+    causes, noise = cause_texts(result)
     left = [r.name for r in final.results if not r.same]
-    text = (f"Root cause: {causes}. Injecting {'it' if len(minimal) == 1 else 'these'} from {source} into {target} "
-            f"makes every artifact identical to {source}'s")
+    text = " ".join(([f"Root cause: {causes}."] if causes else []) + noise)
+    text += (f" Injecting {'it' if len(minimal) == 1 else 'these'} from {source} into {target} "
+             f"makes every artifact identical to {source}'s")
     if order:
         text += " except the order of " + "; ".join(f"`{r.name}` ({r.note})" for r in order)
     text += "." if not left else f"; still different: {proof.describe(left)}."
-    return f"{text}{tokens_sentence(result)} {index}"
+    return f"{text}{tokens_sentence(result)} {index}{checked_sentence(result)}"
+
+
+NOISE_WORDS = {RUN_TO_RUN: "it differs run to run",
+               PROCESSES: "it gives other bits than {run}'s own process in this environment",
+               THREADS: "it gives other bits than {run} computed with other thread counts ({threads})"}
+
+
+def cause_texts(result: Location) -> tuple[str, list[str]]:
+    """The root-cause groups that are causes (`x` (stage `x`); ...), and one sentence per group that is noise: a
+    stage that, run again here on a run's own inputs, did not reproduce that run's outputs."""
+    causes, noise = [], []
+    for group in result.minimal:
+        names, stage = compact(group, result.num_chunks), DAG.producer(group[0]).name
+        checks = result.noisy(group)
+        if not checks:
+            causes.append(f"{proof.describe(names)} (stage `{stage}`)")
+            continue
+        how = "; ".join(f"run again here on the {c.environment} {c.run}'s own inputs, "
+                        + NOISE_WORDS[c.status].format(run=c.run, threads=c.threads) for c in checks)
+        runs = list(dict.fromkeys(f"{c.run} (the {c.environment})" for c in checks))
+        where = f"where {' and '.join(runs)} {'was' if len(runs) == 1 else 'were'} computed"
+        if all(c.status == THREADS for c in checks):
+            noise.append(f"Noise, not a cause: {proof.describe(names)} (stage `{stage}`) differs with the thread count "
+                         f"on equal inputs ({how}): its difference is noise of the thread counts of this environment "
+                         f"and the one {where}, not evidence of a cause.")
+        else:
+            noise.append(f"Noise, not a cause: {proof.describe(names)} (stage `{stage}`) differs between two runs here "
+                         f"on equal inputs ({how}): its difference is noise of this environment, {where}, not "
+                         "evidence of a cause.")
+    return "; ".join(causes), noise
+
+
+def checked_sentence(result: Location) -> str:
+    """What the noise check found reproducible, and what it could not check (runs computed elsewhere)."""
+    if not result.noise_checks:
+        return ""
+    text = ""
+    noisy = {c.stage for c in result.noise}
+    good = [c for c in result.noise_checks if c.status == REPRODUCIBLE and c.stage not in noisy]
+    if good:
+        stages = list(dict.fromkeys(c.stage for c in good))
+        runs = " and ".join(dict.fromkeys(c.run for c in good))
+        text += (f" Not noise: run again here on the inputs of {runs}, {proof.describe(stages)} reproduce"
+                 f"{'s' if len(stages) == 1 else ''} the recorded outputs bit for bit.")
+    unchecked = list(dict.fromkeys(c.status.split(": ", 1)[1] for c in result.noise_checks if not c.checked))
+    if unchecked:
+        text += f" Not checked for noise: {'; '.join(unchecked)}."
+    return text
 
 
 def tokens_sentence(result: Location) -> str:
@@ -179,13 +247,20 @@ def goal_verdict(result: Location) -> str:
     if not result.minimal:
         return (f"{what} of {source} and {target} are identical: what differs does not reach them (harmless: "
                 f"{left}). " + proof.index_sentence(result.whole))
-    causes = "; ".join(f"{proof.describe(compact(g, result.num_chunks))} (stage `{DAG.producer(g[0]).name}`)"
-                       for g in result.minimal)
-    text = (f"What changes {what}: {causes}. Injecting {'it' if len(result.minimal) == 1 else 'these'} from {source} "
-            f"into {target} makes {what} identical to {source}'s")
+    causes, noise = cause_texts(result)
+    text = " ".join(([f"What changes {what}: {causes}."] if causes else []) + noise)
+    text += (f" Injecting {'it' if len(result.minimal) == 1 else 'these'} from {source} "
+             f"into {target} makes {what} identical to {source}'s")
     text += f"; what still differs does not reach them (harmless: {left})." if harmless else \
         "; every artifact is then identical."
-    return f"{text} " + proof.index_sentence(result.whole)
+    return f"{text} " + proof.index_sentence(result.whole) + checked_sentence(result)
+
+
+NOISE_LEGEND = ("\n\nNoise check: each root-cause stage run again here on the target's and on the source's own "
+                "inputs, where that run was computed in this environment (or in one that differs only in its thread "
+                "count), and compared with the outputs it recorded (`locate.noise_check=false`: off). A stage that "
+                "does not reproduce them is noise of that environment, not evidence of a cause "
+                "(`task=determinism run=RUN` checks every stage).")
 
 
 def run(cfg) -> int:
@@ -195,21 +270,26 @@ def run(cfg) -> int:
     folder = proof.out_dir(cfg, "locate")
     meaning_md, meaning_json = meaning(store, result.source, result.target, result.before, folder,
                                        f"What this means ({s} vs {t})")
+    checks = lambda g: "; ".join(f"{c.environment} ({c.run}): {c.status if not c.noise else f'**{c.status}**'}"  # noqa
+                                 for c in result.noise_checks if c.stage == DAG.producer(g[0]).name) or "off"
     causes = [[", ".join(f"`{n}`" for n in compact(g, result.num_chunks)), f"`{DAG.producer(g[0]).name}`",
-               result.before[g[0]].status, f"{result.before[g[0]].mismatches:,}", proof.num(result.before[g[0]].max_abs)]
-              for g in result.minimal]
+               result.before[g[0]].status, f"{result.before[g[0]].mismatches:,}", proof.num(result.before[g[0]].max_abs),
+               checks(g)] for g in result.minimal]
     rounds = table(["round", "run compared with source", "artifacts differing", "injected next"],
                    [[r.round, r.run, r.diverged, ", ".join(r.inject)] for r in result.rounds])
     report = Report("locate", f"locate: {s} vs {t}", verdict(result), runs=[result.source, result.target, result.final],
                     sections=[
         environments_section(result.source, result.target), "## Rounds\n\n" + rounds,
-        "## Root cause\n\n" + table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs"], causes),
+        "## Root cause\n\n" + table(["artifacts", "stage", f"status ({s} vs {t})", "mismatches", "max abs",
+                                     "run again here on each run's inputs (noise check)"], causes)
+        + NOISE_LEGEND,
         f"## Before ({s} vs {t})\n\n" + proof.comparison_table(result.before),
         f"## After injecting the root cause (`{result.final.label}` vs {s})\n\n"
         + proof.comparison_table(result.final_cmp, legend=False), meaning_md], data={
         "source": s, "target": t, "injected": [n for g in result.minimal for n in g], "root_cause": result.root_cause,
         "goal": result.goal, "harmless": result.harmless if result.goal else [],
         "root_cause_stages": [DAG.producer(g[0]).name for g in result.minimal],
+        "noise": [c.to_json() for c in result.noise], "noise_checks": [c.to_json() for c in result.noise_checks],
         "rounds": [asdict(r) for r in result.rounds], "replay_run": result.final.label,
         "whole_run": result.whole.to_json(), "tolerance": result.before.tolerance.to_json(),
         "artifacts": proof.artifact_json(result.final_cmp.results),

@@ -213,3 +213,13 @@ def test_the_summary_quotes_the_op_reports_verdict_and_names_computing_ops():
     weights = FirstOp.from_report({"kind": "same operation, different inputs", "verdict": "other inputs",
                                    "op": "aten.linear.default", "parameters_differing": ["w"]})
     assert weights.text().endswith("(other inputs)")
+
+
+def test_a_root_cause_that_locate_found_to_be_noise_is_never_called_a_cause():
+    change = _change("a", "b", root_cause=("prenorm_centroids",), noise=("prenorm_centroids",), packages=())
+    assert change.cause_text() == ("no cause; noise, not a cause: `prenorm_centroids` (not reproducible in this "
+                                   "environment on equal inputs)")
+    assert change.unexplained() == ["a -> b: prenorm_centroids did not reproduce on equal inputs (noise of the "
+                                    "environment, not evidence of a cause)"]
+    v = verdict(["a", "b"], "a", {"a": {}, "b": {"centroids.pt": "3 of 8 differ"}}, {"b": change}, {})
+    assert "root cause `prenorm_centroids`" not in v.summary and "Not explained: a -> b: prenorm_centroids" in v.summary
