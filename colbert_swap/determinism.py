@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import torch
 
-from colbert_swap.provenance import describe_changes, env_id, environment
+from colbert_swap import provenance
+from colbert_swap.provenance import env_id
 from colbert_swap.store import RunManifest, Store
 
 REPRODUCIBLE = "reproducible"
@@ -38,9 +39,6 @@ PROCESSES = "differs between processes"
 THREADS = "differs with the thread count"
 NOT_CHECKED = "not checked"
 STATUSES = (REPRODUCIBLE, RUN_TO_RUN, PROCESSES, THREADS)
-# The provenance keys (provenance.changed_keys) that only say how many threads computed: an environment that
-# differs from this one in nothing else can be checked here (its bits on this process's thread count).
-THREAD_KEYS = frozenset({"torch_threads", "env.OMP_NUM_THREADS", "env.MKL_NUM_THREADS", "env.OPENBLAS_NUM_THREADS"})
 
 
 def value_hash(value: Any) -> str:
@@ -117,34 +115,20 @@ def unrunnable(run: RunManifest, node) -> str | None:
 
 
 def here_for(run: RunManifest) -> dict:
-    """This process's environment as a run of `run`'s config computes in it (its perturb.threads, where the
-    knob exists: provenance.run_environment)."""
-    from colbert_swap import provenance
-
-    run_environment = getattr(provenance, "run_environment", None)
-    return run_environment(run.config) if run_environment else environment()
+    """This process's environment as a run of `run`'s config computes in it (its perturb.threads)."""
+    return provenance.run_environment(run.config)
 
 
 def only_threads(recorded: dict, here: dict) -> bool:
     """Two environments that differ, and only in their thread counts."""
-    from colbert_swap import provenance
-
-    if hasattr(provenance, "differs_only_in_threads"):
-        return provenance.differs_only_in_threads(recorded, here)
-    changed = set(provenance.changed_keys(recorded, here))
-    return bool(changed) and changed <= THREAD_KEYS
+    return provenance.differs_only_in_threads(recorded, here)
 
 
 def differences(recorded: dict, here: dict) -> str:
     """'thread counts (faiss/OpenMP 1 vs 2, torch 1 vs 2); OMP_NUM_THREADS=1 vs unset' (the run's vs here)."""
-    from colbert_swap import provenance
-
-    if hasattr(provenance, "environment_differences"):
-        text = provenance.environment_differences(recorded, here)
-        text = text.split(": ", 1)[1].rstrip(" .") if ": " in text else text
-        if text:
-            return text
-    return describe_changes(recorded, here)
+    text = provenance.environment_differences(recorded, here)
+    text = text.split(": ", 1)[1].rstrip(" .") if ": " in text else text
+    return text or provenance.describe_changes(recorded, here)
 
 
 def computed_where(run: RunManifest, node, here: dict | None = None) -> tuple[str, str]:

@@ -55,8 +55,8 @@ class EnvFailure:
             "install": "The spec could not be installed: fix its requirements (or pip_args) and run the same command "
                        "again; runs already captured are kept.",
             "refused": "Fix what the error names and run the same command again.",
-            "colbert_swap": f"This is a bug in colbert_swap, not in the spec or the environment: the same command "
-                            f"fails the same way until it is fixed; please report it with the log.",
+            "colbert_swap": "This is a bug in colbert_swap, not in the spec or the environment: the same command "
+                            "fails the same way until it is fixed; please report it with the log.",
             "colbert-ai": "colbert-ai 0.2.22 does not run in this environment: an incompatibility of the environment, "
                           "not a difference in numbers.",
             "library": f"{self.package or 'A library'} raised inside this environment: an incompatibility of its "

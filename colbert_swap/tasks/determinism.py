@@ -55,12 +55,9 @@ from colbert_swap.report.tables import table
 from colbert_swap.stages import DAG
 from colbert_swap.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer
+from colbert_swap.threads import THREAD_VARS  # every variable that sets a thread count, as a joblib worker's
 
 SLOW = 5.0  # seconds: a node that took longer in the capture gets a progress line of its own
-try:  # every variable that sets a thread count, as a joblib worker gets them
-    from colbert_swap.threads import THREAD_VARS
-except ImportError:  # pragma: no cover
-    THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
