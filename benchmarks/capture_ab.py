@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def capture_once(args) -> None:
     from run import cfg_for, stage_profile, warm_up  # benchmarks/run.py
 
-    from colbert_swap.resources import Resources
-    from colbert_swap.store import Store
-    from colbert_swap.store.blobs import BlobStore
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.core.store import Store
+    from colbert_swap.core.store.blobs import BlobStore
     from colbert_swap.tasks.capture import capture
 
     on = set(args.variant.split(",")) if args.variant else set()
@@ -57,7 +57,7 @@ def capture_once(args) -> None:
 
 
 def summary(args) -> None:
-    from colbert_swap.store import Store
+    from colbert_swap.core.store import Store
 
     out = Path(args.out)
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]

@@ -21,11 +21,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from colbert_swap.config import compose  # noqa: E402
-from colbert_swap.provenance import environment  # noqa: E402
-from colbert_swap.resources import Resources  # noqa: E402
-from colbert_swap.stages import setup  # noqa: E402
-from colbert_swap.store import Store  # noqa: E402
+from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.env.provenance import environment  # noqa: E402
+from colbert_swap.colbert.resources import Resources  # noqa: E402
+from colbert_swap.colbert.stages import setup  # noqa: E402
+from colbert_swap.core.store import Store  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -61,7 +61,7 @@ def main() -> None:
     work = batches(ids, masks, order, checkpoint, config)
     shapes = {(tuple(i.shape), bool(m.all())) for i, m, _ in work}
     print(f"{len(work)} batches, {len(shapes)} distinct (shape, all-ones mask)", flush=True)
-    from colbert_swap.stages.graphs import GraphedDocBatch, graphs_usable
+    from colbert_swap.colbert.graphs import GraphedDocBatch, graphs_usable
 
     print("graphs usable:", graphs_usable(checkpoint, "cuda"), flush=True)
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from colbert_swap.config import compose  # noqa: E402
-from colbert_swap.provenance import environment  # noqa: E402
-from colbert_swap.resources import Resources  # noqa: E402
-from colbert_swap.stages import setup  # noqa: E402
-from colbert_swap.store import Store  # noqa: E402
+from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.env.provenance import environment  # noqa: E402
+from colbert_swap.colbert.resources import Resources  # noqa: E402
+from colbert_swap.colbert.stages import setup  # noqa: E402
+from colbert_swap.core.store import Store  # noqa: E402
 
 ROWS: list[dict] = []
 

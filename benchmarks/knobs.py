@@ -19,12 +19,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colbert_swap.compare.runs import compare_runs  # noqa: E402
-from colbert_swap.config import compose  # noqa: E402
-from colbert_swap.provenance import environment, short  # noqa: E402
-from colbert_swap.replay import compact  # noqa: E402
-from colbert_swap.report.tables import table  # noqa: E402
-from colbert_swap.store import Store  # noqa: E402
+from colbert_swap.proof.compare.runs import compare_runs  # noqa: E402
+from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.env.provenance import environment, short  # noqa: E402
+from colbert_swap.runs.replay import compact  # noqa: E402
+from colbert_swap.proof.report.tables import table  # noqa: E402
+from colbert_swap.core.store import Store  # noqa: E402
 from colbert_swap.tasks.capture import capture  # noqa: E402
 from colbert_swap.tasks.locate import locate  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
         result = locate(cfg(f"source={knob}", "target=target"), store, progress=quiet)
         cause = [n for g in result.minimal for n in compact(g, result.num_chunks)]
         order = [r.name for r in result.final_cmp.results if r.status == "order_only"]
-        from colbert_swap.index_files import data_differences, run_index_differences
+        from colbert_swap.colbert.index_files import data_differences, run_index_differences
 
         index = run_index_differences(store, source, target)
         data = data_differences(index)

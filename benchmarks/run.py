@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from colbert_swap.provenance import environment  # noqa: E402
+from colbert_swap.env.provenance import environment  # noqa: E402
 
 ROWS: list[dict] = []
 PROFILED: list[str] = []  # step names (their first word) run under cProfile
@@ -95,7 +95,7 @@ def write_profile(profiler, step: str) -> None:
 
 
 def cfg_for(args, store: str, *overrides: str):
-    from colbert_swap.config import compose
+    from colbert_swap.api import compose
 
     return compose(f"store.root={store}", f"model={args.model}", f"collection.num_passages={args.passages}",
                     f"index.kmeans_niters={args.niters}", *overrides)
@@ -137,8 +137,8 @@ def run_indexer(cfg, root: Path) -> Path:
     from colbert import Indexer
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
-    from colbert_swap.resources import Resources
-    from colbert_swap.store import Store
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.core.store import Store
 
     res = Resources(cfg, Store(cfg.store.root), root)
     i = cfg.index
@@ -167,7 +167,7 @@ def kmeans_bench(spec: str, niters: int) -> None:
     inertia: mean squared distance of the points to their nearest centroid (float32, lower is better)."""
     import faiss
 
-    from colbert_swap.kmeans import fast_kmeans, torch_kmeans
+    from colbert_swap.colbert.kmeans import fast_kmeans, torch_kmeans
 
     for item in spec.split(","):
         shape, k = item.split(":")
@@ -243,8 +243,8 @@ def inertia(data, centroids: torch.Tensor) -> float:
 
 
 def torch_loop(data: torch.Tensor, k: int, niters: int, seed: int):
-    """colbert_swap.kmeans.torch_kmeans step by step: setup, then each Lloyd iteration timed."""
-    from colbert_swap.kmeans import _Distances, _start, _update
+    """colbert_swap.colbert.kmeans.torch_kmeans step by step: setup, then each Lloyd iteration timed."""
+    from colbert_swap.colbert.kmeans import _Distances, _start, _update
 
     start = time.perf_counter()
     x, centroids = _start(data, k, seed, None)
@@ -264,7 +264,7 @@ def torch_loop(data: torch.Tensor, k: int, niters: int, seed: int):
 
 # The torch backend before issue 18, for comparison (fp16 products rounded to fp16, float64 prefix sums).
 def torch_kmeans_v1(data: torch.Tensor, k: int, niter: int, seed: int, device: str | None = None) -> torch.Tensor:
-    from colbert_swap.kmeans import _start  # the same sampling and initialisation as before issue 18
+    from colbert_swap.colbert.kmeans import _start  # the same sampling and initialisation as before issue 18
 
     x, centroids = _start(data, k, seed, device)
     for _ in range(niter):
@@ -300,7 +300,7 @@ def _update_v1(x: torch.Tensor, labels: torch.Tensor, old: torch.Tensor) -> torc
 
 def torch_v1_loop(data: torch.Tensor, k: int, niters: int, seed: int):
     start = time.perf_counter()
-    from colbert_swap.kmeans import _start
+    from colbert_swap.colbert.kmeans import _start
 
     x, centroids = _start(data, k, seed, None)
     _sync()
@@ -343,10 +343,10 @@ def main() -> None:
     if args.kmeans_only:
         kmeans_bench(args.kmeans_only, args.niters)
     else:
-        from colbert_swap.compare.runs import compare_runs
-        from colbert_swap.index_files import index_differences
-        from colbert_swap.replay import replay
-        from colbert_swap.store import Store
+        from colbert_swap.proof.compare.runs import compare_runs
+        from colbert_swap.colbert.index_files import index_differences
+        from colbert_swap.runs.replay import replay
+        from colbert_swap.core.store import Store
         from colbert_swap.tasks.capture import capture
         from colbert_swap.tasks.locate import locate
 
@@ -354,7 +354,7 @@ def main() -> None:
         km = f"index.kmeans_backend={args.kmeans}"
         base = cfg_for(args, args.store, "run=bench", km)
         store = Store(args.store)
-        from colbert_swap.resources import Resources
+        from colbert_swap.colbert.resources import Resources
 
         Resources(base, store, Path(args.store)).checkpoint_path  # build model and collection, untimed
         Resources(base, store, Path(args.store)).corpus

@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from colbert_swap.provenance import environment, short  # noqa: E402
-from colbert_swap.report.tables import table  # noqa: E402
+from colbert_swap.env.provenance import environment, short  # noqa: E402
+from colbert_swap.proof.report.tables import table  # noqa: E402
 
 # What joblib sets in each worker of a pool (joblib/_parallel_backends.py MAX_NUM_THREADS_VARS), for one thread.
 JOBLIB_ONE = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",

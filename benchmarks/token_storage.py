@@ -25,10 +25,10 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from colbert_swap.config import compose
-    from colbert_swap.resources import Resources
-    from colbert_swap.stages.setup import chunksize, tokenize
-    from colbert_swap.store import Store
+    from colbert_swap.api import compose
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.stages.setup import chunksize, tokenize
+    from colbert_swap.core.store import Store
 
     root = tempfile.mkdtemp(prefix="token-storage-")
     cfg = compose(f"store.root={root}", f"collection.num_passages={args.passages}", "index.device=cpu")

@@ -1,33 +1,23 @@
 """`python -m colbert_swap [task=...] [overrides...]`: a thin Hydra shell over `run(cfg)`.
 
 Before Hydra sees the command line, `--help` (or `help=NAME`) prints colbert_swap's own help, and every
-override key is checked against the schema (colbert_swap/help.py)."""
+override key is checked against the schema (colbert_swap/tasks/help.py)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 
-from colbert_swap.config import Config, check_overrides, expand_aliases, register, task_name, validate
+from colbert_swap.config import CONF, Config, check_overrides, expand_aliases, register
+from colbert_swap.tasks import run
 from colbert_swap.errors import UserError
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def run(cfg: Config) -> int:
-    from colbert_swap.tasks import get
-
-    cfg.task = task_name(cfg.task, cfg.inject)  # `inject=NAME source=RUN` is the inject task
-    validate(cfg)
-    return get(cfg.task).module().run(cfg)
 
 
 register()
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def _hydra_main(cfg: Config) -> int:
     try:
         status = run(cfg)
@@ -40,7 +30,7 @@ def _hydra_main(cfg: Config) -> int:
 
 
 def main() -> None:
-    from colbert_swap import help as cli_help
+    from colbert_swap.tasks import help as cli_help
 
     args = sys.argv[1:]
     wanted = next((a.split("=", 1)[1] for a in args if a.startswith("help=")), None)

@@ -20,7 +20,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 
@@ -86,9 +86,9 @@ class PerturbConfig:
     scale: Optional[float] = None  # (perturb=scale_layer: bert.encoder.layer.0.output.dense x 1.0078125)
     tokenizer: Optional[str] = None  # slow | fast: transformers' Python BertTokenizer instead of the fast one colbert-ai loads
     threads: Optional[int] = None  # N >= 1: every stage computes with N threads (torch, its MKL, faiss, BLAS/OpenMP:
-    # colbert_swap/threads.py); null: as the process starts (its cores, or OMP_NUM_THREADS...)
+    # colbert_swap/env/threads.py); null: as the process starts (its cores, or OMP_NUM_THREADS...)
     noise: Optional[str] = None  # a stage: a tiny random nudge (os.urandom, never seeded) to its float outputs at
-    # every run: a planted stage that does not repeat itself (colbert_env.noise; task=determinism finds it)
+    # every run: a planted stage that does not repeat itself (colbert.infra.noise; task=determinism finds it)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class SearchConfig:
 
 @dataclass
 class CompareConfig:
-    """What the status `allclose` means (colbert_swap/compare/tolerances.py)."""
+    """What the status `allclose` means (colbert_swap/proof/compare/tolerances.py)."""
 
     tolerance: str = "assert_close"  # torch (allclose's defaults) | bnb (the seed posts') | assert_close (per dtype)
     per_artifact: Optional[Any] = None  # {embs: [rtol, atol], ...}: overrides of the table, per artifact or template
@@ -117,7 +117,7 @@ class LocateConfig:
     target_artifact: Optional[str] = None  # (short: target_artifact=)
     # run each root-cause stage again here on each run's own inputs (where that run was computed in this
     # environment, or in one that differs only in its thread count): a stage that does not reproduce its
-    # recorded outputs is named noise, not a cause (colbert_swap/determinism.py)
+    # recorded outputs is named noise, not a cause (colbert_swap/study/determinism.py)
     noise_check: bool = True
 
 
@@ -233,9 +233,9 @@ CHOICES = {
 MINIMUM = {"perturb.threads": 1}
 
 
-def validate(cfg: Any) -> None:
-    """Every key of CHOICES holds one of its values: a typo fails here, naming the key and the allowed
-    values, not minutes later as a traceback from a stage."""
+def validate(cfg: Any, stages: Sequence[str]) -> None:
+    """Every key of CHOICES holds one of its values, and perturb.noise names one of `stages` (the DAG's): a typo
+    fails here, naming the key and the allowed values, not minutes later as a traceback from a stage."""
     from omegaconf import OmegaConf
 
     for key, allowed in CHOICES.items():
@@ -249,9 +249,7 @@ def validate(cfg: Any) -> None:
             raise UserError(f"{key}={value!r} is not allowed; expected null or a number >= {least}")
     noise = OmegaConf.select(cfg, "perturb.noise", default=None)
     if noise is not None:  # perturb.noise=STAGE: a stage of the DAG
-        from colbert_swap.stages import DAG
-
-        names = [s.name for s in DAG.stages]
+        names = list(stages)
         if noise not in names:
             close = difflib.get_close_matches(str(noise), names, n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -318,22 +316,6 @@ def config_hash(result: dict) -> str:
     if isinstance(perturb, dict) and any(k in perturb and perturb[k] is None for k in LATER_KNOBS):
         result = {**result, "perturb": {k: v for k, v in perturb.items() if not (k in LATER_KNOBS and v is None)}}
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def compose(*overrides: str):
-    """The config `python -m colbert_swap OVERRIDES...` would run with, for library use and tests."""
-    from pathlib import Path
-
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register()
-    overrides = expand_aliases(list(overrides))
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    validate(cfg)
-    return cfg
 
 
 # Config groups chosen with GROUP=OPTION; `env` is conf/env/, read by envs= and environment=, not a group.

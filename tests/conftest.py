@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from colbert_swap.config import compose  # noqa: E402
+from colbert_swap.api import compose  # noqa: E402
 
 # Small but real: several hundred k-means partitions, a real heldout split, every stage exercised.
 TINY = ["collection.num_passages=120", "index.doc_maxlen=64", "index.index_bsize=16"]

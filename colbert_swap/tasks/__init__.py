@@ -51,6 +51,21 @@ TASKS = {t.name: t for t in [
 ]}
 
 
+def stage_names() -> list[str]:
+    from colbert_swap.colbert.stages import DAG
+
+    return [s.name for s in DAG.stages]
+
+
+def run(cfg) -> int:
+    """Run the task `cfg` names (`inject=NAME` alone is task=inject) on it: its exit status."""
+    from colbert_swap.config import task_name, validate
+
+    cfg.task = task_name(cfg.task, cfg.inject)
+    validate(cfg, stage_names())
+    return get(cfg.task).module().run(cfg)
+
+
 def get(name: str) -> Task:
     import difflib
 

@@ -12,14 +12,14 @@ differ between the two environments (reports linked, kept in STORE/matrix/<a>-vs
 
 from __future__ import annotations
 
-from colbert_swap.compatibility import packages_text
+from colbert_swap.study.compatibility import packages_text
 from colbert_swap.errors import UserError
-from colbert_swap.index_files import data_differences, run_index_differences
-from colbert_swap.matrix import Pair, Study, cause_text, differing_text, expand_envs
-from colbert_swap.report import proof
-from colbert_swap.report.report import Report
-from colbert_swap.report.tables import table
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import data_differences, run_index_differences
+from colbert_swap.study.matrix import Pair, Study, cause_text, differing_text, expand_envs
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.tables import table
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import finish, progress_printer
 from colbert_swap.tasks.matrix import drill_text, pair_section
 

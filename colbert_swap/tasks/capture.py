@@ -8,17 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from colbert_swap.config import Config, capture_options, config_hash, result_config
-from colbert_swap.dag import INDEXING
-from colbert_swap.engine import Engine
+from colbert_swap.core.dag import INDEXING
+from colbert_swap.core.engine import Engine
 from colbert_swap.errors import UserError
-from colbert_swap.index_files import write_index
-from colbert_swap.provenance import default_run_label
-from colbert_swap.report.tables import artifact_table
-from colbert_swap.resources import Resources
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store, check_label
-from colbert_swap.store.origin import Capture
-from colbert_swap.store.run import open_run
+from colbert_swap.colbert.index_files import write_index
+from colbert_swap.env.provenance import default_run_label
+from colbert_swap.proof.report.tables import artifact_table
+from colbert_swap.colbert.resources import Resources
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store, check_label
+from colbert_swap.core.store.origin import Capture
+from colbert_swap.core.store.run import open_run
 from colbert_swap.tasks.common import progress_printer
 
 
@@ -59,13 +59,13 @@ def _check_inputs(resources: Resources) -> None:
 
 
 def run(cfg: Config) -> int:
-    from colbert_swap.report import proof
-    from colbert_swap.report.report import Report
+    from colbert_swap.proof.report import proof
+    from colbert_swap.proof.report.report import Report
     from colbert_swap.tasks.common import environments_section, finish
 
     manifest = capture(cfg)
     store = Store(cfg.store.root)
-    from colbert_swap.replay import options, phases
+    from colbert_swap.runs.replay import options, phases
 
     artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks"), phases(manifest),
                                                        options(manifest)))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from colbert_swap.compare.tolerances import Tolerance
+from colbert_swap.proof.compare.tolerances import Tolerance
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import default_run_label
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.env.provenance import default_run_label
+from colbert_swap.core.store import RunManifest, Store
 
 # Provenance facts shown side by side in reports (the spec and the GPU's details only where a run has them).
 ENV_KEYS = ("environment", "python", "torch", "cuda", "cudnn", "gpu", "gpu_capability", "driver", "cuda_driver",
@@ -86,14 +86,14 @@ def thread_rows(*runs: RunManifest) -> list[list[str]]:
 
 def tolerance(cfg) -> Tolerance:
     """compare.tolerance and compare.per_artifact of this invocation, over the tolerances the stages declare."""
-    from colbert_swap.stages import DAG
+    from colbert_swap.colbert.stages import DAG
 
     return Tolerance.from_config(cfg.get("compare"), DAG.tolerances())
 
 
 def progress_printer(stream=None):
     """Progress lines on the terminal, with the seconds since the task started (`[   3.4s] ...`)."""
-    from colbert_swap.colbert_env import console
+    from colbert_swap.colbert.infra import console
 
     start = time.perf_counter()
     stream = stream or console()
@@ -106,7 +106,7 @@ def progress_printer(stream=None):
 
 def environments_section(*runs: RunManifest, labels: list[str] | None = None) -> str:
     """`## Environments` and the table of the runs' environments side by side."""
-    from colbert_swap.report.tables import table
+    from colbert_swap.proof.report.tables import table
 
     return "## Environments\n\n" + table(["", *(labels or [r.label for r in runs]), "differs?"], environment_rows(*runs))
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from colbert_swap.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
-from colbert_swap.report import proof
-from colbert_swap.report.meaning import meaning
-from colbert_swap.report.report import Report
-from colbert_swap.dag import template
-from colbert_swap.provenance import environment_differences
-from colbert_swap.resources import config_read
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.meaning import meaning
+from colbert_swap.proof.report.report import Report
+from colbert_swap.core.dag import template
+from colbert_swap.env.provenance import environment_differences
+from colbert_swap.colbert.resources import config_read
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
 
 

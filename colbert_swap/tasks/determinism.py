@@ -45,17 +45,17 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from colbert_swap.determinism import (PROCESSES, THREADS, Rerunner, StageCheck, classify, computed_where, hashes,
+from colbert_swap.study.determinism import (PROCESSES, THREADS, Rerunner, StageCheck, classify, computed_where, hashes,
                                       here_for, max_abs, unrunnable, value_hash)
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import default_run_label, env_id
-from colbert_swap.report import proof
-from colbert_swap.report.report import Report
-from colbert_swap.report.tables import table
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.env.provenance import default_run_label, env_id
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.tables import table
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer
-from colbert_swap.threads import THREAD_VARS  # every variable that sets a thread count, as a joblib worker's
+from colbert_swap.env.threads import THREAD_VARS  # every variable that sets a thread count, as a joblib worker's
 
 SLOW = 5.0  # seconds: a node that took longer in the capture gets a progress line of its own
 
@@ -94,7 +94,7 @@ def stage_names(value) -> list[str] | None:
 
 def select(cfg, store: Store, run: RunManifest) -> tuple[dict[str, list], dict[str, str]]:
     """The nodes to check, per stage in DAG order, and the stages that cannot be checked (stage -> why)."""
-    from colbert_swap.replay import options, phases
+    from colbert_swap.runs.replay import options, phases
     from colbert_swap.tasks.isolate import find_stage
 
     wanted = stage_names(cfg.determinism.stages)

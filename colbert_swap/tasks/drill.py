@@ -35,20 +35,20 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from colbert_swap import colbert_env
-from colbert_swap.compare.comparators import compare
+from colbert_swap.colbert import infra
+from colbert_swap.proof.compare.comparators import compare
 from colbert_swap.config import DrillConfig, StoreConfig
-from colbert_swap.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages, quoted
+from colbert_swap.study.drill import DOC, align_ops, kernel_context, module_outputs, op_trace, probe_passages, quoted
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import (SPEC_VAR, changed_keys, describe_changes, env_id, environment, fingerprint,
+from colbert_swap.env.provenance import (SPEC_VAR, changed_keys, describe_changes, env_id, environment, fingerprint,
                                      run_environment)
-from colbert_swap.report import plots, proof
-from colbert_swap.resources import Resources
-from colbert_swap.report.report import Report
-from colbert_swap.report.tables import table
-from colbert_swap.store import RunManifest, Store
-from colbert_swap.store.origin import Drill, Ops
-from colbert_swap.store.run import open_run
+from colbert_swap.proof.report import plots, proof
+from colbert_swap.colbert.resources import Resources
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.tables import table
+from colbert_swap.core.store import RunManifest, Store
+from colbert_swap.core.store.origin import Drill, Ops
+from colbert_swap.core.store.run import open_run
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, target_label
 
 
@@ -107,7 +107,7 @@ def run_in_hint(run: RunManifest, args: list[str], cfg=None) -> str:
     python, where = "python", ""
     spec_name = env.get("environment")
     if spec_name:
-        from colbert_swap.environments import load_spec, venv_dir
+        from colbert_swap.env.venvs import load_spec, venv_dir
 
         try:
             spec = load_spec(str(spec_name))
@@ -186,7 +186,7 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
         if writer.done:
             return writer.manifest
         progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
-        with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
+        with infra.quiet(resources.log), torch.inference_mode(), infra.perturbed(here.perturb):
             outputs, batches = module_outputs(resources.checkpoint, passages, bsizes)
         for name, tensor in outputs.items():
             writer.put(name, tensor, stage="drill")
@@ -207,7 +207,7 @@ def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, b
         if writer.done:
             return writer.manifest
         progress(f"recording the aten operations inside {module} for run {run.label!r}")
-        with colbert_env.quiet(resources.log), torch.inference_mode(), colbert_env.perturbed(here.perturb):
+        with infra.quiet(resources.log), torch.inference_mode(), infra.perturbed(here.perturb):
             ops, params = op_trace(resources.checkpoint, passages, bsizes, module)
             context = kernel_context(resources.checkpoint, here.perturb.get("attn"))
         writer.manifest.origin = Ops(run.label, module, len(passages), tuple(bsizes), context, env)

@@ -9,10 +9,10 @@ One environment per Hydra job, so a launcher spreads a version matrix over proce
 from __future__ import annotations
 
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import Study
-from colbert_swap.report import proof
-from colbert_swap.report.report import Report
-from colbert_swap.store import Store
+from colbert_swap.study.matrix import Study
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import progress_printer
 
 

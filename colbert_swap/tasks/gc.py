@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.verify import problems
 
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
-from colbert_swap.provenance import environment_differences
-from colbert_swap.report import proof
-from colbert_swap.report.meaning import meaning
-from colbert_swap.report.report import Report
-from colbert_swap.replay import as_names, compact, options, phases, replay
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.proof.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
+from colbert_swap.env.provenance import environment_differences
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.meaning import meaning
+from colbert_swap.proof.report.report import Report
+from colbert_swap.runs.replay import as_names, compact, options, phases, replay
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance

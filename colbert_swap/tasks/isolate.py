@@ -14,17 +14,17 @@ from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
-from colbert_swap.compare.runs import RunComparison, compare_runs
-from colbert_swap.engine import Engine
-from colbert_swap.resources import Resources
+from colbert_swap.proof.compare.runs import RunComparison, compare_runs
+from colbert_swap.core.engine import Engine
+from colbert_swap.colbert.resources import Resources
 from colbert_swap.errors import UserError
-from colbert_swap.report import proof
-from colbert_swap.report.report import Report
-from colbert_swap.replay import options
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store, check_label
-from colbert_swap.store.origin import Isolate
-from colbert_swap.store.run import open_run
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.runs.replay import options
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store, check_label
+from colbert_swap.core.store.origin import Isolate
+from colbert_swap.core.store.run import open_run
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environments_section, finish, source_run, tolerance
 

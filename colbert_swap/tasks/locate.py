@@ -17,16 +17,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from colbert_swap.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
-from colbert_swap.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, NoiseCheck, locate_checks
+from colbert_swap.proof.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
+from colbert_swap.study.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, NoiseCheck, locate_checks
 from colbert_swap.errors import UserError
-from colbert_swap.report import proof
-from colbert_swap.report.meaning import meaning
-from colbert_swap.report.report import Report
-from colbert_swap.report.tables import table
-from colbert_swap.replay import compact, options, replay
-from colbert_swap.stages import DAG
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.meaning import meaning
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.tables import table
+from colbert_swap.runs.replay import compact, options, replay
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, tolerance
 from colbert_swap.tasks.inject import ensure_target
 
@@ -84,7 +84,7 @@ class Location:
 
 def goal_of(cfg, store: Store, num_chunks: int, target: RunManifest) -> list[str] | None:
     """locate.target_artifact, as every output of the stage that makes it (ranked_pids: and ranked_scores)."""
-    from colbert_swap.replay import resolve
+    from colbert_swap.runs.replay import resolve
 
     name = cfg.locate.target_artifact
     if not name:
@@ -101,7 +101,7 @@ def locate(cfg, store: Store, progress=None) -> Location:
     num_chunks = store.get(target, "num_chunks")
     goal = goal_of(cfg, store, num_chunks, target)
     if goal and any(DAG.phase_of(n) == "search" for n in goal):  # both runs searched, as each was made
-        from colbert_swap.search import ensure_searched
+        from colbert_swap.runs.search import ensure_searched
 
         source, target = (ensure_searched(cfg, store, r, progress) for r in (source, target))
     among = DAG.upstream_of(goal, num_chunks, options(target)) if goal else None  # only what the goal is computed from

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from colbert_swap.compatibility import Skipped, Verdict, packages_text, verdict
+from colbert_swap.study.compatibility import Skipped, Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
-from colbert_swap.index_files import run_index_differences
-from colbert_swap.matrix import Pair, Study, adjacent, cause_text, differing_text, env_steps, expand_envs
-from colbert_swap.search import retrieval_between
-from colbert_swap.report import proof
-from colbert_swap.report.tables import table
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import run_index_differences
+from colbert_swap.study.matrix import Pair, Study, adjacent, cause_text, differing_text, env_steps, expand_envs
+from colbert_swap.runs.search import retrieval_between
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.tables import table
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.report.report import Report
+from colbert_swap.proof.report.report import Report
 from colbert_swap.tasks.common import environments_section, finish
 
 PAIR_HEADERS = ["pair", "index files", "retrieval", "artifacts that differ", "first divergence", "root cause",

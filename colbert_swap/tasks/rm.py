@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 
 
 def run(cfg) -> int:

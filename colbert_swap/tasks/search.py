@@ -19,17 +19,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from colbert_swap.compare.runs import RunComparison, compare_runs
+from colbert_swap.proof.compare.runs import RunComparison, compare_runs
 from colbert_swap.errors import UserError
-from colbert_swap.replay import as_names, replay, run_config
-from colbert_swap.report import proof
-from colbert_swap.report.plots import retrieval_per_query
-from colbert_swap.report.report import Report
-from colbert_swap.report.tables import table
-from colbert_swap.resources import Resources
-from colbert_swap.retrieval import RetrievalVerdict, effectiveness, ranking_differences, retrieval_verdict
-from colbert_swap.search import ensure_searched, ranked_lists, search_artifacts
-from colbert_swap.store import RunManifest, Store
+from colbert_swap.runs.replay import as_names, replay, run_config
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.plots import retrieval_per_query
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.tables import table
+from colbert_swap.colbert.resources import Resources
+from colbert_swap.colbert.retrieval import RetrievalVerdict, effectiveness, ranking_differences, retrieval_verdict
+from colbert_swap.runs.search import ensure_searched, ranked_lists, search_artifacts
+from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import finish, progress_printer, source_run, target_label, tolerance
 
 
@@ -101,7 +101,7 @@ def verdict(result: SearchResult) -> str:
 
 
 def run(cfg) -> int:
-    from colbert_swap.provenance import short
+    from colbert_swap.env.provenance import short
 
     store = Store(cfg.store.root)
     if cfg.run and not cfg.source:

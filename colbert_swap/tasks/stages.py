@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from colbert_swap.config import Config
-from colbert_swap.report.tables import table
-from colbert_swap.stages import DAG
+from colbert_swap.proof.report.tables import table
+from colbert_swap.colbert.stages import DAG
 
 
 def rows() -> list[list[str]]:

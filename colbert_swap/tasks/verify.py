@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from colbert_swap.errors import UserError
-from colbert_swap.report import proof
-from colbert_swap.report.report import Report
-from colbert_swap.store import Store
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import finish
 
 SHOWN = 20  # unreferenced files listed by name; the rest counted

@@ -9,14 +9,14 @@ from collections import Counter
 import pytest
 import torch
 
-import colbert_swap.store
-from colbert_swap.compare.runs import compare_runs
-from colbert_swap.resources import Resources
-from colbert_swap.analysis.divergence import analyze
-from colbert_swap.report.meaning import meaning
-from colbert_swap.analysis.tokens import attribute, row_pids, token_map
-from colbert_swap.replay import replay, run_config
-from colbert_swap.store import ArtifactRecord, Store
+import colbert_swap.core.store
+from colbert_swap.proof.compare.runs import compare_runs
+from colbert_swap.colbert.resources import Resources
+from colbert_swap.proof.analysis.divergence import analyze
+from colbert_swap.proof.report.meaning import meaning
+from colbert_swap.proof.analysis.tokens import attribute, row_pids, token_map
+from colbert_swap.runs.replay import replay, run_config
+from colbert_swap.core.store import ArtifactRecord, Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 
@@ -108,8 +108,8 @@ def test_a_tokens_occurrences_are_counted_over_the_whole_artifact(runs, tiny_cfg
 def test_rounding_bounds_use_the_checkpoints_own_size(tiny_cfg, tmp_path):
     """model=local with a hidden size of 48: the bound of `embs` reduces over 48, not the tiny model's 32."""
     from colbert_swap.config import ModelConfig
-    from colbert_swap.matrix import config_overrides
-    from colbert_swap.models import checkpoint_path
+    from colbert_swap.study.matrix import config_overrides
+    from colbert_swap.colbert.models import checkpoint_path
 
     local = checkpoint_path(ModelConfig(name="h48", hidden=48, intermediate=96, heads=2, layers=1, dim=32),
                             tmp_path / "models")
@@ -176,5 +176,5 @@ def test_equal_runs_are_explained_without_reading_a_blob(runs, tiny_cfg, tmp_pat
     def forbidden(*args, **kwargs):
         raise AssertionError("nothing diverges: nothing to read")
 
-    monkeypatch.setattr(colbert_swap.store.Store, "get", forbidden)
+    monkeypatch.setattr(colbert_swap.core.store.Store, "get", forbidden)
     assert analyze(store, runs["target"], runs["target"], comparison) == []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from colbert_swap.__main__ import run
-from colbert_swap.config import compose
+from colbert_swap.api import run
+from colbert_swap.api import compose
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from tests.conftest import TINY
 
 
@@ -44,7 +44,7 @@ def test_bad_input_is_one_clear_error(tmp_path, overrides, message):
 def test_an_injection_of_another_dtype_is_refused(tiny_cfg):
     from dataclasses import replace
 
-    from colbert_swap.replay import replay
+    from colbert_swap.runs.replay import replay
     from colbert_swap.tasks.capture import capture
     from tests.conftest import quiet_progress
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.compare.runs import compare_runs
+from colbert_swap.proof.compare.runs import compare_runs
 from colbert_swap.errors import UserError
-from colbert_swap.index_files import index_differences
-from colbert_swap.replay import compact, options, phases, replay
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import index_differences
+from colbert_swap.runs.replay import compact, options, phases, replay
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.locate import locate
 from colbert_swap.tasks.locate import verdict as locate_verdict
@@ -49,7 +49,7 @@ def test_batches_add_artifacts_and_change_nothing_else(batch_runs, tiny_cfg):
 
 def test_sample_D_is_colbert_ais_docFromText_output(batch_runs, tiny_cfg):
     """One group here (index_bsize 16 x 50 > 120 passages): docFromText(keep_dims=True) is D, padded."""
-    from colbert_swap.resources import Resources
+    from colbert_swap.colbert.resources import Resources
 
     cfg = tiny_cfg("run=batches-on", *BATCHES)
     store = Store(cfg.store.root)
@@ -71,7 +71,7 @@ def test_runs_with_and_without_batches_compare_equal(batch_runs, tiny_cfg):
     comparison = compare_runs(store, batch_runs["off"], batch_runs["on"])
     assert comparison.diverged() == []
     assert not set(NEW) & {c.name for c in comparison.results}  # compared only where both runs keep them
-    from colbert_swap.compare.runs import whole_run
+    from colbert_swap.proof.compare.runs import whole_run
     from colbert_swap.tasks.compare import verdict
 
     text = verdict(comparison, whole_run(store, comparison, batch_runs["off"], batch_runs["on"]))

@@ -110,10 +110,10 @@ def test_the_tolerance_behind_allclose_is_chosen_and_reported(pair, tmp_path):
 def test_ready_made_sweep_lists_valid_injection_points():
     from hydra import compose, initialize_config_dir
 
-    from colbert_swap.__main__ import CONF_DIR
-    from colbert_swap.replay import resolve
+    from colbert_swap.config import CONF
+    from colbert_swap.runs.replay import resolve
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["+experiments=sweep"], return_hydra_config=True)
     points = str(cfg.hydra.sweeper.params.inject).split(",")
     assert len(points) >= 8 and points[0] == "local_sample_embs"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from colbert_swap.errors import UserError
-from colbert_swap.replay import replay
-from colbert_swap.store import Store
+from colbert_swap.runs.replay import replay
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import verify
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, make_cfg, quiet_progress

@@ -3,7 +3,7 @@ the two runs differ in and the stage reads, by name; only where no such key diff
 
 from __future__ import annotations
 
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.compare import compare
 from tests.conftest import quiet_progress

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.index_files import index_differences
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import index_differences
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 from tests.integration.test_parity import reference_index
@@ -45,7 +45,7 @@ def test_torch_kmeans_on_the_gpu_is_deterministic(tiny_cfg):
 
 
 def test_torch_kmeans_large_on_the_gpu_is_deterministic():
-    from colbert_swap.kmeans import torch_kmeans
+    from colbert_swap.colbert.kmeans import torch_kmeans
 
     g = torch.Generator().manual_seed(0)
     data = torch.nn.functional.normalize(torch.randn(300_000, 128, generator=g), dim=-1).half().float()
@@ -56,7 +56,7 @@ def test_torch_kmeans_steps_on_the_gpu():
     """The fp16 GEMM (hi + lo centroids, fp32 output) is the path taken and assigns as float64 does
     wherever the nearest centroid is clear, chunked or not, the same twice; the cluster means equal
     the CPU's to the bit (both are sequential fp32 sums in index order), empty clusters included."""
-    from colbert_swap.kmeans import _Distances, _update
+    from colbert_swap.colbert.kmeans import _Distances, _update
 
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(50_000, 128, generator=g), dim=-1).half().float()
@@ -76,9 +76,9 @@ def test_torch_kmeans_steps_on_the_gpu():
 
 
 def test_comparisons_on_the_gpu_equal_the_cpu_ones_and_locate_and_meaning_run(tiny_cfg, monkeypatch, tmp_path):
-    from colbert_swap.compare import comparators
-    from colbert_swap.compare.runs import compare_runs
-    from colbert_swap.report.meaning import meaning
+    from colbert_swap.proof.compare import comparators
+    from colbert_swap.proof.compare.runs import compare_runs
+    from colbert_swap.proof.report.meaning import meaning
     from colbert_swap.tasks.locate import locate
 
     target = capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
@@ -102,8 +102,8 @@ def test_encoder_batches_replayed_from_cuda_graphs_give_colbert_ais_bits(tiny_cf
     """index.cuda_graphs: two groups of the same lengths, so every batch shape comes back (batches of ones and
     batches with padding, i.e. both answers of transformers' all-ones mask question) and is replayed from its
     graph; the embeddings equal the eager pipeline's and colbert-ai's own per-batch Checkpoint.doc to the bit."""
-    from colbert_swap.resources import Resources
-    from colbert_swap.stages import graphs, setup
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.stages import graphs, setup
 
     res = Resources(tiny_cfg("run=graphs", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
     checkpoint, config = res.checkpoint, res.colbert_config
@@ -128,8 +128,8 @@ def test_cuda_graphs_are_not_used_where_a_replay_would_skip_python(tiny_cfg, tmp
     """A forward hook (the module drill's recorder) or a dispatch mode runs at the recording only: eager then."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from colbert_swap.resources import Resources
-    from colbert_swap.stages.graphs import graphs_usable
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.graphs import graphs_usable
 
     checkpoint = Resources(tiny_cfg("run=graphs-hooks"), Store(tmp_path / "s"), tmp_path).checkpoint
     assert graphs_usable(checkpoint, "cuda") and not graphs_usable(checkpoint, "cpu")
@@ -151,8 +151,8 @@ def test_a_batch_that_cannot_be_recorded_runs_eagerly(tiny_cfg, tmp_path, monkey
     batch and the rest of the call run as colbert-ai runs them, with the same bits, and nothing is left patched."""
     import transformers.models.bert.modeling_bert as modeling_bert
 
-    from colbert_swap.resources import Resources
-    from colbert_swap.stages import graphs, setup
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.stages import graphs, setup
 
     res = Resources(tiny_cfg("run=graphs-fail", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
     checkpoint, config = res.checkpoint, res.colbert_config

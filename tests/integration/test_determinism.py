@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from colbert_swap.index_files import index_differences
-from colbert_swap.dag import INDEXING
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import index_differences
+from colbert_swap.core.dag import INDEXING
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, quiet_progress
 

@@ -13,10 +13,10 @@ import json
 import pytest
 import torch
 
-from colbert_swap import colbert_env
-from colbert_swap.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, classify
+from colbert_swap.colbert import infra
+from colbert_swap.study.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, classify
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import determinism as task
 from colbert_swap.tasks import locate as locate_task
 from colbert_swap.tasks.capture import capture
@@ -123,9 +123,9 @@ def test_locate_checks_a_real_cause_and_finds_it_reproducible(runs, tiny_cfg):
 
 def test_locate_says_what_it_could_not_check(runs, tiny_cfg, monkeypatch):
     """A run computed in another environment cannot be run again here: the verdict says so, names no noise."""
-    import colbert_swap.determinism
+    import colbert_swap.study.determinism
 
-    monkeypatch.setattr(colbert_swap.determinism, "computed_where",
+    monkeypatch.setattr(colbert_swap.study.determinism, "computed_where",
                         lambda run, node, here=None: ("elsewhere", "torch 2.1.0 vs 2.13.0"))
     cfg = tiny_cfg("source=det-noisy1", "target=det-noisy2")
     result = locate(cfg, Store(cfg.store.root), progress=quiet_progress)
@@ -164,8 +164,8 @@ def test_the_noise_knob_is_validated_and_acts_only_on_float_outputs(tiny_cfg):
         tiny_cfg("perturb.noise=prenorm_centroid")
     knobs = {"noise": "prenorm_centroids"}
     x = torch.randn(64, 8)
-    a, b = colbert_env.noise(knobs, "prenorm_centroids", x), colbert_env.noise(knobs, "prenorm_centroids", x)
+    a, b = infra.noise(knobs, "prenorm_centroids", x), infra.noise(knobs, "prenorm_centroids", x)
     assert not torch.equal(a, b) and not torch.equal(a, x) and torch.allclose(a, x, rtol=1e-5, atol=0)
-    assert colbert_env.noise(knobs, "postnorm_centroids", x) is x  # other stages untouched
+    assert infra.noise(knobs, "postnorm_centroids", x) is x  # other stages untouched
     with pytest.raises(UserError, match="returns no floating-point tensor"):
-        colbert_env.noise({"noise": "num_passages"}, "num_passages", 120)
+        infra.noise({"noise": "num_passages"}, "num_passages", 120)

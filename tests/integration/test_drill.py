@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from colbert_swap.drill import computes
+from colbert_swap.study.drill import computes
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import drill
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.environments import load_spec, venv_dir
+from colbert_swap.env.venvs import load_spec, venv_dir
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import env_id, environment, run_environment
-from colbert_swap.store import RunManifest, Store
-from colbert_swap.store.origin import Capture
+from colbert_swap.env.provenance import env_id, environment, run_environment
+from colbert_swap.core.store import RunManifest, Store
+from colbert_swap.core.store.origin import Capture
 from colbert_swap.tasks import drill
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, make_cfg, quiet_progress

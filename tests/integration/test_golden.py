@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.config import compose
-from colbert_swap.provenance import env_id, environment
+from colbert_swap.api import compose
+from colbert_swap.env.provenance import env_id, environment
 from colbert_swap.tasks.capture import capture
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "default-capture.json"

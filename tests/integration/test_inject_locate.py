@@ -13,12 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.compare.runs import compare_runs
+from colbert_swap.proof.compare.runs import compare_runs
 from colbert_swap.errors import UserError
-from colbert_swap.index_files import index_differences
-from colbert_swap.replay import compact, phases, replay
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import index_differences
+from colbert_swap.runs.replay import compact, phases, replay
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.inject import inject
 from colbert_swap.tasks.locate import locate
@@ -156,8 +156,8 @@ def test_locate_explains_every_knob_whatever_the_machine(runs, tiny_cfg, preset)
 def test_a_config_that_only_the_index_files_record_is_told_apart_from_data(runs, tiny_cfg):
     """Another index_bsize is written into plan.json and metadata.json on every machine, whatever it does to
     the tensors: the index sentence says which it is."""
-    from colbert_swap.compare.runs import whole_run
-    from colbert_swap.report.proof import index_sentence
+    from colbert_swap.proof.compare.runs import whole_run
+    from colbert_swap.proof.report.proof import index_sentence
 
     store = Store(tiny_cfg().store.root)
     comparison = compare_runs(store, runs["index_bsize"], runs["target"])
@@ -224,14 +224,14 @@ def test_runs_of_different_configs_are_refused_unless_forced(runs, tiny_cfg):
 
 
 def test_a_replay_downstream_of_the_centroids_runs_neither_kmeans_nor_the_encoder(runs, tiny_cfg, monkeypatch):
-    import colbert_swap.colbert_env
-    import colbert_swap.kmeans
+    import colbert_swap.colbert.infra
+    import colbert_swap.colbert.kmeans
 
     def forbidden(*args, **kwargs):
         raise AssertionError("this replay must not build the model or run k-means")
 
-    monkeypatch.setattr(colbert_swap.colbert_env, "load_checkpoint", forbidden)
-    monkeypatch.setattr(colbert_swap.kmeans, "kmeans", forbidden)
+    monkeypatch.setattr(colbert_swap.colbert.infra, "load_checkpoint", forbidden)
+    monkeypatch.setattr(colbert_swap.colbert.kmeans, "kmeans", forbidden)
     cfg = tiny_cfg("reuse=false")
     store = Store(cfg.store.root)
     replayed = replay(cfg, store, runs["target"], runs["eager"], ["centroids"], label="no-encoder")
@@ -242,7 +242,7 @@ def test_a_later_replay_reuses_what_an_earlier_one_computed_on_the_same_inputs(r
     """A locate's second replay (local_sample_embs + embs) feeds k-means the same sample as its first
     (local_sample_embs): it takes the first replay's centroids instead of clustering again, and the result is
     what a replay that reuses nothing computes."""
-    import colbert_swap.kmeans
+    import colbert_swap.colbert.kmeans
 
     cfg = tiny_cfg("source=scale_layer", "target=target")
     store = Store(cfg.store.root)
@@ -252,7 +252,7 @@ def test_a_later_replay_reuses_what_an_earlier_one_computed_on_the_same_inputs(r
         raise AssertionError("k-means ran again on inputs an earlier replay had clustered")
 
     with monkeypatch.context() as patch:
-        patch.setattr(colbert_swap.kmeans, "kmeans", forbidden)
+        patch.setattr(colbert_swap.colbert.kmeans, "kmeans", forbidden)
         second = replay(cfg, store, runs["target"], runs["scale_layer"], ["local_sample_embs", "embs"],
                         label="reuse-second")
     assert second.artifacts["prenorm_centroids"].ref.hash == first.artifacts["prenorm_centroids"].ref.hash

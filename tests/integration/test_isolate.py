@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.isolate import isolate
 from tests.conftest import quiet_progress

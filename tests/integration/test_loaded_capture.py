@@ -1,4 +1,4 @@
-"""A capture records what its process loaded (colbert_swap/loaded.py) in its manifest, at its end; a capture
+"""A capture records what its process loaded (colbert_swap/env/loaded.py) in its manifest, at its end; a capture
 that died records what it had loaded, and its resume adds its own process's."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from colbert_swap.loaded import gpu_used
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.env.loaded import gpu_used
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from types import SimpleNamespace
 
-from colbert_swap.__main__ import run
-from colbert_swap.config import compose
-from colbert_swap.env_specs import axis
+from colbert_swap.api import run
+from colbert_swap.api import compose
+from colbert_swap.env.specs import axis
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import Pair, Study, expand_envs, pair_folder
-from colbert_swap.store import Store
+from colbert_swap.study.matrix import Pair, Study, expand_envs, pair_folder
+from colbert_swap.core.store import Store
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.numerics
@@ -187,8 +187,8 @@ def test_envs_takes_axis_names_spec_names_and_both():
 def test_each_pair_over_several_axes_changes_what_its_step_names():
     """The faiss axis starts from torch-2.15.0, not from the transformers axis's last spec: every adjacent pair
     of the whole study differs in the packages its step changes (transformers moves with its tokenizers)."""
-    from colbert_swap import env_specs
-    from colbert_swap.matrix import adjacent, env_steps
+    from colbert_swap.env import specs as env_specs
+    from colbert_swap.study.matrix import adjacent, env_steps
 
     specs = env_specs.generated(env_specs.TABLE)
     pins = {n: dict(r.split("==") for r in spec["requirements"]) for n, spec in specs.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, make_cfg, quiet_progress
 
@@ -81,7 +81,7 @@ def test_a_failed_validation_leaves_nothing_and_an_incomplete_run_can_be_removed
 
     import dataclasses
 
-    from colbert_swap.stages import DAG
+    from colbert_swap.colbert.stages import DAG
 
     index = next(i for i, s in enumerate(DAG.stages) if s.name == "sample")
 

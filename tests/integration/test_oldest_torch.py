@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.environments import ensure, load_spec, run_in
+from colbert_swap.env.venvs import ensure, load_spec, run_in
 
 pytestmark = pytest.mark.oldest_torch
 

@@ -7,8 +7,8 @@ import copy
 
 import torch
 
-from colbert_swap.compare.runs import compare_runs
-from colbert_swap.store import ArtifactRecord, Store
+from colbert_swap.proof.compare.runs import compare_runs
+from colbert_swap.core.store import ArtifactRecord, Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 

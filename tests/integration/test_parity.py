@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from colbert_swap.index_files import PLACE_KEYS, index_differences
-from colbert_swap.store import Store
+from colbert_swap.colbert.index_files import PLACE_KEYS, index_differences
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 

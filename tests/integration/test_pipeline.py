@@ -33,9 +33,9 @@ def threads(tiny_cfg):
 
     import time
 
-    import colbert_swap.kmeans
+    import colbert_swap.colbert.kmeans
 
-    clustering = colbert_swap.kmeans.kmeans
+    clustering = colbert_swap.colbert.kmeans.kmeans
 
     def slow_kmeans(*args, **kwargs):  # k-means that outlasts the three chunks' tokenization (10 s at most)
         deadline = time.monotonic() + 10
@@ -43,11 +43,11 @@ def threads(tiny_cfg):
             time.sleep(0.01)
         return clustering(*args, **kwargs)
 
-    DocTokenizer.tensorize, colbert_swap.kmeans.kmeans = noting, slow_kmeans
+    DocTokenizer.tensorize, colbert_swap.colbert.kmeans.kmeans = noting, slow_kmeans
     try:
         run = capture(tiny_cfg("run=pipelined", *CHUNKED), progress=quiet_progress)
     finally:
-        DocTokenizer.tensorize, colbert_swap.kmeans.kmeans = original, clustering
+        DocTokenizer.tensorize, colbert_swap.colbert.kmeans.kmeans = original, clustering
     return run, seen
 
 
@@ -67,7 +67,7 @@ def test_the_chunks_tokens_are_made_ahead_in_the_worker(threads, tiny_cfg):
 
 
 def test_a_background_stage_whose_turn_comes_after_the_overlap_is_left_to_the_main_thread():
-    from colbert_swap.engine import _timed
+    from colbert_swap.core.engine import _timed
 
     overlapping = threading.Event()
     assert _timed(lambda: 7, {}, overlapping) is None  # k-means is over: not run in the worker
@@ -79,15 +79,15 @@ def test_a_background_stage_whose_turn_comes_after_the_overlap_is_left_to_the_ma
 def test_tokenizer_calls_made_in_forked_workers_give_the_same_bits(threads, tiny_cfg):
     """index.tokenizer_processes=2: colbert-ai's tokenizer call is made in two forked copies of this process,
     the next chunk's ahead of its turn; every artifact is the same as tokenizing here."""
-    from colbert_swap import tokenizer_pool
+    from colbert_swap.colbert import tokenizer_pool
 
     pipelined, _ = threads
     before = tokenizer_pool.SERVED["calls"]
     forked = capture(tiny_cfg("run=forked-tokenizer", *CHUNKED, "index.tokenizer_processes=2"), progress=quiet_progress)
     assert tokenizer_pool.SERVED["calls"] - before == 4  # the sample's group and the three chunks'
     assert hashes(forked) == hashes(pipelined)
-    from colbert_swap.compare.runs import compare_runs
-    from colbert_swap.store import Store
+    from colbert_swap.proof.compare.runs import compare_runs
+    from colbert_swap.core.store import Store
 
     assert compare_runs(Store(tiny_cfg().store.root), forked, pipelined).diverged() == []  # comparable: a how-key
     assert not tokenizer_pool._POOLS  # the workers end with the capture
@@ -95,10 +95,10 @@ def test_tokenizer_calls_made_in_forked_workers_give_the_same_bits(threads, tiny
 
 def test_a_failing_worker_leaves_the_call_to_this_process(tiny_cfg, monkeypatch):
     """A worker that fails (here: its call raises) does not change the tokens: tensorize calls the tokenizer."""
-    from colbert_swap import tokenizer_pool
-    from colbert_swap.resources import Resources
-    from colbert_swap.stages.setup import tokenize
-    from colbert_swap.store import Store
+    from colbert_swap.colbert import tokenizer_pool
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.stages.setup import tokenize
+    from colbert_swap.core.store import Store
 
     cfg = tiny_cfg()
     store = Store(cfg.store.root)

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 

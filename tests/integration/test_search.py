@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from colbert_swap.replay import replay
-from colbert_swap.search import ensure_searched, ranked_lists, search_artifacts, searcher
-from colbert_swap.stages import DAG
-from colbert_swap.store import ArtifactRecord, Store
+from colbert_swap.runs.replay import replay
+from colbert_swap.runs.search import ensure_searched, ranked_lists, search_artifacts, searcher
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import ArtifactRecord, Store
 from colbert_swap.tasks import search as search_task
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.locate import locate
@@ -85,22 +85,22 @@ def test_null_injection_at_every_search_stage_is_exact(runs, point):
 
 
 def test_a_replay_downstream_of_the_index_never_encodes_and_of_q_never_builds_the_model(runs, monkeypatch):
-    import colbert_swap.colbert_env
-    import colbert_swap.stages.index
-    import colbert_swap.stages.setup
+    import colbert_swap.colbert.infra
+    import colbert_swap.colbert.stages.index
+    import colbert_swap.colbert.stages.setup
 
     def forbidden(*args, **kwargs):
         raise AssertionError("this replay must not encode passages or build the model")
 
     store = store_of(runs)
-    for module, names in ((colbert_swap.stages.setup, ("encode_tokens", "embeddings", "tokenize")),
-                          (colbert_swap.stages.index, ("embeddings", "tokenize"))):  # how index.py encodes
+    for module, names in ((colbert_swap.colbert.stages.setup, ("encode_tokens", "embeddings", "tokenize")),
+                          (colbert_swap.colbert.stages.index, ("embeddings", "tokenize"))):  # how index.py encodes
         for name in names:
             monkeypatch.setattr(module, name, forbidden)
     replayed = replay(runs("reuse=false"), store, store.load("s-target"), store.load("s-seed7"), ["half_centroids"],
                       label="s-no-encode", progress=quiet_progress)
     assert replayed.artifacts["ranked_pids"].stage == "ranked_pids"  # the search was replayed too
-    monkeypatch.setattr(colbert_swap.colbert_env, "load_checkpoint", forbidden)
+    monkeypatch.setattr(colbert_swap.colbert.infra, "load_checkpoint", forbidden)
     replayed = replay(runs("reuse=false"), store, store.load("s-target"), store.load("s-eager"), ["Q"],
                       label="s-no-model", progress=quiet_progress)
     assert replayed.artifacts["Q"].ref == store.load("s-eager").artifacts["Q"].ref
@@ -122,8 +122,8 @@ def test_a_run_captured_without_queries_gains_its_search_later(runs):
 
 def test_a_runs_queries_are_encoded_with_its_own_model_knobs(runs):
     """The eager run's Q is what colbert-ai's query encoder gives with eager attention, whatever the machine."""
-    from colbert_swap.replay import run_config
-    from colbert_swap.resources import Resources
+    from colbert_swap.runs.replay import run_config
+    from colbert_swap.colbert.resources import Resources
 
     store = store_of(runs)
     eager = store.load("s-eager")
@@ -210,7 +210,7 @@ def test_a_query_file_with_trec_qrels(runs, tmp_path):
     store = store_of(runs)
     from omegaconf import OmegaConf
 
-    from colbert_swap.corpus import load_corpus
+    from colbert_swap.colbert.corpus import load_corpus
 
     passages = load_corpus(OmegaConf.create(store.load("s-target").config["collection"]),
                            store.root / "collections").passages

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[2]

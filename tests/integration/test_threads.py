@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from colbert_swap.provenance import env_id, environment, run_environment
-from colbert_swap.search import check_environment
-from colbert_swap.store import Store
+from colbert_swap.env.provenance import env_id, environment, run_environment
+from colbert_swap.runs.search import check_environment
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import compare as compare_task
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.inject import inject

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.compare.runs import compare_runs
-from colbert_swap.replay import compact
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.proof.compare.runs import compare_runs
+from colbert_swap.runs.replay import compact
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.inject import inject
 from colbert_swap.tasks.locate import locate
@@ -53,7 +53,7 @@ def token_runs(tiny_cfg):
 
 def test_a_capture_stores_colbert_ais_tensorize_output(token_runs, tiny_cfg):
     """sample_tokens holds exactly what DocTokenizer.tensorize gives each group, in passage order."""
-    from colbert_swap.resources import Resources
+    from colbert_swap.colbert.resources import Resources
 
     cfg = tiny_cfg("run=tok-base")
     store = Store(cfg.store.root)
@@ -137,7 +137,7 @@ def test_slow_and_fast_tokenizers_where_they_differ(tiny_cfg, tmp_path):
     holding it is located to the tokens, and the slow run's index is made identical by injecting them."""
     from transformers import AutoTokenizer
 
-    from colbert_swap.resources import Resources
+    from colbert_swap.colbert.resources import Resources
 
     base = tiny_cfg()
     store = Store(base.store.root)

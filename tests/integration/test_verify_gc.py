@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from colbert_swap.errors import UserError
-from colbert_swap.store import Store
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import gc, verify
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, make_cfg, quiet_progress

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from colbert_swap.dag import INDEXING
+from colbert_swap.core.dag import INDEXING
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import env_id, environment
-from colbert_swap.replay import replay
-from colbert_swap.search import ElsewhereError
-from colbert_swap.stages import DAG
-from colbert_swap.store import Store
+from colbert_swap.env.provenance import env_id, environment
+from colbert_swap.runs.replay import replay
+from colbert_swap.runs.search import ElsewhereError
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import Store
 from colbert_swap.tasks import search as search_task
 from colbert_swap.tasks.capture import capture
 from tests.conftest import TINY, make_cfg, quiet_progress
@@ -70,7 +70,7 @@ def test_a_replay_of_a_run_from_elsewhere_recomputes_everything_downstream_here(
     assert upstream and all(replayed.computed_in(n) == target.env for n in upstream)
     assert any("computed in another environment" in m and "recomputed here" in m for m in said)
     assert set(replayed.environments) == {here, target.env, source.env}
-    from colbert_swap.report.proof import computed_where
+    from colbert_swap.proof.report.proof import computed_where
 
     table = computed_where(replayed)
     assert "computed by this run" in table and "taken from its target" in table and "injected from target" in table

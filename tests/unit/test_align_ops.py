@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.drill import COPY_OPS, VERDICTS, VIEW_OPS, align_ops, computes
+from colbert_swap.study.drill import COPY_OPS, VERDICTS, VIEW_OPS, align_ops, computes
 
 
 def test_the_same_steps_in_another_order_are_not_a_difference():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap.analysis import centroids as cen
-from colbert_swap.analysis.magnitude import magnitude, noise_bound
-from colbert_swap.compare.ulp import ulp_at
-from colbert_swap.analysis.tokens import TokenMap, attribute, changed_rows
+from colbert_swap.proof.analysis import centroids as cen
+from colbert_swap.proof.analysis.magnitude import magnitude, noise_bound
+from colbert_swap.proof.compare.ulp import ulp_at
+from colbert_swap.proof.analysis.tokens import TokenMap, attribute, changed_rows
 
 DIM, PASSAGES, LENGTH, TIE_TOKEN, TIE_POS = 8, 5, 4, 7, 1
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from colbert_swap.compare.comparators import compare, ulp_distance
-from colbert_swap.compare.tolerances import ASSERT_CLOSE, BNB, TORCH_DEFAULT, Tolerance, tolerance
+from colbert_swap.proof.compare.comparators import compare, ulp_distance
+from colbert_swap.proof.compare.tolerances import ASSERT_CLOSE, BNB, TORCH_DEFAULT, Tolerance, tolerance
 
 
 def test_equal_needs_same_bits_dtype_and_shape():
@@ -48,7 +48,7 @@ def test_two_ulp_scales_are_named_and_kept_apart():
     c = compare("x", a, b)
     assert c.max_ulp > 10**9  # bit distance: every float between -1e-9 and 1e-9
     assert c.max_ulp_scaled < 1  # at the artifact's scale (median 0.5) the difference is far below one ULP
-    from colbert_swap.analysis.magnitude import magnitude
+    from colbert_swap.proof.analysis.magnitude import magnitude
 
     m = magnitude("x", a, b, n=1)
     assert (m.max_units, m.max_ulp_bits) == (c.max_ulp_scaled, c.max_ulp)  # one definition, one number
@@ -107,9 +107,9 @@ def test_results_serialize():
 
 def test_the_inject_verdict_speaks_of_the_whole_run():
     """Known answers for the verdict's three parts: downstream, elsewhere, index files."""
-    from colbert_swap.compare.comparators import Comparison
-    from colbert_swap.compare.runs import RunComparison, WholeRun
-    from colbert_swap.report.proof import injection_verdict
+    from colbert_swap.proof.compare.comparators import Comparison
+    from colbert_swap.proof.compare.runs import RunComparison, WholeRun
+    from colbert_swap.proof.report.proof import injection_verdict
 
     def cmp(**status):
         return RunComparison("a", "b", tuple(Comparison(n, s) for n, s in status.items()))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-from colbert_swap.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, Drill, FirstOp,
+from colbert_swap.study.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, Drill, FirstOp,
                                         PackageChange, Skipped, in_encoder, index_row, packages_text, verdict)
-from colbert_swap.environments import package_differences
-from colbert_swap.loaded import INSTALLED_ONLY, LOADED_NOT_USED, RAN, classify
+from colbert_swap.env.venvs import package_differences
+from colbert_swap.env.loaded import INSTALLED_ONLY, LOADED_NOT_USED, RAN, classify
 
 SDPA = FirstOp("equal inputs, different output", "aten.scaled_dot_product_attention.default")
 ENCODER = ("local_sample_embs", "embs")

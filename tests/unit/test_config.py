@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf.errors import ValidationError
 
-from colbert_swap.stages import DAG
+from colbert_swap.colbert.stages import DAG
 from tests.conftest import make_cfg
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from colbert_swap.config import CollectionConfig
-from colbert_swap.corpus import load_corpus, read_jsonl, read_tsv, synthetic_passages
+from colbert_swap.colbert.corpus import load_corpus, read_jsonl, read_tsv, synthetic_passages
 from colbert_swap.errors import UserError
 
 
@@ -186,7 +186,7 @@ def test_pids_are_read_as_colbert_ai_reads_them(tmp_path):
     """int(pid) == line number, exactly what colbert-ai's load_collection accepts (e.g. '+1', '٣')."""
     from colbert.evaluation.loaders import load_collection
 
-    from colbert_swap.corpus import read_tsv
+    from colbert_swap.colbert.corpus import read_tsv
 
     path = tmp_path / "odd.tsv"
     path.write_text("0\tzero\n+1\tone\n2 \ttwo\n٣\tthree\n")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from colbert_swap.dag import INDEXING, Dag, stage
-from colbert_swap.stages import DAG
+from colbert_swap.colbert.resources import stage
+from colbert_swap.core.dag import INDEXING, Dag
+from colbert_swap.colbert.stages import DAG
 
 EXPECTED_ARTIFACTS_2 = [
     "num_passages", "num_chunks", "sample_pids", "sample_tokens", "sample_token_masks", "sample_token_order",
@@ -193,7 +194,7 @@ def test_dag_artifact_produced_twice_fails():
 
 def test_every_fact_names_artifacts_and_files_that_exist():
     """Facts about artifacts live on their stages; what they name must exist in the DAG and the index."""
-    from colbert_swap.stages import DAG
+    from colbert_swap.colbert.stages import DAG
 
     templates = set(DAG.artifact_templates())
     declared = DAG.declared()
@@ -215,9 +216,10 @@ def test_every_fact_names_artifacts_and_files_that_exist():
 def test_a_tolerance_declared_on_a_stage_is_what_allclose_means_for_its_artifact():
     import torch
 
-    from colbert_swap.compare.comparators import compare
-    from colbert_swap.compare.tolerances import Tolerance
-    from colbert_swap.dag import Dag, Facts, stage
+    from colbert_swap.proof.compare.comparators import compare
+    from colbert_swap.proof.compare.tolerances import Tolerance
+    from colbert_swap.colbert.resources import stage
+    from colbert_swap.core.dag import Dag, Facts
 
     @stage("setup", facts=Facts(tolerance=(1e-2, 0.0)))
     def loose(x):
@@ -242,13 +244,13 @@ def test_a_stage_is_added_by_writing_one_function():
     from elsewhere are not."""
     import types
 
-    from colbert_swap.dag import stage
-    from colbert_swap.stages import _stages
+    from colbert_swap.colbert.resources import stage
+    from colbert_swap.colbert.stages import _stages
 
     module = types.ModuleType("fake_phase")
     module.__dict__["__name__"] = "fake_phase"
     exec('''
-from colbert_swap.dag import stage
+from colbert_swap.colbert.resources import stage
 
 def helper(x):
     return x

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from colbert_swap.drill import align_ops
+from colbert_swap.study.drill import align_ops
 from colbert_swap.tasks.drill import BatchRow, ModuleDrill, ModuleRow, op_verdict
 from tests.unit.test_align_ops import EAGER, SDPA
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from colbert_swap.env_failure import from_log
+from colbert_swap.env.failure import from_log
 
 CRASH = """$ /envs/t/bin/python -m colbert_swap run=torch-2.0.1 store.root=/s
 [    4.4s] capturing run 'torch-2.0.1' into /s/runs/torch-2.0.1
@@ -12,7 +12,7 @@ Error executing job with overrides: ['run=torch-2.0.1']
 Traceback (most recent call last):
   File "/work/main/colbert_swap/__main__.py", line 33, in _hydra_main
     status = run(cfg)
-  File "/work/main/colbert_swap/store/blobs.py", line 130, in put
+  File "/work/main/colbert_swap/core/store/blobs.py", line 130, in put
     self._wait_for_room(cpu.nbytes)
                         ^^^^^^^^^^
 AttributeError: 'Tensor' object has no attribute 'nbytes'
@@ -21,7 +21,7 @@ Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.
 """
 
 COLBERT = """Traceback (most recent call last):
-  File "/work/main/colbert_swap/stages/setup.py", line 40, in checkpoint
+  File "/work/main/colbert_swap/colbert/stages/setup.py", line 40, in checkpoint
     return Checkpoint(name, colbert_config=config)
   File "/envs/t/lib/python3.11/site-packages/colbert/modeling/checkpoint.py", line 19, in __init__
     super().__init__(name, colbert_config)
@@ -29,7 +29,7 @@ ImportError: cannot import name 'AdamW' from 'transformers'
 """
 
 LIBRARY = """Traceback (most recent call last):
-  File "/work/main/colbert_swap/stages/setup.py", line 40, in checkpoint
+  File "/work/main/colbert_swap/colbert/stages/setup.py", line 40, in checkpoint
     return model(ids)
   File "/envs/t/lib/python3.11/site-packages/transformers/modeling_utils.py", line 99, in forward
     raise ValueError("bad")
@@ -48,9 +48,9 @@ def test_a_crash_inside_colbert_swap_is_a_bug_with_its_reason_and_place(tmp_path
     f = from_log("torch-2.0.1", tmp_path / "t.log", "capture", 1, CRASH)
     assert f.kind == "colbert_swap"
     assert f.reason == "AttributeError: 'Tensor' object has no attribute 'nbytes'"
-    assert f.where == "colbert_swap/store/blobs.py:130 in put"
+    assert f.where == "colbert_swap/core/store/blobs.py:130 in put"
     assert f.line() == ("colbert_swap crashed: AttributeError: 'Tensor' object has no attribute 'nbytes' "
-                        "(colbert_swap/store/blobs.py:130 in put)")
+                        "(colbert_swap/core/store/blobs.py:130 in put)")
     assert "bug in colbert_swap" in f.advice() and "fix the spec" not in f.advice() and str(tmp_path) in f.advice()
     assert "AttributeError" in f.tail and "self._wait_for_room(cpu.nbytes)" in f.tail
     assert f.to_json()["line"] == f.line() and f.to_json()["kind"] == "colbert_swap"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from colbert_swap import env_specs
-from colbert_swap.environments import available, load_spec
+from colbert_swap.env import specs as env_specs
+from colbert_swap.env.venvs import available, load_spec
 from colbert_swap.errors import UserError
 
 TORCH = ["1.13.1", "2.0.0", "2.0.1", "2.1.0", "2.1.1", "2.1.2", "2.2.0", "2.2.1", "2.2.2", "2.3.0", "2.3.1", "2.4.0",

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from colbert_swap.config import compose
-from colbert_swap.environments import available, load_spec
+from colbert_swap.api import compose
+from colbert_swap.env.venvs import available, load_spec
 from colbert_swap.errors import UserError
-from colbert_swap.matrix import config_overrides
+from colbert_swap.study.matrix import config_overrides
 
 
 def test_every_shipped_spec_loads():
@@ -56,8 +56,9 @@ import doctest  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from colbert_swap import env_specs, environments  # noqa: E402
-from colbert_swap.environments import (EnvSpec, build_env, build_steps, command_env, extensions_dir,  # noqa: E402
+from colbert_swap.env import specs as env_specs
+from colbert_swap.env import venvs as environments  # noqa: E402
+from colbert_swap.env.venvs import (EnvSpec, build_env, build_steps, command_env, extensions_dir,  # noqa: E402
                                        frozen, installer_for, package_differences, parse_freeze, venv_dir)
 
 

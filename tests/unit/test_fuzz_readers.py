@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from colbert_swap.corpus import read_jsonl, read_tsv
+from colbert_swap.colbert.corpus import read_jsonl, read_tsv
 from colbert_swap.errors import UserError
-from colbert_swap.report.report import Report
-from colbert_swap.report.sweep import collect, read_report
-from colbert_swap.store import ArtifactRecord, BlobRef, RunManifest, Store
-from colbert_swap.store.manifest import digest
+from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.sweep import collect, read_report
+from colbert_swap.core.store import ArtifactRecord, BlobRef, RunManifest, Store
+from colbert_swap.core.store.manifest import digest
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from colbert_swap.kmeans import faiss_kmeans, kmeans, torch_kmeans
+from colbert_swap.colbert.kmeans import faiss_kmeans, kmeans, torch_kmeans
 
 
 def blobs(k: int = 8, per: int = 300, d: int = 16, seed: int = 0):
@@ -45,7 +45,7 @@ def test_torch_kmeans_is_deterministic_and_seeded():
 
 
 def test_an_empty_cluster_takes_half_of_the_largest():
-    from colbert_swap.kmeans import _update
+    from colbert_swap.colbert.kmeans import _update
 
     x = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 5.0], [10.0, 0.0]])
     old = torch.tensor([[0.0, 3.0], [10.0, 0.0], [99.0, 99.0]])
@@ -73,7 +73,7 @@ def old_split_rule(means, counts):
 
 
 def test_the_split_of_empty_clusters_on_the_device_is_the_previous_rule():
-    from colbert_swap.kmeans import _split_empty
+    from colbert_swap.colbert.kmeans import _split_empty
 
     g = torch.Generator().manual_seed(0)
     cases = [torch.tensor([3, 0, 5, 0, 5, 1]), torch.tensor([0, 0, 0, 9]), torch.tensor([4, 4, 4]),
@@ -85,7 +85,7 @@ def test_the_split_of_empty_clusters_on_the_device_is_the_previous_rule():
 
 
 def test_cluster_sums_are_sequential_fp32_sums_in_index_order():
-    from colbert_swap.kmeans import _update
+    from colbert_swap.colbert.kmeans import _update
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(500, 8, generator=g) * torch.logspace(-3, 3, 500).unsqueeze(1)  # order matters in fp32
@@ -119,7 +119,7 @@ def colbert_like(n, d, k, seed=0, scale=1.0):
 
 
 def test_chunked_assignments_are_the_nearest_centroids():
-    from colbert_swap.kmeans import _Distances
+    from colbert_swap.colbert.kmeans import _Distances
 
     x, centroids = colbert_like(1000, 32, 50)
     want, gap = reference_labels(x, centroids)
@@ -133,7 +133,7 @@ def test_chunked_assignments_are_the_nearest_centroids():
 
 def test_fp16_split_gemm_assigns_like_fp32_where_plain_fp16_does_not():
     """The CUDA layout (fp16 hi + lo parts, fp32 sums), run on the CPU as fp32 products of fp16 numbers."""
-    from colbert_swap.kmeans import _Distances
+    from colbert_swap.colbert.kmeans import _Distances
 
     for scale, exact in ((1.0, True), (1024.0, True), (1000.0, False), (1e-3, False)):  # fp16 data or not
         x, centroids = colbert_like(4000, 64, 256, scale=scale)

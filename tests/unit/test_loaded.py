@@ -1,4 +1,4 @@
-"""What a run's process loaded (colbert_swap/loaded.py): the snapshot of this process, the four answers of
+"""What a run's process loaded (colbert_swap/env/loaded.py): the snapshot of this process, the four answers of
 `classify`, `gpu_used` on hand-made manifests, and the manifest field that keeps the snapshot."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from colbert_swap.loaded import (INSTALLED_ONLY, LOADED_NOT_USED, RAN, SYSTEM, UNKNOWN, classify, gpu_used,
+from colbert_swap.env.loaded import (INSTALLED_ONLY, LOADED_NOT_USED, RAN, SYSTEM, UNKNOWN, classify, gpu_used,
                                  is_gpu_package, merge, snapshot)
-from colbert_swap.provenance import env_id, environment
-from colbert_swap.store.blobs import BlobRef
-from colbert_swap.store.manifest import ArtifactRecord, RunManifest
-from colbert_swap.store.origin import Capture
+from colbert_swap.env.provenance import env_id, environment
+from colbert_swap.core.store.blobs import BlobRef
+from colbert_swap.core.store.manifest import ArtifactRecord, RunManifest
+from colbert_swap.core.store.origin import Capture
 
 REPO = Path(__file__).resolve().parents[2]
 linux = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="shared libraries are read from /proc")
@@ -36,7 +36,7 @@ def test_the_snapshot_maps_torchs_shared_libraries_to_torch():
 
 
 def test_an_imported_pure_python_package_is_loaded_only_once_imported():
-    script = ("import torch, json, sys\nfrom colbert_swap.loaded import snapshot\nassert 'transformers' not in "
+    script = ("import torch, json, sys\nfrom colbert_swap.env.loaded import snapshot\nassert 'transformers' not in "
               "sys.modules\nbefore = snapshot()['packages']\nimport transformers\n"
               "print(json.dumps([before, snapshot()['packages']]))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from colbert_swap.errors import UserError
-from colbert_swap.retrieval import effectiveness, ranking_differences, read_qrels, read_queries, synthetic_queries
+from colbert_swap.colbert.retrieval import effectiveness, ranking_differences, read_qrels, read_queries, synthetic_queries
 
 
 def test_ranking_differences_by_hand():
@@ -64,7 +64,7 @@ def test_user_queries_keep_their_qids_with_trec_qrels(tmp_path):
 
 
 def test_the_retrieval_verdict_per_query_and_overall():
-    from colbert_swap.retrieval import retrieval_verdict
+    from colbert_swap.colbert.retrieval import retrieval_verdict
 
     a = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert retrieval_verdict(a, [list(x) for x in a], 3).status == "identical"
@@ -76,7 +76,7 @@ def test_the_retrieval_verdict_per_query_and_overall():
 
 
 def test_a_delta_stands_out_of_the_noise_only_when_its_interval_excludes_zero():
-    from colbert_swap.retrieval import retrieval_verdict
+    from colbert_swap.colbert.retrieval import retrieval_verdict
 
     qids = [str(q) for q in range(40)]
     lists = [[q] for q in range(40)]

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from colbert_swap.rng import RngStream, seed_globals
+from colbert_swap.core.rng import RngStream, seed_globals
 
 
 def _global_draws():

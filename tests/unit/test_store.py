@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from colbert_swap.errors import UserError
-from colbert_swap.store import ArtifactRecord, BlobRef, RunManifest, Store, check_label
-from colbert_swap.store.blobs import BlobStore
+from colbert_swap.core.store import ArtifactRecord, BlobRef, RunManifest, Store, check_label
+from colbert_swap.core.store.blobs import BlobStore
 
 
 def blob_files(root):
@@ -289,7 +289,7 @@ def test_a_large_blob_read_again_unchanged_is_not_hashed_again_and_a_changed_one
     import torch
 
     from colbert_swap.errors import UserError
-    from colbert_swap.store import blobs
+    from colbert_swap.core.store import blobs
 
     monkeypatch.setattr(blobs, "VERIFY_ONCE", 1)  # every blob counts as large here
     monkeypatch.setattr(blobs, "_VERIFIED", {})
@@ -314,7 +314,7 @@ def _held_writes(monkeypatch):
     import errno
     import threading
 
-    from colbert_swap.store import blobs
+    from colbert_swap.core.store import blobs
 
     gate, fail, real = threading.Event(), threading.Event(), blobs.save_file
 
@@ -329,8 +329,8 @@ def _held_writes(monkeypatch):
 
 
 def _writer(tmp_path, label="r"):
-    from colbert_swap.store.origin import Capture
-    from colbert_swap.store.run import RunWriter
+    from colbert_swap.core.store.origin import Capture
+    from colbert_swap.core.store.run import RunWriter
 
     store = Store(tmp_path)
     manifest = RunManifest(label=label, config={}, config_hash="0" * 16, provenance={}, origin=Capture())
@@ -372,8 +372,8 @@ def test_a_failed_write_behind_stops_the_run_with_the_reason_and_the_manifest_na
 
 
 def test_an_error_in_a_run_still_records_the_files_its_writer_finished(tmp_path, monkeypatch):
-    from colbert_swap.store.origin import Capture
-    from colbert_swap.store.run import open_run
+    from colbert_swap.core.store.origin import Capture
+    from colbert_swap.core.store.run import open_run
 
     gate, _ = _held_writes(monkeypatch)
     store = Store(tmp_path)
@@ -391,7 +391,7 @@ def test_an_error_in_a_run_still_records_the_files_its_writer_finished(tmp_path,
 def test_writes_behind_wait_for_room_beyond_the_bytes_allowed_in_memory(tmp_path, monkeypatch):
     import threading
 
-    from colbert_swap.store import blobs
+    from colbert_swap.core.store import blobs
 
     monkeypatch.setattr(blobs.BlobStore, "BEHIND_BYTES", 64)
     store = blobs.BlobStore(tmp_path)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from colbert_swap import threads
-from colbert_swap.colbert_env import perturbed
-from colbert_swap.config import compose, config_hash
-from colbert_swap.environments import EnvSpec, command_env
+from colbert_swap.env import threads
+from colbert_swap.colbert.infra import perturbed
+from colbert_swap.api import compose
+from colbert_swap.config import config_hash
+from colbert_swap.env.venvs import EnvSpec, command_env
 from colbert_swap.errors import UserError
-from colbert_swap.provenance import (ENV_VARS, changed_keys, env_id, environment, environment_differences,
+from colbert_swap.env.provenance import (ENV_VARS, changed_keys, env_id, environment, environment_differences,
                                      fingerprint)
 
 OTHER = 1 if torch.get_num_threads() > 1 else 2  # a thread count that is not this process's
@@ -102,7 +103,7 @@ def test_runs_captured_before_the_knob_keep_their_config_hash():
 def test_a_replay_of_a_run_recorded_before_the_knob_does_not_take_it_from_the_command_line():
     from types import SimpleNamespace
 
-    from colbert_swap.replay import run_config
+    from colbert_swap.runs.replay import run_config
 
     cfg = compose("perturb.threads=1")
     old = SimpleNamespace(config={"perturb": {"attn": None}, "seed": 12345})
@@ -130,7 +131,7 @@ def test_joblibs_worker_variables_are_dropped():
 
 
 def test_environments_that_differ_only_in_their_thread_counts_are_told_apart():
-    from colbert_swap.provenance import differs_only_in_threads
+    from colbert_swap.env.provenance import differs_only_in_threads
 
     here, other = environment(), environment(threads=OTHER)
     assert differs_only_in_threads(other, here) and not differs_only_in_threads(here, environment())

@@ -1,0 +1,264 @@
+"""The indexing DAG: stages are plain functions, and their signatures *are* the graph.
+
+A stage is a function named after the artifact it produces; its parameters name what it reads.
+Parameters that are not artifacts are *resources* the engine hands over (the collection, the model,
+the colbert-ai config, the random generators). Per-chunk stages (`embs.N`, `codes.N`, ...) are templates
+that `Dag.nodes(num_chunks)` expands; a parameter mapped to `NAME.*` receives every chunk, in order.
+
+    >>> from colbert_swap.colbert.stages import DAG
+    >>> [node.name for node in DAG.nodes(num_chunks=1)][:3]
+    ['num_passages', 'num_chunks', 'sample_pids']
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+PHASES = ("setup", "train", "index", "finalize", "search")
+INDEXING = ("setup", "train", "index", "finalize")  # what a capture always runs; "search" when it searches
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is true of an artifact, declared on the stage that makes it (`@stage(..., facts=Facts(...))`):
+    every comparison, explanation and report reads it from there."""
+
+    order_free: str | None = None  # order within the segments this artifact's lengths give carries no meaning
+    reduction: tuple[int | str, str] | None = None  # length of the reduction behind one element ('hidden': the
+    # checkpoint's hidden size, 'dim', 'cluster', 'numel', or a number) and what it is: the rounding bound
+    tolerance: tuple[float, float] | None = None  # (rtol, atol) behind `allclose`, instead of the table's pair
+    centroid_set: bool = False  # a set of centroids: compared one to one after a label-invariant matching
+    label_level: bool = False  # indexed by centroid labels: compared modulo the centroid matching
+    index_file: str | None = None  # the colbert-ai index file that holds it ('N.codes.pt' for codes.N)
+    together: bool = False  # one value with the other outputs of its stage (a tokenizer's ids, masks and
+    # order): injected together, and of any width (another tokenizer pads to another length)
+
+
+@dataclass(frozen=True)
+class Stage:
+    fn: Callable
+    phase: str
+    outputs: tuple[str, ...]  # artifact names; per-chunk ones end in '.N'
+    inputs: tuple[tuple[str, str], ...]  # (parameter, artifact name: 'x', 'x.N' or 'x.*')
+    resources: tuple[str, ...]
+    per_chunk: bool
+    facts: tuple[tuple[str, Facts], ...] = ()  # output template -> its facts
+    background: bool = False  # CPU-only and thread-safe: the engine may run it ahead, beside an `overlap` stage
+    overlap: bool = False  # spends its time without Python's lock (C++ or the GPU): background stages run beside it
+    option: str | None = None  # in the DAG only of runs captured with capture.<option>=true (`sample_batches`)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def __call__(self, *args, **kwargs):
+        """A stage is still the plain function it wraps: `sample(local_sample_embs=x, rng=r)`."""
+        return self.fn(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage bound to one chunk (or to none)."""
+
+    stage: Stage
+    chunk: int | None
+    outputs: tuple[str, ...]
+    inputs: tuple[tuple[str, tuple[str, ...] | str], ...]  # parameter -> artifact, or all chunks' artifacts
+
+    @property
+    def name(self) -> str:
+        return self.stage.name if self.chunk is None else f"{self.stage.name}.{self.chunk}"
+
+    def input_names(self) -> list[str]:
+        names: list[str] = []
+        for _, source in self.inputs:
+            names.extend(source if isinstance(source, tuple) else [source])
+        return names
+
+
+def declare(resources: Iterable[str]) -> Callable[..., Callable[[Callable], Stage]]:
+    """The `@stage` decorator of a DAG whose stages may read `resources`, names the engine hands over (the
+    colbert-ai mirror's: `colbert_swap.colbert.resources.stage`); every other parameter names an artifact."""
+    names = frozenset(resources)
+
+    def stage(phase: str, outputs: Sequence[str] | None = None, per_chunk: bool = False,
+              inputs: dict[str, str] | None = None, facts: Facts | dict[str, Facts] | None = None,
+              background: bool = False, overlap: bool = False, option: str | None = None) -> Callable[[Callable], Stage]:
+        return _stage(names, phase, outputs, per_chunk, inputs, facts, background, overlap, option)
+
+    stage.__doc__ = _stage.__doc__
+    return stage
+
+
+def _stage(resources: frozenset[str], phase: str, outputs: Sequence[str] | None, per_chunk: bool,
+           inputs: dict[str, str] | None, facts: Facts | dict[str, Facts] | None, background: bool, overlap: bool,
+           option: str | None) -> Callable[[Callable], Stage]:
+    """Declare a stage. Outputs default to the function's name; parameters default to artifacts of the
+    same name (`x.N` inside a per-chunk stage when `x` is a per-chunk artifact: say so in `inputs`), except
+    the names of the DAG's resources (colbert_swap/colbert/resources.py: `RESOURCES`), which the engine hands over. `facts`: one Facts
+    for a single output, or output -> Facts. `background`: the stage only reads the CPU and its inputs, so the
+    engine may run it in a thread ahead of its turn, beside a stage declared `overlap` (one that computes in C++
+    or on the GPU without holding Python's lock: k-means); its outputs are the same. Beside a Python-heavy stage a
+    thread only takes turns with it (measured on the H200: tokenizing beside the encoder slowed both)."""
+    assert phase in PHASES, phase
+
+    def wrap(fn: Callable) -> Stage:
+        params = list(inspect.signature(fn).parameters)
+        mapping = dict(inputs or {})
+        art = tuple((p, mapping.get(p, p)) for p in params if p not in resources)
+        res = tuple(p for p in params if p in resources)
+        outs = tuple(outputs or (fn.__name__ + (".N" if per_chunk else ""),))
+        declared = facts if isinstance(facts, dict) else {outs[0]: facts} if facts else {}
+        assert set(declared) <= set(outs), f"{fn.__name__}: facts for {set(declared) - set(outs)}, not its outputs"
+        return Stage(fn=fn, phase=phase, outputs=outs, inputs=art, resources=res, per_chunk=per_chunk,
+                     facts=tuple(declared.items()), background=background, overlap=overlap, option=option)
+
+    return wrap
+
+
+@dataclass
+class Dag:
+    stages: list[Stage]
+    _producer: dict[str, Stage] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._producer = {}
+        for s in self.stages:
+            for out in s.outputs:
+                assert out not in self._producer, f"artifact {out} produced twice"
+                self._producer[out] = s
+        for s in self.stages:  # every input is produced upstream: the list order is a topological order
+            seen = {o for t in self.stages[: self.stages.index(s)] for o in t.outputs}
+            for param, name in s.inputs:
+                assert template(name) in seen, f"{s.name} reads {name} before it is produced"
+                optional = self._producer[template(name)].option
+                assert not optional or optional == s.option or \
+                    inspect.signature(s.fn).parameters[param].default is None, \
+                    f"{s.name} reads {name}, made only with capture.{optional}=true: give {param} a default None"
+
+    def artifact_templates(self) -> list[str]:
+        return [o for s in self.stages for o in s.outputs]
+
+    def producer(self, artifact: str) -> Stage:
+        return self._producer[template(artifact)]
+
+    def facts(self, artifact: str) -> Facts:
+        """The facts declared for `artifact` (any chunk of a per-chunk one), or none (Facts())."""
+        name = template(artifact)
+        stage = self._producer.get(name)
+        return dict(stage.facts).get(name, Facts()) if stage is not None else Facts()
+
+    def together(self, artifact: str) -> list[str]:
+        """`artifact` and, when its facts say `together`, the other outputs of the same node (same chunk)."""
+        if not self.facts(artifact).together:
+            return [artifact]
+        return [_same_chunk(o, artifact) for o in self.producer(artifact).outputs]
+
+    def together_inputs(self, artifact: str) -> list[str]:
+        """The `together` artifacts the stage making `artifact` reads, in its chunk: `sample_tokens`, its masks
+        and order for `local_sample_embs`; `tokens.3` ... for `embs.3`; none for most artifacts."""
+        stage = self._producer.get(template(artifact))
+        if stage is None:
+            return []
+        return [_same_chunk(source, artifact) for _, source in stage.inputs if self.facts(source).together]
+
+    def declared(self) -> dict[str, Facts]:
+        """Every artifact template with facts, and its facts."""
+        return {name: f for s in self.stages for name, f in s.facts}
+
+    def tolerances(self) -> dict[str, tuple[float, float]]:
+        """The per-artifact (rtol, atol) pairs the stages declare (compare.per_artifact overrides them)."""
+        return {name.removesuffix(".N"): f.tolerance for name, f in self.declared().items() if f.tolerance}
+
+    def nodes(self, num_chunks: int, phases: Iterable[str] = PHASES, options: Iterable[str] = ()) -> list[Node]:
+        """Concrete nodes in execution order: colbert-ai's order (setup, train, then chunk by chunk,
+        finalize, search), of the given phases, with the optional stages of `options` (a run's
+        `capture_options`: 'batches' for capture.batches=true)."""
+        nodes: list[Node] = []
+        pending_chunk: list[Stage] = []
+        wanted, chosen = set(phases), set(options)
+        stages = [t for t in self.stages if t.phase in wanted and (t.option is None or t.option in chosen)]
+        absent = {o for t in self.stages if t.option is not None and t.option not in chosen for o in t.outputs}
+        for s in stages + [None]:  # type: ignore[list-item]
+            if s is not None and s.per_chunk:
+                pending_chunk.append(s)
+                continue
+            for chunk in range(num_chunks):  # flush a run of per-chunk stages, chunk-major
+                nodes.extend(_bind(t, chunk, num_chunks, absent) for t in pending_chunk)
+            pending_chunk = []
+            if s is not None:
+                nodes.append(_bind(s, None, num_chunks, absent))
+        return nodes
+
+    def artifacts(self, num_chunks: int, phases: Iterable[str] = PHASES, options: Iterable[str] = ()) -> list[str]:
+        return [o for n in self.nodes(num_chunks, phases, options) for o in n.outputs]
+
+    def optional(self, artifact: str) -> str | None:
+        """The option that makes `artifact` ('batches' for `sample_batches`), or None: every run has it."""
+        stage = self._producer.get(template(artifact))
+        return stage.option if stage is not None else None
+
+    def phase_of(self, artifact: str) -> str:
+        return self.producer(artifact).phase
+
+    def downstream_of(self, injected: Iterable[str], num_chunks: int, phases: Iterable[str] = PHASES,
+                      options: Iterable[str] = ()) -> list[Node]:
+        """The nodes that must be re-run when `injected` artifacts are replaced, in execution order (of the
+        given phases: a run without search artifacts has no search to replay; with its options)."""
+        dirty = set(injected)
+        out = []
+        for node in self.nodes(num_chunks, phases, options):
+            if any(name in dirty for name in node.input_names()):
+                out.append(node)
+                dirty.update(node.outputs)
+        return out
+
+    def upstream_of(self, names: Iterable[str], num_chunks: int, options: Iterable[str] = ()) -> set[str]:
+        """Every artifact that `names` are computed from (the names included)."""
+        needed = set(names)
+        for node in reversed(self.nodes(num_chunks, options=options)):
+            if needed & set(node.outputs):
+                needed |= set(node.input_names())
+        return needed
+
+    def expand(self, names: Iterable[str], num_chunks: int, options: Iterable[str] = ()) -> list[str]:
+        """'codes' means the concatenated artifact when it exists, else every chunk's `codes.N`."""
+        known = self.artifacts(num_chunks, options=options)
+        out: list[str] = []
+        for name in names:
+            if name in known:
+                out.append(name)
+            elif f"{name}.N" in self.artifact_templates():
+                out.extend(f"{name}.{c}" for c in range(num_chunks))
+            else:
+                raise KeyError(name)
+        return out
+
+
+def _same_chunk(name: str, like: str) -> str:
+    """`name` ('x' or 'x.N') in the chunk of `like` ('embs.3' -> 'x.3'; no chunk: 'x')."""
+    chunk = like.rpartition(".")[2] if template(like).endswith(".N") else None
+    return name.replace(".N", f".{chunk}") if chunk is not None and name.endswith(".N") else name
+
+
+def template(name: str) -> str:
+    """The per-chunk template of a name: embs.3, embs.N and embs.* are all embs.N; others are themselves."""
+    head, _, tail = name.rpartition(".")
+    return f"{head}.N" if head and (tail.isdigit() or tail in ("N", "*")) else name
+
+
+def _bind(s: Stage, chunk: int | None, num_chunks: int, absent: set[str] = frozenset()) -> Node:
+    """`s` for one chunk; its inputs that optional stages not in this run would make (`absent`) are left out."""
+    def concrete(name: str) -> tuple[str, ...] | str:
+        if name.endswith(".*"):
+            return tuple(f"{name[:-2]}.{c}" for c in range(num_chunks))
+        if name.endswith(".N"):
+            assert chunk is not None, f"{s.name} reads {name} outside a per-chunk stage"
+            return f"{name[:-2]}.{chunk}"
+        return name
+
+    outputs = tuple(str(concrete(o)) for o in s.outputs)
+    inputs = tuple((p, concrete(a)) for p, a in s.inputs if template(a) not in absent)
+    return Node(stage=s, chunk=chunk, outputs=outputs, inputs=inputs)

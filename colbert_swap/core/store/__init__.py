@@ -1,0 +1,119 @@
+"""The store: `blobs/` (hash -> bytes) and `runs/<label>/` (manifest, colbert-ai index, log)."""
+
+from __future__ import annotations
+
+import fcntl
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from colbert_swap.errors import UserError
+from colbert_swap.core.store.blobs import BlobRef, BlobStore
+from colbert_swap.core.store.manifest import ArtifactRecord, RunManifest
+
+__all__ = ["Store", "BlobRef", "ArtifactRecord", "RunManifest", "check_label"]
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$")
+
+
+def check_label(label: str) -> str:
+    if not isinstance(label, str) or not _LABEL.match(label) or ".." in label or len(label) > 200:
+        raise UserError(f"run name {label!r} is not allowed: use letters, digits and . _ + = , @ - "
+                        "(no path separators, no '..')")
+    return label
+
+
+def derived(label: str) -> bool:
+    """Runs made from other runs carry their origin in their name: replays and isolates (`A+...`), drills
+    (`A+drill`, `A+ops=...`) and searches (`A.search-...`)."""
+    return "+" in label or ".search-" in label
+
+
+class Store:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.blobs = BlobStore(self.root / "blobs")
+
+    def run_dir(self, label: str) -> Path:
+        return self.root / "runs" / check_label(label)
+
+    def manifest_path(self, label: str) -> Path:
+        return self.run_dir(label) / "manifest.json"
+
+    def runs(self) -> list[str]:
+        base = self.root / "runs"
+        return sorted(p.parent.name for p in base.glob("*/manifest.json")) if base.exists() else []
+
+    def has_run(self, label: str) -> bool:
+        return self.manifest_path(label).exists()
+
+    def load(self, label: str) -> RunManifest:
+        path = self.manifest_path(label)
+        if not path.exists():
+            raise UserError(self.missing(label))
+        try:
+            manifest = RunManifest.load(path)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"run {label!r}: manifest {path} cannot be read ({exc})") from exc
+        if manifest.label != label:
+            raise UserError(f"run {label!r}: manifest {path} names another run ({manifest.label!r}); was it copied "
+                            "from another run's folder?")
+        return manifest
+
+    def missing(self, label: str) -> str:
+        """Why `label` cannot be loaded: the closest names, then the captured runs (derived ones counted)."""
+        import difflib
+
+        runs = self.runs()
+        captured = [r for r in runs if not derived(r)]
+        close = difflib.get_close_matches(label, runs, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        others = len(runs) - len(captured)
+        listing = (f"captured runs there: {', '.join(captured) or 'none'}"
+                   + (f"; and {others} derived runs (replays, drills, searches: task=verify lists them)" if others else ""))
+        return f"run {label!r} is not in the store {self.root.resolve()}.{hint} ({listing})"
+
+    def save(self, manifest: RunManifest, without: frozenset[str] = frozenset()) -> None:
+        manifest.save(self.manifest_path(manifest.label), without)
+
+    def get(self, manifest: RunManifest, artifact: str) -> Any:
+        if artifact not in manifest.artifacts:
+            raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
+        return self.blobs.get(manifest.artifacts[artifact].ref, what=f"run {manifest.label!r} artifact {artifact!r}")
+
+    def _lock_path(self, label: str) -> Path:
+        return self.root / "runs" / f".{check_label(label)}.lock"
+
+    @contextmanager
+    def lock(self, label: str, wait: bool = True) -> Iterator[None]:
+        """One writer per run label at a time, across processes (parallel sweep jobs). With `wait=False`,
+        BlockingIOError at once if another process holds it."""
+        path = self._lock_path(label)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def locked_labels(self) -> list[str]:
+        """The labels some process has taken `lock` for, now or before (their lock files)."""
+        base = self.root / "runs"
+        return sorted(p.name[1:].removesuffix(".lock") for p in base.glob(".*.lock")) if base.exists() else []
+
+    def referenced(self) -> dict[str, BlobRef]:
+        """Every blob some run's manifest points at (artifacts and generator states), by hash."""
+        refs: dict[str, BlobRef] = {}
+        for label in self.runs():
+            manifest = self.load(label)
+            for record in manifest.artifacts.values():
+                refs[record.ref.hash] = record.ref
+            for state in manifest.rng.values():
+                for kind, digest in state.items():
+                    refs[digest] = BlobRef(hash=digest, kind="tensor" if kind == "torch" else "json")
+        return refs
+
+    def blob_files(self) -> list[Path]:
+        return sorted(p for p in self.blobs.root.glob("*/*") if p.is_file()) if self.blobs.root.exists() else []

@@ -1,0 +1,201 @@
+"""Compare two stored runs artifact by artifact, in pipeline order.
+
+    comparison = compare_runs(store, store.load("2.0.1"), store.load("2.1.0"))
+    comparison.first_diverged()   # ['local_sample_embs', 'sample_doclens'] or []
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from colbert_swap.proof.compare.comparators import Comparison, compare
+from colbert_swap.proof.compare.tolerances import Tolerance
+from colbert_swap.config import HOW, capture_options
+from colbert_swap.errors import UserError
+from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.store import BlobRef, RunManifest, Store
+
+# Config groups that may differ between compared runs: they are the cause under study, not the question.
+CAUSES = ("perturb",)
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    a: str
+    b: str
+    results: tuple[Comparison, ...]
+    tolerance: Tolerance = Tolerance()
+    # every config difference of the two runs, perturb knobs included, keys of how a run is computed (HOW)
+    # left out: "index.kmeans_backend: 'faiss' vs 'torch'"; a stage that reads one is told apart from the env
+    config_diffs: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> Comparison:
+        return next(r for r in self.results if r.name == name)
+
+    def diverged(self) -> list[str]:
+        return [r.name for r in self.results if not r.same]
+
+    def first_diverged(self, among: set[str] | None = None) -> list[str]:
+        """The earliest diverging artifacts (of `among`, when given), with every other output of the same
+        stage template."""
+        names = [n for n in self.diverged() if among is None or n in among]
+        if not names:
+            return []
+        stage = DAG.producer(names[0])
+        return [n for n in names if DAG.producer(n) is stage]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    def order_only(self) -> list[Comparison]:
+        return [r for r in self.results if r.status == "order_only"]
+
+
+@dataclass(frozen=True)
+class WholeRun:
+    """What two runs differ in as wholes: every artifact, and colbert-ai's own index files.
+
+    A verdict about a subset ("the downstream artifacts are equal") is only half the answer; this is the
+    other half: what still differs anywhere, and whether the files a user searches are the same."""
+
+    a: str
+    b: str
+    artifacts: int
+    differing: tuple[str, ...]  # artifacts not equal (nor equal up to a meaningless order)
+    order_only: tuple[str, ...]
+    index: dict[str, str] | None  # index file -> how it differs; None when a run has no index to compare
+    alone: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (run, what only it keeps and was not compared: the
+    # search of a run searched alone, the batches of a run captured alone with capture.batches)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differing and not self.index
+
+    @property
+    def index_data(self) -> dict[str, str] | None:
+        """The index files whose data differ (not only the ColBERTConfig they record)."""
+        from colbert_swap.colbert.index_files import data_differences
+
+        return None if self.index is None else data_differences(self.index)
+
+    def to_json(self) -> dict:
+        return {"a": self.a, "b": self.b, "artifacts": self.artifacts, "differing": list(self.differing),
+                "order_only": list(self.order_only), "identical": self.identical,
+                "index_files_identical": None if self.index is None else not self.index,
+                "index_files_differing": self.index, "index_data_differing": self.index_data,
+                "kept_by_one_run_not_compared": {run: list(names) for run, names in self.alone}}
+
+
+def whole_run(store: Store, comparison: RunComparison, a: RunManifest, b: RunManifest) -> WholeRun:
+    """`comparison` must cover every artifact of `a` and `b` (compare_runs without `names`)."""
+    from colbert_swap.colbert.index_files import run_index_differences
+
+    compared = {r.name for r in comparison.results}
+    alone = tuple((m.label, names) for m, other in ((a, b), (b, a))
+                  if (names := tuple(n for n in m.artifacts if n not in compared and n not in other.artifacts)))
+    return WholeRun(a.label, b.label, len(comparison.results), tuple(comparison.diverged()),
+                    tuple(r.name for r in comparison.order_only()), run_index_differences(store, a, b), alone)
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += config_differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} vs {y!r}")
+    return out
+
+
+def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
+    """Runs of different models, collections or index settings are refused unless forced."""
+    diffs = config_differences(_what(a.config), _what(b.config))
+    if diffs and not force:
+        raise UserError(f"runs {a.label!r} and {b.label!r} were made from different configs "
+                        f"({'; '.join(diffs[:6])}); their artifacts answer different questions. "
+                        "Pass force=true to compare them anyway")
+    return diffs
+
+
+def _what(config: dict) -> dict:
+    """A run's config without the causes under test (perturb) and the keys of how it was computed (HOW)."""
+    return _how_free({k: v for k, v in config.items() if k not in CAUSES})
+
+
+def _how_free(config: dict) -> dict:
+    """A run's config without the keys of how it was computed (HOW): they change no number."""
+    out = dict(config)
+    for key, names in HOW.items():
+        rest = {k: v for k, v in (out.pop(key, None) or {}).items() if k not in names}
+        if rest:
+            out[key] = rest
+    return out
+
+
+def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:
+    """The artifacts to compare, in pipeline order: every indexing artifact either run holds (one missing on a
+    side is a difference); the search artifacts when both runs were searched (a run that was not searched
+    is not different for it), and those of an optional stage (capture.batches) when both runs have it."""
+    both_searched = "query_texts" in a.artifacts and "query_texts" in b.artifacts
+    both = capture_options(a.config) & capture_options(b.config)
+    return [n for n in artifact_order(store, a, b) if (n in a.artifacts or n in b.artifacts)
+            and (both_searched or DAG.phase_of(n) != "search") and DAG.optional(n) in (None, *both)]
+
+
+def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
+    chunks = max(store.get(m, "num_chunks") for m in manifests if "num_chunks" in m.artifacts)
+    return DAG.artifacts(chunks, options=set().union(*(capture_options(m.config) for m in manifests)))
+
+
+def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:
+    """Both runs point at one blob (hash over dtype, shape and bytes): bitwise equal without reading it."""
+    if ref.kind != "tensor":
+        return Comparison(name, "equal", stage, "json", numel=1)
+    numel = 1
+    for n in ref.shape or ():
+        numel *= n
+    floats = ref.dtype in ("float16", "bfloat16", "float32", "float64")
+    return Comparison(name, "equal", stage, ref.dtype, "x".join(map(str, ref.shape or ())) or "scalar", numel, 0,
+                      0.0, 0.0, 0 if floats else None, {"torch": True, "bnb": True, "assert_close": True})
+
+
+def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
+                 force: bool = False, memo: dict | None = None, tol: Tolerance | None = None) -> RunComparison:
+    """`memo`: a dict shared by several calls (locate's rounds) so that a pair of blobs is read and compared
+    once; keyed by content addresses (and the tolerance), symmetric in a and b. `tol`: what `allclose` means."""
+    tol = tol or Tolerance()
+    check_comparable(a, b, force)
+    names = names if names is not None else shared_artifacts(store, a, b)
+    results = []
+    for name in names:
+        stage = (a.artifacts.get(name) or b.artifacts.get(name)).stage if (name in a.artifacts or name in b.artifacts) else ""
+        ra, rb = a.artifacts.get(name), b.artifacts.get(name)
+        if ra is not None and rb is not None and ra.ref == rb.ref:  # same content address: equal, unread
+            results.append(same_blob(name, ra.ref, stage))
+            continue
+        key = (*_memo_key(name, stage, ra, rb, a, b), tol.key()) if memo is not None and ra and rb else None
+        if key is not None and key in memo:
+            results.append(memo[key])
+            continue
+        va = store.get(a, name) if name in a.artifacts else None
+        vb = store.get(b, name) if name in b.artifacts else None
+        segments, by = None, DAG.facts(name).order_free  # order within these segments carries no meaning
+        if by and by in a.artifacts and by in b.artifacts:
+            la, lb = store.get(a, by), store.get(b, by)
+            segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
+        results.append(compare(name, va, vb, stage=stage, segments=segments, tol=tol))
+        if key is not None:
+            memo[key] = results[-1]
+    return RunComparison(a.label, b.label, tuple(results), tol,
+                         tuple(config_differences(_how_free(a.config), _how_free(b.config))))
+
+
+def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple:
+    segments = DAG.facts(name).order_free
+    seg = tuple(sorted(str(m.artifacts[segments].ref) for m in (a, b) if segments in m.artifacts)) if segments else ()
+    return (name, stage, *sorted((str(ra.ref), str(rb.ref))), seg)

@@ -1,0 +1,170 @@
+"""Searching a run: the search stages of the DAG (colbert_swap/colbert/stages/search.py) run on the run's own
+artifacts, and their outputs join the run.
+
+    run = ensure_searched(cfg, store, store.load("2.1.0"), progress)   # the run, with its search artifacts
+    ranked_lists(store, run)                                          # [[pid, ...], ...] per query
+
+A run captured with `search.capture=true` (or with `search.queries=FILE`) has them from its capture; any
+other run gains them the first time it is searched (or searched with other queries, k or settings, which
+replace them). A run is searched as it was made: with its own `perturb` knobs, and in its own environment:
+`ensure_searched` computes here only when the run was computed here, runs the search in the run's own
+environment spec when it names one, and otherwise stops with `ElsewhereError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from colbert_swap.errors import UserError
+from colbert_swap.env.provenance import describe_changes, env_id, run_environment
+from colbert_swap.core.store import RunManifest, Store
+
+
+def search_artifacts(num_chunks: int = 1) -> list[str]:
+    from colbert_swap.colbert.stages import DAG
+
+    return DAG.artifacts(num_chunks, ("search",))
+
+
+def searched(run: RunManifest) -> bool:
+    """The run holds a complete search (its last artifact is there)."""
+    return "ranked_pids" in run.artifacts and "ranked_scores" in run.artifacts
+
+
+class ElsewhereError(UserError):
+    """The run's queries must be encoded in the environment the run was computed in, not here."""
+
+
+def check_environment(run: RunManifest) -> None:
+    here = run_environment(run.config)  # with the run's perturb.threads, as its search computes
+    if env_id(here) != run.env:
+        spec = run.provenance.get("environment")
+        raise ElsewhereError(f"run {run.label!r} was computed in another environment "
+                             f"({describe_changes(run.provenance, here)}); its queries must be encoded there: "
+                             + (f"environment spec {spec!r}" if spec else
+                                f"run `python -m colbert_swap task=search run={run.label}` in its environment, "
+                                "then compare here"))
+
+
+def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message: None) -> RunManifest:
+    """`run` with search artifacts for this invocation's search settings (computed as the run was made)."""
+    from colbert_swap.runs.replay import run_config
+    from colbert_swap.colbert.resources import Resources
+
+    wanted = _query_texts(Resources(run_config(cfg, run), store, store.run_dir(run.label)))
+    if searched(run) and _stored_queries(store, run) == wanted and store.get(run, "search_settings")["k"] == cfg.search.k:
+        return run
+    try:
+        check_environment(run)
+    except ElsewhereError as exc:
+        return _search_elsewhere(cfg, store, run, exc, progress)
+    return search_here(cfg, store, run, progress)
+
+
+def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
+    """Add the search artifacts to `run` (replacing others), computed here by the engine."""
+    from colbert_swap.colbert import infra
+    from colbert_swap.core.engine import Engine
+    from colbert_swap.runs.replay import run_config
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.stages import DAG
+    from colbert_swap.core.store.run import open_run
+
+    with open_run(store, run.label, run.origin, run.config, run.config_hash, extend=True) as writer:
+        manifest = writer.manifest
+        for name in search_artifacts(store.get(manifest, "num_chunks")):
+            manifest.artifacts.pop(name, None)
+        for node in DAG.nodes(store.get(manifest, "num_chunks"), ("search",)):
+            manifest.rng.pop(node.name, None)
+        resources = Resources(run_config(cfg, manifest), store, store.run_dir(run.label), progress)
+        infra.announce_extensions("search", resources.device, resources.log, progress)
+        progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
+                 f"{resources.log})")
+        Engine(writer, resources, progress).execute(DAG.nodes(store.get(manifest, "num_chunks"), ("search",)))
+        writer.save()
+        return manifest
+
+
+def _query_texts(resources) -> dict:
+    return {"qids": list(resources.queries.qids), "texts": list(resources.queries.texts)}
+
+
+def _stored_queries(store: Store, run: RunManifest) -> dict | None:
+    return store.get(run, "query_texts") if "query_texts" in run.artifacts else None
+
+
+def _search_elsewhere(cfg, store: Store, run: RunManifest, exc: ElsewhereError, progress) -> RunManifest:
+    """`task=search run=X` in X's own environment spec (a process of its own), then X as it is stored."""
+    from colbert_swap.env.venvs import ensure, load_spec, run_in
+
+    spec_name = run.provenance.get("environment")
+    if not spec_name:
+        raise exc
+    spec = load_spec(spec_name)
+    python = ensure(spec, Path(cfg.get("env_cache") or Path(cfg.store.root) / "envs"), progress)
+    progress(f"{exc}: searching run {run.label!r} in environment {spec_name!r}")
+    log = store.root / "envs" / "logs" / f"search-{run.label}.log"
+    done = run_in(spec, python, ["task=search", f"run={run.label}", f"store.root={store.root}",
+                                 *search_overrides(cfg)], log)
+    again = store.load(run.label)
+    if done.returncode or not searched(again):
+        raise UserError(f"the search of run {run.label!r} in environment {spec_name!r} failed (exit "
+                        f"{done.returncode}); see {log}") from exc
+    return again
+
+
+def retrieval_between(cfg, store: Store, a: RunManifest, b: RunManifest):
+    """The retrieval verdict of b against a (colbert_swap.colbert.retrieval.RetrievalVerdict), when both runs were
+    searched with the same queries at the same depth; None otherwise."""
+    from colbert_swap.runs.replay import run_config
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.colbert.retrieval import effectiveness, retrieval_verdict
+
+    if not (searched(a) and searched(b)) or store.get(a, "query_texts") != store.get(b, "query_texts") \
+            or store.get(a, "search_settings")["k"] != store.get(b, "search_settings")["k"]:
+        return None
+    texts, k = store.get(a, "query_texts"), store.get(a, "search_settings")["k"]
+    qrels = Resources(run_config(cfg, a), store, store.run_dir(a.label)).queries.qrels
+    la, lb = ranked_lists(store, a), ranked_lists(store, b)
+    eff = (effectiveness(la, qrels, k, texts["qids"]), effectiveness(lb, qrels, k, texts["qids"])) if qrels else (None, None)
+    return retrieval_verdict(la, lb, k, *eff, qids=texts["qids"])
+
+
+def ranked_lists(store: Store, run: RunManifest) -> list[list[int]]:
+    pids = store.get(run, "ranked_pids")
+    return [[int(p) for p in row if p >= 0] for row in pids]
+
+
+def searcher(run_dir: Path, log: Path, config: dict | None = None):
+    """colbert-ai's own Searcher on the run's index folder, as a user opens it, with the run's model knobs
+    (`config`: the run's manifest config): the reference the search stages are tested against."""
+    from colbert import Searcher
+    from colbert.infra import Run, RunConfig
+
+    from colbert_swap.colbert import infra
+
+    with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))), infra.quiet(log):
+        s = Searcher(index="index", index_root=str(run_dir), verbose=0)
+        perturb = (config or {}).get("perturb") or {}
+        amp = perturb.get("autocast")
+        amp = ((config or {}).get("index") or {}).get("amp", True) if amp is None else amp
+        infra.apply_model_knobs(s.checkpoint, perturb, bool(amp))
+    return s
+
+
+def search_overrides(cfg) -> list[str]:
+    """This invocation's search settings and seed as overrides, for a search in another environment."""
+    values = OmegaConf.to_container(cfg.search, resolve=True)
+    return [f"search.{k}={override_value(v)}" for k, v in values.items()] + [f"seed={cfg.seed}"]
+
+
+def override_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
