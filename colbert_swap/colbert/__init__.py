@@ -6,3 +6,9 @@ checkpoints (`models`), collections (`corpus`), queries and judgements (`retriev
 (`tokenizer_pool`), the k-means backends (`kmeans`), CUDA graphs for the encoder (`graphs`), and colbert-ai's
 index files (`index_files`).
 """
+
+import os
+
+# Deliberate policy, set before colbert-ai imports transformers (and it huggingface_hub): no hub downloads, ever.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -8,7 +8,6 @@ keep its output in the run's log.
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +16,7 @@ import torch
 
 from colbert_swap.config import IndexConfig
 from colbert_swap.errors import UserError
-from colbert_swap.core.console import console, quiet  # noqa: F401 - colbert-ai's prints go to the run's log
+from colbert_swap.core.console import quiet
 from colbert_swap.core.rng import RngStream, seed_globals
 
 INDEX_NAME = "index"

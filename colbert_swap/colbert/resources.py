@@ -12,8 +12,9 @@ the model.
 
 from __future__ import annotations
 
+import importlib.util
 from contextlib import contextmanager
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from colbert_swap.config import IndexConfig, PerturbConfig, SearchConfig
 from colbert_swap.colbert.corpus import Corpus, load_corpus
 from colbert_swap.colbert.models import checkpoint_path
 from colbert_swap.colbert.retrieval import query_set
+from colbert_swap.core.code import CodeScope
 from colbert_swap.core.dag import declare
 from colbert_swap.core.rng import RngStream
 
@@ -118,6 +120,19 @@ class Resources:
 
     def close(self) -> None:
         tokenizer_pool.close_pools()
+
+    @staticmethod
+    def code_scope() -> CodeScope:
+        """What of the code counts for a stage's code hash (colbert_swap/core/code.py): the mirror's modules and
+        the random generators' that its stage imports, and colbert-ai's installed package, edited in place."""
+        return _code_scope()
+
+
+@lru_cache(maxsize=1)
+def _code_scope() -> CodeScope:
+    spec = importlib.util.find_spec("colbert")  # colbert-ai's package, found without importing it
+    trees = tuple(Path(p) for p in (spec.submodule_search_locations or ())) if spec else ()
+    return CodeScope(follow=(__name__.rpartition(".")[0], RngStream.__module__), trees=trees)
 
 
 def _typed(schema, node) -> Any:

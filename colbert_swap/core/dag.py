@@ -13,11 +13,103 @@ that `Dag.nodes(num_chunks)` expands; a parameter mapped to `NAME.*` receives ev
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 PHASES = ("setup", "train", "index", "finalize", "search")
 INDEXING = ("setup", "train", "index", "finalize")  # what a capture always runs; "search" when it searches
+
+
+RUN_LENGTHS = ("hidden", "dim", "cluster", "numel")  # the lengths of a `Reduction` known only with a run in hand
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """The reduction behind one element of an artifact: what it is, and its length n, from which the rounding
+    bound of the artifact's differences follows (proof/analysis/magnitude.py: 1 + n * u(float32) / u(dtype) ULP).
+
+    `length` is a number, or a length that only a run knows, resolved by `resolve`:
+
+    - 'hidden': the checkpoint's hidden size (a dot product of a linear layer over the hidden states); the
+      artifact's last dimension when the hidden size is not known;
+    - 'dim': the artifact's last dimension (a norm over the embedding dimension);
+    - 'cluster': the mean cluster size, the rows clustered over the artifact's rows (one row per cluster);
+    - 'numel': every element of the input it reduces (a mean over all of them); the artifact's own number of
+      elements when that input's is not known.
+
+    Anything else is refused where the stage declares it, not where a bound is computed:
+
+    >>> Reduction.hidden("a dot product").resolve((5, 32), hidden=768)
+    768
+    >>> Reduction.hidden("a dot product").resolve((5, 32))  # no checkpoint at hand: the last dimension
+    32
+    >>> Reduction.dim("a norm").resolve((5, 32), hidden=768)
+    32
+    >>> Reduction.cluster("a mean over a cluster's members").resolve((4, 32), clustered=100)
+    25
+    >>> Reduction.numel("a mean over every element").resolve((), reduced=64 * 32)
+    2048
+    >>> Reduction.over(1, "a cast").resolve((5, 32), hidden=768)
+    1
+    >>> Reduction("a dot product", "hiden")
+    Traceback (most recent call last):
+    ...
+    ValueError: reduction 'a dot product': length 'hiden' is neither a positive int nor one of ('hidden', ...)
+    """
+
+    what: str  # what the reduction is, in words: "the norm over the embedding dimension"
+    length: int | str  # a positive number, or one of RUN_LENGTHS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.what, str) or not self.what:
+            raise ValueError(f"reduction {self.what!r}: say what it is, in words")
+        number = isinstance(self.length, int) and not isinstance(self.length, bool) and self.length >= 1
+        if not number and self.length not in RUN_LENGTHS:
+            raise ValueError(f"reduction {self.what!r}: length {self.length!r} is neither a positive int nor one "
+                             f"of {RUN_LENGTHS}")
+
+    @classmethod
+    def over(cls, n: int, what: str) -> Reduction:
+        """A reduction of a fixed length `n` (1: a cast, a subtraction: only the final rounding)."""
+        return cls(what, n)
+
+    @classmethod
+    def hidden(cls, what: str) -> Reduction:
+        """Over the checkpoint's hidden size: a linear layer's dot products."""
+        return cls(what, "hidden")
+
+    @classmethod
+    def dim(cls, what: str) -> Reduction:
+        """Over the artifact's last dimension: a norm over the embedding dimension."""
+        return cls(what, "dim")
+
+    @classmethod
+    def cluster(cls, what: str) -> Reduction:
+        """Over a cluster's members: the rows clustered over the artifact's rows (one per cluster)."""
+        return cls(what, "cluster")
+
+    @classmethod
+    def numel(cls, what: str) -> Reduction:
+        """Over every element of the input it reduces: a mean of a whole tensor."""
+        return cls(what, "numel")
+
+    def resolve(self, shape: Sequence[int], hidden: int | None = None, clustered: int | None = None,
+                reduced: int | None = None) -> int:
+        """The length, for an artifact of `shape`: `hidden` is the checkpoint's hidden size, `clustered` the
+        number of rows clustered, `reduced` the number of elements of the reduced input; each is read only by
+        the length that needs it, and a length whose number is not given falls back as the class says."""
+        shape = tuple(int(d) for d in shape)
+        last = shape[-1] if shape else 1
+        if self.length == "hidden":
+            return int(hidden or last)
+        if self.length == "dim":
+            return last
+        if self.length == "cluster":
+            return max(1, int(clustered or 0) // max(1, shape[0] if shape else 1))
+        if self.length == "numel":
+            return int(reduced) if reduced is not None else math.prod(shape)
+        return int(self.length)
 
 
 @dataclass(frozen=True)
@@ -26,14 +118,17 @@ class Facts:
     every comparison, explanation and report reads it from there."""
 
     order_free: str | None = None  # order within the segments this artifact's lengths give carries no meaning
-    reduction: tuple[int | str, str] | None = None  # length of the reduction behind one element ('hidden': the
-    # checkpoint's hidden size, 'dim', 'cluster', 'numel', or a number) and what it is: the rounding bound
+    reduction: Reduction | None = None  # the reduction behind one element, and its length: the rounding bound
     tolerance: tuple[float, float] | None = None  # (rtol, atol) behind `allclose`, instead of the table's pair
     centroid_set: bool = False  # a set of centroids: compared one to one after a label-invariant matching
     label_level: bool = False  # indexed by centroid labels: compared modulo the centroid matching
-    index_file: str | None = None  # the colbert-ai index file that holds it ('N.codes.pt' for codes.N)
     together: bool = False  # one value with the other outputs of its stage (a tokenizer's ids, masks and
     # order): injected together, and of any width (another tokenizer pads to another length)
+
+    def __post_init__(self) -> None:
+        if self.reduction is not None and not isinstance(self.reduction, Reduction):
+            raise TypeError(f"Facts(reduction={self.reduction!r}): declare a Reduction (Reduction.hidden(what), "
+                            "Reduction.over(n, what), ...)")
 
 
 @dataclass(frozen=True)

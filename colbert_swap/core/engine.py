@@ -1,9 +1,11 @@
-"""The engine: runs DAG nodes, feeds them artifacts and resources, and is the only place that persists.
+"""The engine: runs DAG nodes in order, feeds them artifacts and resources, and stores their outputs through the
+run writer (core/store/run.py: the one place anything of a run is persisted).
 
-    with open_run(store, label, Capture(), config, digest) as run:
-        Engine(run, resources).execute(DAG.nodes(num_chunks))      # a capture: every node
+    engine = Engine(writer, resources, progress)            # resources: the `Resources` protocol below
+    engine.execute(nodes)                                   # every node not recorded yet
     engine.execute(DAG.downstream_of(["centroids"], n), rng_states=target.rng, pinned=frozenset(["centroids"]))
 
+Tasks do not call it directly: colbert_swap/runs/execute.py opens the run, builds the resources and plans the nodes.
 After every node the manifest is saved, so a crash loses at most the node in flight, and running the
 same command again resumes after the last node that finished.
 """
@@ -18,6 +20,7 @@ from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 import torch
 
+from colbert_swap.core.code import CodeScope, code_hash
 from colbert_swap.core.console import console
 from colbert_swap.core.dag import Node
 from colbert_swap.core.rng import RngStream
@@ -50,6 +53,10 @@ class Resources(Protocol):
     def close(self) -> None:
         """The nodes of one `execute` have ended: release what they held (the tokenizer's workers)."""
 
+    def code_scope(self) -> CodeScope:
+        """What of the code counts for a stage's code hash (colbert_swap/core/code.py): the modules a stage's
+        imports are followed into, and the libraries hashed whole (colbert-ai's package)."""
+
 
 class Engine:
     def __init__(self, run: RunWriter, resources: Resources, progress: Callable[[str], None] = lambda msg: None):
@@ -71,9 +78,14 @@ class Engine:
             return value
         return self.memory[name]
 
-    def put(self, name: str, value: Any, stage: str, inputs: Iterable[str], seconds: float) -> None:
-        self.run.put(name, value, stage, inputs, seconds)
+    def put(self, name: str, value: Any, stage: str, inputs: Iterable[str], seconds: float,
+            code: str | None = None) -> None:
+        self.run.put(name, value, stage, inputs, seconds, code)  # with the code hash of the stage that computed it
         self.memory[name] = value
+
+    def code(self, node: Node) -> str:
+        """The hash of the code `node`'s stage runs in this process (colbert_swap/core/code.py; computed once)."""
+        return code_hash(node.stage, self.resources.code_scope())
 
     def record_rng(self, node: Node, rng: RngStream) -> None:
         self.run.put_rng(node.name, rng.state())
@@ -89,8 +101,14 @@ class Engine:
 
     def reusable(self, node: Node, other: RunManifest | None, rng_states: dict | None = None) -> bool:
         """`other` ran this node on the very same inputs (by hash), with the same config and starting random
-        state, in this very environment: its outputs are this node's outputs. Outputs computed elsewhere are
-        never reused: a run computes in one environment."""
+        state, in this very environment, with the very code this process runs for its stage (the code hash its
+        records keep): its outputs are this node's outputs. Outputs computed elsewhere, by other code or by code
+        not recorded (runs written before it was kept), are never reused."""
+        return self._same_but_code(node, other, rng_states) and \
+            all(other.artifacts[o].code == self.code(node) for o in node.outputs)
+
+    def _same_but_code(self, node: Node, other: RunManifest | None, rng_states: dict | None) -> bool:
+        """`reusable` but for the code: same inputs, config, starting random state and environment."""
         if other is None or other.label == self.manifest.label or other.config_hash != self.manifest.config_hash \
                 or not all(o in other.artifacts for o in node.outputs):
             return False
@@ -104,6 +122,15 @@ class Engine:
 
     def reuse_source(self, node: Node, candidates: list[RunManifest], rng_states: dict | None) -> RunManifest | None:
         return next((c for c in candidates if self.reusable(node, c, rng_states)), None)
+
+    def _other_code(self, node: Node, candidates: list[RunManifest], rng_states: dict | None) -> str:
+        """Why a node is computed although a candidate has its outputs from the same inputs: their code."""
+        other = next((c for c in candidates if self._same_but_code(node, c, rng_states)), None)
+        if other is None:
+            return ""
+        code = other.artifacts[node.outputs[0]].code
+        why = f"computed it with other code ({code})" if code else "keeps no code hash for it (an older run)"
+        return f" (run {other.label!r} {why}: recomputed)"
 
     def execute(self, nodes: list[Node], rng_states: dict[str, dict[str, str]] | None = None,
                 pinned: frozenset[str] = frozenset(),
@@ -149,7 +176,7 @@ class Engine:
             elif rng is None:
                 rng = self.resources.initial_rng()
             self.record_rng(node, rng)
-            self.progress(f"[{i}/{len(pending)}] {node.name}")
+            self.progress(f"[{i}/{len(pending)}] {node.name}{self._other_code(node, candidates, rng_states)}")
             bar = _Bar(node.name)
             done_ahead = ahead.pop(node.name).result() if node.name in ahead else None
             if done_ahead is not None:
@@ -171,7 +198,7 @@ class Engine:
             values = result if len(node.outputs) > 1 else (result,)
             for name, value in zip(node.outputs, values):
                 if name not in pinned:
-                    self.put(name, value, node.name, node.input_names(), seconds)
+                    self.put(name, value, node.name, node.input_names(), seconds, self.code(node))
             if i < len(pending):  # the state the next node starts from
                 self.record_rng(pending[i], rng)
             self.run.save()

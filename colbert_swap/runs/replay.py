@@ -11,17 +11,14 @@ import difflib
 
 from omegaconf import OmegaConf
 
+from colbert_swap.colbert.stages import DAG
 from colbert_swap.config import capture_options
 from colbert_swap.core.dag import INDEXING
-from colbert_swap.core.engine import Engine
-from colbert_swap.colbert.resources import Resources
-from colbert_swap.errors import UserError
-from colbert_swap.colbert.index_files import write_index
-from colbert_swap.env.provenance import describe_changes, env_id, run_environment
-from colbert_swap.colbert.stages import DAG
-from colbert_swap.core.store import ArtifactRecord, RunManifest, Store, check_label
+from colbert_swap.core.store import RunManifest, Store, check_label
 from colbert_swap.core.store.origin import Replay
-from colbert_swap.core.store.run import open_run
+from colbert_swap.env.provenance import describe_changes, env_id, run_environment
+from colbert_swap.errors import UserError
+from colbert_swap.runs.execute import Overrides, Policy, RunSpec, execute, plan
 
 
 def as_names(inject) -> list[str]:
@@ -83,18 +80,6 @@ def replay_label(target: str, names: list[str], source: str) -> str:
     return check_label(f"{target}+{'+'.join(names)}@{source}")
 
 
-def _copy_records(manifest: RunManifest, target: RunManifest, source: RunManifest, injected: list[str],
-                  nodes) -> None:
-    """A new replay: the target's artifacts that are not downstream of the injection, plus the injected ones."""
-    recomputed = {o for n in nodes for o in n.outputs} - set(injected)
-    for name, record in target.artifacts.items():
-        if name not in recomputed and name not in injected:
-            manifest.adopt(name, record, target)
-    for name in injected:
-        record = source.artifacts[name]
-        manifest.adopt(name, ArtifactRecord(ref=record.ref, stage=f"inject:{source.label}", env=record.env), source)
-
-
 def run_config(cfg, manifest: RunManifest):
     """This invocation's config with the run's own model/collection/index/perturb/seed (a knob a run recorded
     before it existed, perturb.threads, is the run's null, not this command line's)."""
@@ -108,8 +93,8 @@ def run_config(cfg, manifest: RunManifest):
 
 def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: list[str],
            label: str | None = None, progress=lambda message: None) -> RunManifest:
-    num_chunks = store.get(target, "num_chunks")
-    if store.get(source, "num_chunks") != num_chunks:
+    num_chunks = plan(store, target).num_chunks
+    if plan(store, source).num_chunks != num_chunks:
         raise UserError(f"runs {source.label!r} and {target.label!r} have different numbers of chunks")
     injected = resolve(names, num_chunks, options(target))
     for name in injected:
@@ -172,19 +157,9 @@ def _replay(cfg, store: Store, target: RunManifest, source: RunManifest, injecte
     origin = Replay(target.label, source.label, tuple(names), tuple(injected), target.created, source.created,
                     bool(cfg.reuse), env_id(run_environment(target.config)))
     nodes = DAG.downstream_of(injected, num_chunks, phases(target), options(target))
-    with open_run(store, label, origin, target.config, target.config_hash,
-                  make=lambda manifest: _copy_records(manifest, target, source, injected, nodes)) as run:
-        if run.done:
-            progress(f"replay {label!r} already in the store")
-            return run.manifest
-        if run.resumed:
-            progress(f"resuming replay {label!r}: {sum(n.name in run.manifest.rng for n in nodes)} of {len(nodes)} "
-                     "stages had started before it stopped")
-        run_dir = store.run_dir(label)
-        resources = Resources(run_config(cfg, target), store, run_dir)
-        engine = Engine(run, resources, progress)
-        progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
-        engine.execute(nodes, rng_states=target.rng, pinned=frozenset(injected),
-                       reuse_from=reuse_candidates(store, target, label) if cfg.reuse else None)
-        write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
-        return run.finish()
+    progress(f"replaying {len(nodes)} stages downstream of {', '.join(names)} into run {label!r}")
+    return execute(run_config(cfg, target), store, RunSpec(label, origin, target.config, target.config_hash),
+                   targets=phases(target), overrides=Overrides(source, injected),
+                   policy=Policy(base=target, rng=target.rng,
+                                 reuse=reuse_candidates(store, target, label) if cfg.reuse else ()),
+                   progress=progress)

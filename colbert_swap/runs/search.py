@@ -66,25 +66,18 @@ def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message
 def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
     """Add the search artifacts to `run` (replacing others), computed here by the engine."""
     from colbert_swap.colbert import infra
-    from colbert_swap.core.engine import Engine
+    from colbert_swap.runs.execute import Policy, RunSpec, Write, execute, plan
     from colbert_swap.runs.replay import run_config
-    from colbert_swap.colbert.resources import Resources
-    from colbert_swap.colbert.stages import DAG
-    from colbert_swap.core.store.run import open_run
 
-    with open_run(store, run.label, run.origin, run.config, run.config_hash, extend=True) as writer:
-        manifest = writer.manifest
-        for name in search_artifacts(store.get(manifest, "num_chunks")):
-            manifest.artifacts.pop(name, None)
-        for node in DAG.nodes(store.get(manifest, "num_chunks"), ("search",)):
-            manifest.rng.pop(node.name, None)
-        resources = Resources(run_config(cfg, manifest), store, store.run_dir(run.label), progress)
+    def starting(resources) -> None:
         infra.announce_extensions("search", resources.device, resources.log, progress)
         progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
                  f"{resources.log})")
-        Engine(writer, resources, progress).execute(DAG.nodes(store.get(manifest, "num_chunks"), ("search",)))
-        writer.save()
-        return manifest
+
+    return execute(run_config(cfg, run), store, RunSpec(run.label, run.origin, run.config, run.config_hash),
+                   targets=("search",), policy=Policy(write=Write.EXTEND, index=False,
+                                                      replace=search_artifacts(plan(store, run).num_chunks)),
+                   progress=progress, before=starting)
 
 
 def _query_texts(resources) -> dict:
@@ -140,10 +133,10 @@ def ranked_lists(store: Store, run: RunManifest) -> list[list[int]]:
 def searcher(run_dir: Path, log: Path, config: dict | None = None):
     """colbert-ai's own Searcher on the run's index folder, as a user opens it, with the run's model knobs
     (`config`: the run's manifest config): the reference the search stages are tested against."""
-    from colbert import Searcher
-    from colbert.infra import Run, RunConfig
+    from colbert_swap.colbert import infra  # first: it keeps colbert-ai's transformers offline
 
-    from colbert_swap.colbert import infra
+    from colbert import Searcher  # noqa: I001
+    from colbert.infra import Run, RunConfig
 
     with Run().context(RunConfig(nranks=1, experiment="search", root=str(run_dir))), infra.quiet(log):
         s = Searcher(index="index", index_root=str(run_dir), verbose=0)

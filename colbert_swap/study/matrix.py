@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from colbert_swap.env import specs as env_specs
 from colbert_swap.env import loaded
+from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.proof.compare.tolerances import Tolerance
 from colbert_swap.study.compatibility import Change, Drill, FirstOp, PackageChange, in_encoder
@@ -174,7 +175,7 @@ class Pair:
         return {"a": self.a, "b": self.b, "index_changed": self.index_changed, "differing": self.differing,
                 "index_files_differing": self.whole.index,
                 "first_diverged": self.comparison.first_diverged(),
-                "order_only": [r.name for r in self.comparison.results if r.status == "order_only"],
+                "order_only": [r.name for r in self.comparison.results if r.status == Status.ORDER_ONLY],
                 "root_cause": (self.locate or {}).get("root_cause"), "verdict": (self.locate or {}).get("verdict"),
                 "locate_error": self.locate_error,
                 "first_module": self.drill.module if self.drill else None,

@@ -2,6 +2,7 @@
 
 To add a task: write `colbert_swap/tasks/NAME.py` with a module docstring (its first line is the task's
 one-line summary in `--help`; the rest is `task=NAME --help`) and a `run(cfg)`, then add a `Task` line here.
+The keys a task reads are named by their fields in colbert_swap/config.py (`option(..., tasks=(NAME, ...))`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from dataclasses import dataclass
 class Task:
     name: str
     summary: str
-    keys: tuple[str, ...] = ()  # the main keys it reads, for `--help`
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys it reads, as `task=NAME --help` lists them: from the schema's fields (config.task_options)."""
+        from colbert_swap.config import task_options
+
+        return tuple(o.name for o in task_options(self.name))
 
     def module(self):
         return importlib.import_module(f"colbert_swap.tasks.{self.name}")
@@ -24,30 +31,22 @@ class Task:
 
 
 TASKS = {t.name: t for t in [
-    Task("capture", "capture a run: every intermediate of colbert-ai's indexing, and its index files (the default)",
-         ("run", "force", "model", "collection", "index", "perturb")),
+    Task("capture", "capture a run: every intermediate of colbert-ai's indexing, and its index files (the default)"),
     Task("stages", "print the DAG: every stage, what it reads, what it produces"),
-    Task("compare", "compare two runs artifact by artifact, and their index files", ("source", "target", "force")),
-    Task("inject", "swap artifacts of one run into another and replay what is downstream (`inject=NAME` alone)",
-         ("inject", "source", "target", "reuse", "force")),
-    Task("locate", "find the smallest set of artifacts whose injection explains every difference",
-         ("source", "target", "target_artifact", "force")),
-    Task("isolate", "run one stage here on another run's inputs: does the stage itself depend on the environment?",
-         ("stage", "source")),
+    Task("compare", "compare two runs artifact by artifact, and their index files"),
+    Task("inject", "swap artifacts of one run into another and replay what is downstream (`inject=NAME` alone)"),
+    Task("locate", "find the smallest set of artifacts whose injection explains every difference"),
+    Task("isolate", "run one stage here on another run's inputs: does the stage itself depend on the environment?"),
     Task("determinism", "run a run's stages again on its own inputs: reproducible, or do they differ run to run, "
-         "between processes, with the thread count?", ("run", "stages", "determinism")),
-    Task("drill", "inside the model: the first module, then the first operation, whose output differs",
-         ("run", "source", "target", "module", "probes", "bsizes", "force")),
-    Task("search", "search both runs (the search stages: colbert-ai's Searcher on their artifacts), compare rankings",
-         ("source", "target", "run", "inject", "search")),
-    Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change",
-         ("envs", "reference", "env_cache")),
-    Task("bisect", "the first environment of a list that changes colbert-ai's index files", ("envs", "env_cache")),
-    Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)",
-         ("environment", "env_cache")),
+         "between processes, with the thread count?"),
+    Task("drill", "inside the model: the first module, then the first operation, whose output differs"),
+    Task("search", "search both runs (the search stages: colbert-ai's Searcher on their artifacts), compare rankings"),
+    Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change"),
+    Task("bisect", "the first environment of a list that changes colbert-ai's index files"),
+    Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)"),
     Task("verify", "check every manifest and blob of the store against its hash; change nothing"),
     Task("gc", "remove blob files no run points at"),
-    Task("rm", "remove a run from the store (an incomplete one, or any with force=true)", ("run", "force")),
+    Task("rm", "remove a run from the store (an incomplete one, or any with force=true)"),
 ]}
 
 

@@ -22,6 +22,7 @@ from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import finish, progress_printer
 from colbert_swap.tasks.matrix import drill_text, pair_section
+from colbert_swap.colbert.plan import plan
 
 
 def run(cfg) -> int:
@@ -73,7 +74,7 @@ def run(cfg) -> int:
 
 def _pair_lines(store: Store, pair: Pair) -> list[str]:
     """The pair's section as task=matrix writes it: locate verdict, drill, links, and what differs."""
-    chunks = store.get(store.load(pair.b), "num_chunks")
+    chunks = plan(store, store.load(pair.b)).num_chunks
     head, *rest = pair_section(pair)
     return [head, f"Artifacts that differ: {differing_text(pair, chunks)}. Packages that differ: "
                   f"{packages_text(pair.packages, 12)}.", *rest]

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from colbert_swap.config import Config, capture_options, config_hash, result_config
-from colbert_swap.core.dag import INDEXING
-from colbert_swap.core.engine import Engine
-from colbert_swap.errors import UserError
-from colbert_swap.colbert.index_files import write_index
-from colbert_swap.env.provenance import default_run_label
-from colbert_swap.proof.report.tables import artifact_table
 from colbert_swap.colbert.resources import Resources
-from colbert_swap.colbert.stages import DAG
+from colbert_swap.config import Config, config_hash, result_config
+from colbert_swap.core.dag import INDEXING
 from colbert_swap.core.store import RunManifest, Store, check_label
 from colbert_swap.core.store.origin import Capture
-from colbert_swap.core.store.run import open_run
+from colbert_swap.env.provenance import default_run_label
+from colbert_swap.errors import UserError
+from colbert_swap.proof.report.tables import artifact_table
+from colbert_swap.runs.execute import Policy, RunSpec, Write, execute, plan
 from colbert_swap.tasks.common import progress_printer
 
 
@@ -29,26 +26,17 @@ def capture(cfg: Config, progress=None) -> RunManifest:
     store = Store(cfg.store.root)
     label = check_label(cfg.run or default_run_label())
     result = result_config(cfg)
-    with open_run(store, label, Capture(), result, config_hash(result), mismatch="refuse", force=cfg.force) as run:
-        if run.done:
-            progress(f"run {label!r} is already captured with this config; nothing to do")
-            return run.manifest
-        if run.resumed:
-            progress(f"resuming run {label!r}: {len(run.manifest.artifacts)} artifact(s) already stored")
-        run_dir = store.run_dir(label)
-        resources = Resources(cfg, store, run_dir, progress)
+    searching = bool(cfg.search.capture or cfg.search.queries)  # the search graph too: colbert-ai's Searcher
+
+    def starting(resources: Resources) -> None:
         _check_inputs(resources)  # a checkpoint or collection that is not there: the run is removed again
-        engine = Engine(run, resources, progress)
-        progress(f"capturing run {label!r} into {run_dir} (log: {resources.log})")
-        engine.execute(DAG.nodes(num_chunks=1)[:2])  # num_passages, num_chunks: then the DAG can be expanded
-        num_chunks = engine.get("num_chunks")
-        engine.execute(DAG.nodes(num_chunks, INDEXING, capture_options(cfg)))
-        progress("writing the colbert-ai index files")
-        write_index(run_dir / "index", engine.get, resources.colbert_config, num_chunks)
-        if cfg.search.capture or cfg.search.queries:  # the search graph too: colbert-ai's Searcher on the artifacts
+        progress(f"capturing run {label!r} into {store.run_dir(label)} (log: {resources.log})")
+        if searching:
             progress(f"searching: {len(resources.queries.texts)} queries, k={cfg.search.k}")
-            engine.execute(DAG.nodes(num_chunks, ("search",)))
-        return run.finish()
+
+    return execute(cfg, store, RunSpec(label, Capture(), result, config_hash(result)),
+                   targets=(*INDEXING, "search") if searching else INDEXING,
+                   policy=Policy(write=Write.NEW, force=cfg.force), progress=progress, before=starting)
 
 
 def _check_inputs(resources: Resources) -> None:
@@ -65,10 +53,7 @@ def run(cfg: Config) -> int:
 
     manifest = capture(cfg)
     store = Store(cfg.store.root)
-    from colbert_swap.runs.replay import options, phases
-
-    artifacts = artifact_table(manifest, DAG.artifacts(store.get(manifest, "num_chunks"), phases(manifest),
-                                                       options(manifest)))
+    artifacts = artifact_table(manifest, plan(store, manifest).artifacts())
     run_dir = store.run_dir(manifest.label)
     verdict = (f"run {manifest.label!r}: {len(manifest.artifacts)} artifacts, manifest {run_dir / 'manifest.json'}; "
                f"colbert-ai index: {run_dir / 'index'}")

@@ -93,7 +93,7 @@ def tolerance(cfg) -> Tolerance:
 
 def progress_printer(stream=None):
     """Progress lines on the terminal, with the seconds since the task started (`[   3.4s] ...`)."""
-    from colbert_swap.colbert.infra import console
+    from colbert_swap.core.console import console
 
     start = time.perf_counter()
     stream = stream or console()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.meaning import meaning
@@ -22,7 +23,7 @@ from colbert_swap.tasks.common import environments_section, finish, source_run, 
 def verdict(comparison: RunComparison, whole: WholeRun) -> str:
     n = len(comparison.results)
     left = comparison.diverged()
-    order = [r.name for r in comparison.results if r.status == "order_only"]
+    order = [r.name for r in comparison.results if r.status == Status.ORDER_ONLY]
     if not left:
         held = " both runs hold" if whole.alone else ""
         text = f"Runs {comparison.a} and {comparison.b} are identical: all {n} artifacts{held} are bitwise equal"

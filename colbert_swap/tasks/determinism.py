@@ -56,6 +56,7 @@ from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer
 from colbert_swap.env.threads import THREAD_VARS  # every variable that sets a thread count, as a joblib worker's
+from colbert_swap.colbert.plan import plan
 
 SLOW = 5.0  # seconds: a node that took longer in the capture gets a progress line of its own
 
@@ -94,13 +95,12 @@ def stage_names(value) -> list[str] | None:
 
 def select(cfg, store: Store, run: RunManifest) -> tuple[dict[str, list], dict[str, str]]:
     """The nodes to check, per stage in DAG order, and the stages that cannot be checked (stage -> why)."""
-    from colbert_swap.runs.replay import options, phases
     from colbert_swap.tasks.isolate import find_stage
 
     wanted = stage_names(cfg.determinism.stages)
     if wanted is not None:
         wanted = [find_stage(name).name for name in wanted]
-    nodes = DAG.nodes(store.get(run, "num_chunks"), phases(run), options(run))
+    nodes = plan(store, run).nodes()
     chosen: dict[str, list] = {}
     skipped: dict[str, str] = {}
     for node in nodes:

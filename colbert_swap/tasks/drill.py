@@ -48,7 +48,7 @@ from colbert_swap.proof.report.report import Report
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.core.store.origin import Drill, Ops
-from colbert_swap.core.store.run import open_run
+from colbert_swap.core.store.run import Write, open_run
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, target_label
 
 
@@ -182,7 +182,7 @@ def capture_drill(cfg, store: Store, run: RunManifest, progress, probes: int | N
     here, resources, passages = _probing(cfg, store, run, probes or cfg.drill.probes)
     bsizes = list(bsizes or cfg.drill.bsizes or [resources.colbert_config.index_bsize])
     origin = Drill(run.label, len(passages), tuple(bsizes), env_id(run_environment(run.config)))
-    with open_run(store, drill_label(run.label), origin, run.config, run.config_hash, resume=False) as writer:
+    with open_run(store, drill_label(run.label), origin, run.config, run.config_hash, write=Write.RECORD) as writer:
         if writer.done:
             return writer.manifest
         progress(f"recording every module's output for {len(passages)} probe passages of run {run.label!r}")
@@ -203,7 +203,7 @@ def capture_ops(cfg, store: Store, run: RunManifest, module: str, probes: int, b
     here, resources, passages = _probing(cfg, store, run, probes)
     env = env_id(run_environment(run.config))  # as open_run records the recording's provenance
     origin = Ops(run.label, module, len(passages), tuple(bsizes), env=env)
-    with open_run(store, ops_label(run.label, module), origin, run.config, run.config_hash, resume=False) as writer:
+    with open_run(store, ops_label(run.label, module), origin, run.config, run.config_hash, write=Write.RECORD) as writer:
         if writer.done:
             return writer.manifest
         progress(f"recording the aten operations inside {module} for run {run.label!r}")

@@ -1,41 +1,51 @@
 """`python -m colbert_swap --help` (and `task=NAME --help`, `help=NAME`): the tasks, the main keys and the
-config groups, from the code itself (every override key is checked against the schema by
-`config.check_overrides`)."""
+config groups, from the code itself: each key's line is what its field in colbert_swap/config.py says of it
+(`option`, `knob`, `section`: its help, short form, values, default, the tasks that read it), and every
+override key is checked against the schema by `config.check_overrides`."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
+import textwrap
 
-from colbert_swap.config import GROUPS, Config, options
+from colbert_swap.config import GROUPS, OPTIONS, Option, options, task_options
 
-MAIN_KEYS = {
-    "task": "what to do (default: capture); see Tasks",
-    "run": "the run's label (default: this environment's torch version, e.g. 2.13.0)",
-    "source": "the run whose tensors are the reference, or are injected",
-    "target": "the run compared with it, or injected into (default: run, else the torch version)",
-    "inject": "artifact names to swap from source into target: inject=local_sample_embs, inject=[a,b]",
-    "stage": "task=isolate: the stage to run alone",
-    "stages": "task=determinism: the stages to run again (default: every stage of the run): stages=[a,b]",
-    "target_artifact": "task=locate: only what changes this artifact (ranked_pids: what changes retrieval)",
-    "module": "task=drill: record the aten operations inside this module (or colbert.doc)",
-    "envs": "task=matrix|bisect: environment specs of conf/env/, in order: envs=[torch-2.0.1,torch-2.1.0]",
-    "reference": "task=matrix: the environment every other is compared with in the compatibility table",
-    "environment": "task=env_capture: one environment spec",
-    "force": "replace a run of another config, compare runs of different configs",
-    "reuse": "a replay reuses outputs of unchanged stages computed in this environment (default true)",
-    "out_dir": "where report.md and report.json go (default: the Hydra output folder)",
-    "store.root": "the store: runs, blobs, models, collections (default: outputs)",
-    "compare.tolerance": "what the status `allclose` means: assert_close (per dtype), torch or bnb",
-    "capture.batches": "task=capture: also keep each encoder batch's output and D (sample_batches, batches.N, D.N)",
-}
+
+def option_text(option: Option, short: bool = False) -> str:
+    """What --help says of a key: its field's help, with the values it allows and its default where the help
+    does not name them (and, with `short`, the key a short form stands for)."""
+    allowed = ["null" if c is None else str(c) for c in option.choices or ()]
+    notes = []
+    if allowed and not all(a in option.help for a in allowed if a != "null"):
+        notes.append(f"one of: {', '.join(allowed)}")
+    if option.default not in (None, []) and "default" not in option.help:
+        notes.append(f"default: {_value(option.default)}")
+    if short and option.short:
+        notes.append(f"short for {option.key}")
+    return option.help + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _value(value) -> str:
+    """A value as the command line writes it: true, 24, outputs."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def main_text(option: Option) -> str:
+    """A main key's line in --help: a task's own option (locate.target_artifact, capture.batches) names its tasks."""
+    owned = "." in option.key and option.tasks
+    return f"task={'|'.join(option.tasks)}: {option_text(option)}" if owned else option_text(option)
+
+
+# The keys --help lists, with their text: every `option(main=True)` and every short form (config.py's fields).
+MAIN_KEYS = {o.name: main_text(o) for o in OPTIONS if o.main}
+
+
 def main_help() -> str:
     from colbert_swap.tasks import TASKS
 
     width = max(map(len, TASKS)) + 2
     tasks = "\n".join(f"  {name:<{width}}{t.summary}" for name, t in TASKS.items())
-    kw = max(map(len, MAIN_KEYS)) + 2
-    keys = "\n".join(f"  {k:<{kw}}{v}" for k, v in MAIN_KEYS.items())
+    keys = _lines(MAIN_KEYS)
     groups = "\n".join(f"  {g}={'|'.join(options(g))}" for g in GROUPS)
     return f"""colbert_swap: prove which tensor makes two ColBERT indexing runs diverge.
 
@@ -68,24 +78,27 @@ def task_help(name: str) -> str:
     from colbert_swap.tasks import get
 
     task = get(name)
-    keys = "\n".join(f"  {k:<14}{MAIN_KEYS.get(k, _describe(k))}" for k in task.keys)
+    keys = _lines({o.name: _task_text(o) for o in task_options(task.name)})
     return f"task={name}: {task.summary}\n\n{task.doc()}\n" + (f"\nKeys it reads:\n{keys}\n" if keys else "")
 
 
-def _describe(key: str) -> str:
-    node = _schema_node(key.split("."))
-    if dataclasses.is_dataclass(node):
-        return "keys: " + ", ".join(f.name for f in dataclasses.fields(node))
-    return ""
+def _lines(keys: dict[str, str], width: int = 118) -> str:
+    """`  KEY  TEXT` lines, the texts in one column (as wide as the longest key needs), wrapped beneath it."""
+    if not keys:
+        return ""
+    column = max(map(len, keys)) + 4
+    return "\n".join(textwrap.fill(f"  {k:<{column - 2}}{v}", width, subsequent_indent=" " * column,
+                                    break_long_words=False, break_on_hyphens=False) for k, v in keys.items())
 
 
-def _schema_node(path: list[str]):
-    node = Config
-    for part in path:
-        if not dataclasses.is_dataclass(node):
-            return None
-        fields = {f.name: f for f in dataclasses.fields(node)}
-        if part not in fields:
-            return None
-        node = typing.get_type_hints(node)[part]
-    return node
+def _task_text(option: Option) -> str:
+    """A key's line in task=NAME --help: a section names its keys (a group its options too), a short form its key."""
+    if option.section is None:
+        return option_text(option, short=True)
+    if option.expand:  # its keys follow, each on its line
+        return f"{option.help}: {option.key}.KEY=VALUE"
+    parts = [option.help] if option.help else []
+    if option.key in GROUPS:
+        parts.append(f"{option.key}={'|'.join(options(option.key))}")
+    parts.append("keys: " + ", ".join(f.name for f in dataclasses.fields(option.section)))
+    return "; ".join(parts)

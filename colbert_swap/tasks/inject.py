@@ -22,6 +22,7 @@ from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.capture import capture
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
+from colbert_swap.colbert.plan import plan
 
 
 @dataclass
@@ -90,7 +91,7 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     check_comparable(source, target, cfg.force)
     replayed = replay(cfg, store, target, source, names, progress=progress)
     injected = list(replayed.origin.injected)
-    num_chunks = store.get(target, "num_chunks")
+    num_chunks = plan(store, target).num_chunks
     downstream = [o for n in DAG.downstream_of(injected, num_chunks, phases(target), options(target)) for o in n.outputs
                   if o not in injected]
     tol = tolerance(cfg)

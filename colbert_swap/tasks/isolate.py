@@ -14,17 +14,15 @@ from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
-from colbert_swap.proof.compare.runs import RunComparison, compare_runs
-from colbert_swap.core.engine import Engine
-from colbert_swap.colbert.resources import Resources
-from colbert_swap.errors import UserError
-from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
-from colbert_swap.runs.replay import options
 from colbert_swap.colbert.stages import DAG
+from colbert_swap.core.dag import PHASES
 from colbert_swap.core.store import RunManifest, Store, check_label
 from colbert_swap.core.store.origin import Isolate
-from colbert_swap.core.store.run import open_run
+from colbert_swap.errors import UserError
+from colbert_swap.proof.compare.runs import RunComparison, compare_runs
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report
+from colbert_swap.runs.execute import Overrides, Policy, RunSpec, Write, execute, plan
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environments_section, finish, source_run, tolerance
 
@@ -60,26 +58,19 @@ def isolate(cfg, store: Store, progress=None) -> Isolation:
     progress = progress or progress_printer()
     source = source_run(cfg, store)
     stage = find_stage(cfg.isolate.stage)
-    num_chunks = store.get(source, "num_chunks")
-    nodes = [n for n in DAG.nodes(num_chunks, options=options(source)) if n.stage is stage]
+    nodes = [n for n in plan(store, source).nodes(PHASES) if n.stage is stage]
     if not nodes:
         raise UserError(f"run {source.label!r} has no stage {stage.name!r}: it runs only with capture.{stage.option}=true")
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
     label = check_label(f"{source.label}+isolate={stage.name}")
     config = {**source.config, "perturb": OmegaConf.to_container(here.perturb)}
 
-    def inputs(manifest: RunManifest) -> None:  # the source's own inputs of the stage
-        for node in nodes:
-            for name in node.input_names():
-                manifest.adopt(name, source.artifacts[name], source)
-
-    with open_run(store, label, Isolate(source.label, stage.name), config, source.config_hash, fresh=True,
-                  make=inputs) as run:
-        progress(f"running stage {stage.name} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}) here on the inputs "
-                 f"of run {source.label!r}")
-        Engine(run, Resources(here, store, store.run_dir(label)), progress).execute(nodes, rng_states=source.rng)
-        manifest = run.finish()
     outputs = [o for n in nodes for o in n.outputs]
+    progress(f"running stage {stage.name} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}) here on the inputs "
+             f"of run {source.label!r}")
+    manifest = execute(here, store, RunSpec(label, Isolate(source.label, stage.name), config, source.config_hash),
+                       targets=outputs, overrides=Overrides(source, [i for n in nodes for i in n.input_names()]),
+                       policy=Policy(write=Write.FRESH, rng=source.rng, index=False), progress=progress)
     return Isolation(source, manifest, compare_runs(store, manifest, source, names=outputs, force=True,
                                                     tol=tolerance(cfg)))
 

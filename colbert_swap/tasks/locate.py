@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
 from colbert_swap.study.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, NoiseCheck, locate_checks
 from colbert_swap.errors import UserError
@@ -29,6 +30,7 @@ from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, tolerance
 from colbert_swap.tasks.inject import ensure_target
+from colbert_swap.colbert.plan import plan
 
 
 def _groups(names: list[str]) -> list[list[str]]:
@@ -98,7 +100,7 @@ def locate(cfg, store: Store, progress=None) -> Location:
     source = source_run(cfg, store)
     target = ensure_target(cfg, store, progress)
     check_comparable(source, target, cfg.force)
-    num_chunks = store.get(target, "num_chunks")
+    num_chunks = plan(store, target).num_chunks
     goal = goal_of(cfg, store, num_chunks, target)
     if goal and any(DAG.phase_of(n) == "search" for n in goal):  # both runs searched, as each was made
         from colbert_swap.runs.search import ensure_searched
@@ -154,7 +156,7 @@ def verdict(result: Location) -> str:
     source, target, minimal = result.source.label, result.target.label, result.minimal
     final = result.final_cmp
     index = proof.index_sentence(result.whole)
-    order = [r for r in final.results if r.status == "order_only"]
+    order = [r for r in final.results if r.status == Status.ORDER_ONLY]
     if not minimal:
         if order:
             return (f"Runs {source} and {target} do not diverge: every artifact is bitwise equal except the order "

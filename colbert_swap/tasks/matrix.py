@@ -29,6 +29,7 @@ from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.proof.report.report import Report
 from colbert_swap.tasks.common import environments_section, finish
+from colbert_swap.colbert.plan import plan
 
 PAIR_HEADERS = ["pair", "index files", "retrieval", "artifacts that differ", "first divergence", "root cause",
                 "module / op", "packages that differ"]
@@ -38,7 +39,7 @@ LINKS = {"locate": "locate", "drill": "module drill", "ops": "op drill"}
 def pairs_table(study: Study, pairs: list[Pair], skipped: tuple[Skipped, ...] = ()) -> str:
     rows = [[f"{p.a} -> {p.b}", f"not compared: {p.why}", *["-"] * (len(PAIR_HEADERS) - 2)] for p in skipped]
     for p in pairs:
-        chunks = study.store.get(study.store.load(p.b), "num_chunks")
+        chunks = plan(study.store, study.store.load(p.b)).num_chunks
         first = ", ".join(f"`{n}`" for n in p.comparison.first_diverged()[:3]) or "-"
         rows.append([f"{p.a} -> {p.b}", "changed" if p.index_changed else "same",
                      p.retrieval.short() if p.retrieval else "not compared", differing_text(p, chunks), first,

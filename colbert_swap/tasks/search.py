@@ -31,6 +31,7 @@ from colbert_swap.colbert.retrieval import RetrievalVerdict, effectiveness, rank
 from colbert_swap.runs.search import ensure_searched, ranked_lists, search_artifacts
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import finish, progress_printer, source_run, target_label, tolerance
+from colbert_swap.colbert.plan import plan
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def compare_searches(cfg, store: Store, source: RunManifest, target: RunManifest
         raise UserError(f"runs {source.label!r} and {target.label!r} were searched with other queries")
     qrels = Resources(run_config(cfg, source), store, store.run_dir(source.label)).queries.qrels
     k = store.get(source, "search_settings")["k"]
-    names = [n for n in search_artifacts(store.get(source, "num_chunks")) if n in source.artifacts]
+    names = [n for n in search_artifacts(plan(store, source).num_chunks) if n in source.artifacts]
     comparison = compare_runs(store, source, target, names=names, force=True, tol=tolerance(cfg))
     la, lb = ranked_lists(store, source), ranked_lists(store, target)
     qids = texts["qids"]

@@ -126,3 +126,53 @@ def test_the_inject_verdict_speaks_of_the_whole_run():
     assert "Every artifact of the replayed run now equals a's" in fixed and "index files of r and a are identical" in fixed
     nothing = injection_verdict(["x"], "a", "b", cmp(x="equal"), cmp(x="equal"), [], WholeRun("r", "a", 1, (), (), {}))
     assert nothing.startswith("Runs a and b do not differ") and "nothing for the injection to explain" in nothing
+
+
+def test_status_prints_and_serializes_as_its_plain_word():
+    """`Status` is a str: JSON, f-strings, tables, dict keys and `==` see "equal", never "Status.EQUAL"."""
+    import json
+
+    from colbert_swap.proof.compare.comparators import SAME, Comparison, Status
+    from colbert_swap.proof.report.tables import table
+
+    words = ["equal", "order_only", "allclose", "diverged", "missing"]
+    assert [s.value for s in Status] == words
+    for s, word in zip(Status, words):
+        assert s == word and str(s) == word and f"{s}" == word and f"{s:>10}" == f"{word:>10}" and "%s" % s == word
+        assert json.dumps({s: s}) == json.dumps({word: word}) and json.dumps([s], indent=1) == json.dumps([word], indent=1)
+        assert {word: 1}[s] == 1 and {s: 1}[word] == 1 and Status(word) is s
+    assert table(["status"], [[Status.ORDER_ONLY]]) == table(["status"], [["order_only"]])
+    c = Comparison(name="x", status="order_only")  # a plain word is taken as its Status
+    assert c.status is Status.ORDER_ONLY and c.same and type(c.to_json()["status"]) is str
+    assert SAME == (Status.EQUAL, Status.ORDER_ONLY) and "equal" in SAME and "allclose" not in SAME
+
+
+def test_the_facts_choose_the_comparator_first_that_applies_wins(monkeypatch):
+    """COMPARATORS in order, the element-wise one last; a new comparator is one class in that list."""
+    from colbert_swap.core.dag import Facts
+    from colbert_swap.proof.compare import comparators
+    from colbert_swap.proof.compare.comparators import (COMPARATORS, Comparator, Context, Elementwise, OrderFree,
+                                                        Status, comparator)
+
+    assert isinstance(COMPARATORS[-1], Elementwise) and all(c.applies(Facts()) is False for c in COMPARATORS[:-1])
+    assert isinstance(comparator(Facts()), Elementwise) and isinstance(comparator(Facts(label_level=True)), Elementwise)
+    chosen = comparator(Facts(order_free="ivf_lengths", label_level=True))
+    assert isinstance(chosen, OrderFree) and chosen.reads(Facts(order_free="ivf_lengths")) == ("ivf_lengths",)
+    a, b, lengths = torch.tensor([10, 11, 20]), torch.tensor([11, 10, 20]), torch.tensor([2, 1])
+    facts = Facts(order_free="ivf_lengths")
+    ctx = Context(facts=facts, a={"ivf_lengths": lengths}, b={"ivf_lengths": lengths.clone()})
+    assert chosen.compare("ivf", a, b, ctx).status == Status.ORDER_ONLY
+    other = Context(facts=facts, a={"ivf_lengths": lengths}, b={"ivf_lengths": torch.tensor([1, 2])})
+    assert chosen.compare("ivf", a, b, other).status == Status.DIVERGED  # the runs' segments differ: order counts
+    assert chosen.compare("ivf", a, b, Context(facts=facts, a={"ivf_lengths": lengths})).status == Status.DIVERGED
+
+    class Sets(Comparator):  # a new comparator: one class, one place in the list
+        def applies(self, facts):
+            return facts.centroid_set
+
+        def compare(self, name, a, b, ctx):
+            return comparators.compare(name, a.sort().values, b.sort().values, stage=ctx.stage, tol=ctx.tol)
+
+    monkeypatch.setattr(comparators, "COMPARATORS", (Sets(), *COMPARATORS))
+    assert isinstance(comparator(Facts(centroid_set=True)), Sets) and isinstance(comparator(Facts()), Elementwise)
+    assert comparator(Facts(centroid_set=True)).compare("c", a, b, Context()).status == Status.EQUAL

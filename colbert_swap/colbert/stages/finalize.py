@@ -34,8 +34,8 @@ def ivf_lengths(values, num_partitions):
 
 
 @stage("finalize", outputs=("ivf_pid", "ivf_pid_lengths"), inputs={"chunk_doclens": "doclens.*"},
-       facts={"ivf_pid": Facts(order_free="ivf_pid_lengths", label_level=True, index_file="ivf.pid.pt"),
-              "ivf_pid_lengths": Facts(label_level=True, index_file="ivf.pid.pt")})
+       facts={"ivf_pid": Facts(order_free="ivf_pid_lengths", label_level=True),
+              "ivf_pid_lengths": Facts(label_level=True)})
 def ivf_pid(ivf, ivf_lengths, chunk_doclens):
     doclens = torch.cat(list(chunk_doclens))
     emb2pid = torch.repeat_interleave(torch.arange(doclens.numel(), dtype=torch.int), doclens)

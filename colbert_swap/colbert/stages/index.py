@@ -41,7 +41,7 @@ def D(batches, token_order):
 
 
 @stage("index", per_chunk=True, outputs=("embs.N", "doclens.N"), inputs={**TOKENS, "D": "D.N"},
-       facts={"embs.N": ENCODER, "doclens.N": Facts(index_file="doclens.N.json")})
+       facts={"embs.N": ENCODER})
 def embs(tokens, token_masks, token_order, checkpoint, colbert_config, index_config, device, progress, D=None):
     """The chunk's embeddings, fp16: encoded from its tokens, or with capture.batches flattened from `D.N`."""
     embs_, doclens = embeddings(tokens, token_masks, token_order, D, checkpoint, colbert_config, progress,
@@ -58,7 +58,7 @@ def index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights):
                  bucket_cutoffs=bucket_cutoffs.cpu(), bucket_weights=bucket_weights.cpu())
 
 
-@stage("index", per_chunk=True, inputs={"embs": "embs.N"}, facts=Facts(index_file="N.codes.pt"))
+@stage("index", per_chunk=True, inputs={"embs": "embs.N"})
 def codes(embs, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
     compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
     out = []
@@ -69,7 +69,7 @@ def codes(embs, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, 
     return torch.cat(out).to(torch.int32)  # (tokens,)
 
 
-@stage("index", per_chunk=True, inputs={"embs": "embs.N", "codes": "codes.N"}, facts=Facts(index_file="N.residuals.pt"))
+@stage("index", per_chunk=True, inputs={"embs": "embs.N", "codes": "codes.N"})
 def residuals(embs, codes, half_centroids, bucket_cutoffs, bucket_weights, colbert_config, device):
     compressor = index_codec(colbert_config, half_centroids, bucket_cutoffs, bucket_weights)
     out = []

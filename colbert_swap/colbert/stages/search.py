@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.colbert.resources import stage
-from colbert_swap.core.dag import Facts
+from colbert_swap.core.dag import Facts, Reduction
 
 
 def _config(search_config, search_settings):
@@ -39,8 +39,8 @@ def query_tokens(query_texts, checkpoint, search_config):
     return ids.cpu(), mask.cpu()  # (nq, query_maxlen) int64 each
 
 
-@stage("search", facts=Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a "
-                                                   "deeper network)")))
+@stage("search", facts=Facts(reduction=Reduction.hidden("the ColBERT linear layer's dot products (one layer of "
+                                                          "a deeper network)")))
 def Q(query_tokens, query_mask, checkpoint):
     """Checkpoint.queryFromText: one call for up to 128 queries, batches of 128 (moved to the CPU) beyond."""
     n = query_tokens.size(0)

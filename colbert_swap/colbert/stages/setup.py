@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from colbert_swap.colbert.resources import stage
-from colbert_swap.core.dag import Facts
+from colbert_swap.core.dag import Facts, Reduction
 from colbert_swap.colbert.graphs import GraphedDocBatch, graphs_usable
 from colbert_swap.colbert.tokenizer_pool import processes_for, served, tokenizer_calls
 
@@ -275,7 +275,8 @@ def sample_tokens(corpus, sample_pids, checkpoint, colbert_config, index_config)
     return tokenize(passages, checkpoint, colbert_config, processes_for(index_config), ahead=first_chunk)
 
 
-ENCODER = Facts(reduction=("hidden", "the ColBERT linear layer's dot products (one layer of a deeper network)"))
+ENCODER = Facts(reduction=Reduction.hidden("the ColBERT linear layer's dot products (one layer of a deeper "
+                                           "network)"))
 
 
 @stage("setup", facts=ENCODER, option="batches")

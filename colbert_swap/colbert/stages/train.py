@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 from colbert_swap.colbert.resources import stage
-from colbert_swap.core.dag import Facts
+from colbert_swap.core.dag import Facts, Reduction
 
 
 @stage("train", outputs=("sample", "sample_heldout"),
-       facts={"sample": Facts(reduction=(1, "a cast to float16")),
-              "sample_heldout": Facts(reduction=(1, "a cast to float16"))})
+       facts={"sample": Facts(reduction=Reduction.over(1, "a cast to float16")),
+              "sample_heldout": Facts(reduction=Reduction.over(1, "a cast to float16"))})
 def sample(local_sample_embs, rng):
     embs = local_sample_embs.half()  # colbert-ai writes sample.{rank}.pt as .half() and reads it back
     embs = embs[torch.randperm(embs.size(0), generator=rng.torch)]
@@ -21,7 +21,7 @@ def sample(local_sample_embs, rng):
     return kept, heldout  # (n - h, dim) fp16, (h, dim) fp16
 
 
-@stage("train", facts=Facts(reduction=("cluster", "the mean over a cluster's members"), centroid_set=True),
+@stage("train", facts=Facts(reduction=Reduction.cluster("the mean over a cluster's members"), centroid_set=True),
        overlap=True)
 def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_config):
     """colbert-ai's compute_faiss_kmeans (seed 123), or another backend: see colbert_swap/colbert/kmeans.py."""
@@ -31,7 +31,7 @@ def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_con
     return kmeans(index_config.kmeans_backend, sample, num_partitions, colbert_config.kmeans_niters, seed)
 
 
-@stage("train", facts=Facts(reduction=("dim", "the norm over the embedding dimension"), centroid_set=True))
+@stage("train", facts=Facts(reduction=Reduction.dim("the norm over the embedding dimension"), centroid_set=True))
 def postnorm_centroids(prenorm_centroids, perturb):
     if perturb.normalize == "fp16":
         return torch.nn.functional.normalize(prenorm_centroids.half(), dim=-1).float()
@@ -40,7 +40,7 @@ def postnorm_centroids(prenorm_centroids, perturb):
     return torch.nn.functional.normalize(prenorm_centroids, dim=-1)  # (num_partitions, dim) fp32
 
 
-@stage("train", facts=Facts(reduction=(1, "a cast"), centroid_set=True))
+@stage("train", facts=Facts(reduction=Reduction.over(1, "a cast"), centroid_set=True))
 def centroids(postnorm_centroids, device):
     return postnorm_centroids.half() if device == "cuda" else postnorm_centroids.float()
 
@@ -51,7 +51,7 @@ def codec(colbert_config, centroids, **buckets):
     return ResidualCodec(config=colbert_config, centroids=centroids, **buckets)
 
 
-@stage("train", facts=Facts(reduction=(1, "a subtraction")))
+@stage("train", facts=Facts(reduction=Reduction.over(1, "a subtraction")))
 def heldout_residual(centroids, sample_heldout, colbert_config, device):
     compressor = codec(colbert_config, centroids, avg_residual=None)
     codes = compressor.compress_into_codes(sample_heldout, out_device=device)
@@ -65,25 +65,24 @@ def _quantiles(nbits: int, device):
     return quantiles[1:], quantiles + (0.5 / num_options)
 
 
-@stage("train", facts=Facts(reduction=("numel", "the mean over every heldout residual"),
-                             index_file="avg_residual.pt"))
+@stage("train", facts=Facts(reduction=Reduction.numel("the mean over every heldout residual")))
 def avg_residual(heldout_residual):
     return torch.abs(heldout_residual).mean(dim=0).cpu().mean()  # () scalar
 
 
-@stage("train", facts=Facts(reduction=(1, "a quantile's interpolation"), index_file="buckets.pt"))
+@stage("train", facts=Facts(reduction=Reduction.over(1, "a quantile's interpolation")))
 def bucket_cutoffs(heldout_residual, colbert_config):
     cutoffs, _ = _quantiles(colbert_config.nbits, heldout_residual.device)
     return heldout_residual.float().quantile(cutoffs)  # (2**nbits - 1,) fp32
 
 
-@stage("train", facts=Facts(reduction=(1, "a quantile's interpolation"), index_file="buckets.pt"))
+@stage("train", facts=Facts(reduction=Reduction.over(1, "a quantile's interpolation")))
 def bucket_weights(heldout_residual, colbert_config):
     _, weights = _quantiles(colbert_config.nbits, heldout_residual.device)
     return heldout_residual.float().quantile(weights)  # (2**nbits,) fp32
 
 
-@stage("train", facts=Facts(reduction=(1, "a cast to float16"), centroid_set=True, index_file="centroids.pt"))
+@stage("train", facts=Facts(reduction=Reduction.over(1, "a cast to float16"), centroid_set=True))
 def half_centroids(centroids):
     """What centroids.pt holds, and what chunk compression reads back (IndexSaver.thread reloads it)."""
     return centroids.half()

@@ -19,15 +19,17 @@ class ArtifactRecord:
     inputs: dict[str, str] = field(default_factory=dict)  # input artifact -> blob hash
     seconds: float = 0.0
     env: str = ""  # the environment that computed it (provenance.env_id); "" in runs written before it was kept
+    code: str | None = None  # the code hash of the stage that computed it (colbert_swap/core/code.py); None in runs
+    # written before it was kept
 
     def to_json(self) -> dict:
         return {**self.ref.to_json(), "stage": self.stage, "inputs": self.inputs, "seconds": round(self.seconds, 4),
-                "env": self.env}
+                "env": self.env, **({"code": self.code} if self.code is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "ArtifactRecord":
         return cls(ref=BlobRef.from_json(d), stage=d["stage"], inputs=d.get("inputs", {}), seconds=d.get("seconds", 0.0),
-                   env=d.get("env", ""))
+                   env=d.get("env", ""), code=d.get("code"))
 
 
 @dataclass
@@ -46,6 +48,9 @@ class RunManifest:
     # what the processes that computed this run had loaded at its end (colbert_swap/env/loaded.py snapshot():
     # packages, their shared libraries, cuda_initialized); None in runs written before it was kept
     loaded: dict | None = None
+    # what the run computes: {"num_chunks": n, "phases": [...], "options": [...]} (colbert_swap/runs/execute.py
+    # `Plan`), set once num_chunks is known; None in runs written before it was kept
+    plan: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.origin, Origin):  # as read from JSON
@@ -59,6 +64,7 @@ class RunManifest:
             "artifacts": {k: v.to_json() for k, v in self.artifacts.items() if k not in without},
             "rng": self.rng, "environments": self.environments,
             **({"loaded": self.loaded} if self.loaded is not None else {}),
+            **({"plan": self.plan} if self.plan is not None else {}),
         }
 
     @classmethod
@@ -66,7 +72,7 @@ class RunManifest:
         return cls(label=d["label"], config=d["config"], config_hash=d["config_hash"], provenance=d["provenance"],
                    origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
                    rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""),
-                   environments=d.get("environments", {}), loaded=d.get("loaded"))
+                   environments=d.get("environments", {}), loaded=d.get("loaded"), plan=d.get("plan"))
 
     @property
     def env(self) -> str:
@@ -80,11 +86,17 @@ class RunManifest:
         return self.artifacts[name].env or self.env
 
     def adopt(self, name: str, record: "ArtifactRecord", origin: "RunManifest") -> None:
-        """Take `record` from run `origin` (reused or injected), keeping where it was computed."""
+        """Take `record` from run `origin` (reused or injected), keeping where it was computed and by what code."""
         env = record.env or origin.env
-        self.artifacts[name] = ArtifactRecord(record.ref, record.stage, dict(record.inputs), record.seconds, env)
+        self.artifacts[name] = ArtifactRecord(record.ref, record.stage, dict(record.inputs), record.seconds, env,
+                                              record.code)
         if env not in self.environments:
             self.environments[env] = origin.environments.get(env, origin.provenance)
+
+    def code_hashes(self) -> dict[str, str]:
+        """Node -> the code hash of the stage that computed its artifacts (colbert_swap/core/code.py), for the nodes
+        whose records keep one (not those injected, nor those of runs written before it was kept)."""
+        return {r.stage: r.code for r in self.artifacts.values() if r.code is not None and ":" not in r.stage}
 
     def save(self, path: Path, without: frozenset[str] = frozenset()) -> None:
         """Write the manifest, leaving out the artifacts `without` (those whose files are not written yet)."""

@@ -1,6 +1,6 @@
-"""The run writer: the one way every kind of run (capture, replay, isolate, drill, ops, search) is written.
+"""The run writer: the one place anything of a run is persisted (capture, replay, isolate, drill, ops, search).
 
-    with open_run(store, label, Capture(), config, digest, mismatch="refuse", force=cfg.force) as run:
+    with open_run(store, label, Capture(), config, digest, write=Write.NEW, force=cfg.force) as run:
         if run.done:
             return run.manifest                   # already complete with this origin, config, environment
         run.put("num_passages", 120, stage="num_passages")   # a blob, its record, and where it was computed
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from colbert_swap.env import loaded
@@ -23,6 +25,17 @@ from colbert_swap.errors import UserError
 from colbert_swap.env.provenance import changed_keys, env_id, run_environment
 from colbert_swap.core.store.manifest import ArtifactRecord, RunManifest
 from colbert_swap.core.store.origin import Origin
+
+
+class Write(str, Enum):
+    """What `open_run` does with a run already stored under the label (a complete one of the same origin and config
+    is always returned as it is, `run.done`)."""
+
+    NEW = "new"  # one of another config is refused unless force=true; a partial one is resumed here (a capture)
+    REPLACE = "replace"  # one of another origin or config is started over; a partial one is resumed here (a replay)
+    RECORD = "record"  # a partial one is started over, never resumed (a drill's recordings)
+    FRESH = "fresh"  # any is started over: what "here" is may have changed (an isolate)
+    EXTEND = "extend"  # the complete run is opened to gain artifacts (its search), and stays complete
 
 
 class RunWriter:
@@ -36,12 +49,12 @@ class RunWriter:
         self.recorded = False  # whether this process's snapshot of what it loaded is in the manifest
 
     def put(self, name: str, value: Any, stage: str, inputs: dict[str, str] | Iterable[str] = (),
-            seconds: float = 0.0) -> ArtifactRecord:
+            seconds: float = 0.0, code: str | None = None) -> ArtifactRecord:
         """Store `value` as artifact `name`, made by `stage` from `inputs` (artifact names of this run, or
-        name -> blob hash), computed here."""
+        name -> blob hash), computed here by code of hash `code` (colbert_swap/core/code.py)."""
         ref = self.store.blobs.put(value, behind=True)  # its file is written while the next stage computes
         hashes = inputs if isinstance(inputs, dict) else {n: self.manifest.artifacts[n].ref.hash for n in inputs}
-        record = ArtifactRecord(ref=ref, stage=stage, inputs=dict(hashes), seconds=seconds, env=self.env)
+        record = ArtifactRecord(ref=ref, stage=stage, inputs=dict(hashes), seconds=seconds, env=self.env, code=code)
         self.manifest.artifacts[name] = record
         self.wrote = True
         return record
@@ -70,6 +83,14 @@ class RunWriter:
         finally:
             self.save()
 
+    def folder(self, name: str) -> Path:
+        """A folder of files of this run (colbert-ai's index files: "index"), written by the caller through it."""
+        return self.store.run_dir(self.manifest.label) / name
+
+    def set_plan(self, plan: dict) -> None:
+        """The run's plan (num_chunks, phases, options: colbert_swap/runs/execute.py), kept in its manifest."""
+        self.manifest.plan = dict(plan)
+
     def record_loaded(self) -> None:
         """Add what this process has loaded (colbert_swap/env/loaded.py) to the run's manifest: at the end of the
         computation, so that every library a stage loaded is mapped; a resumed run adds its own process's."""
@@ -86,15 +107,13 @@ class RunWriter:
 
 
 @contextmanager
-def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, *,
-             mismatch: str = "restart", force: bool = False, resume: bool = True, fresh: bool = False,
-             extend: bool = False, make: Callable[[RunManifest], None] | None = None) -> Iterator[RunWriter]:
+def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, *, write: Write = Write.REPLACE,
+             force: bool = False, make: Callable[[RunManifest], None] | None = None) -> Iterator[RunWriter]:
     """Write run `label` under its lock. An existing run with the same origin and config is returned complete
-    (`run.done`), resumed where it stopped (when `resume` and its environment is this one), or started over.
-    One of another origin or config is started over, or refused with `mismatch="refuse"` unless `force`;
-    with `fresh`, any existing run is started over (an isolate: what "here" is may have changed); with
-    `extend`, the existing complete run is opened to gain artifacts (its search), and stays complete.
-    `make(manifest)` fills a new run before anything is computed (a replay's records from its target)."""
+    (`run.done`), resumed where it stopped (its environment is this one), or started over, as `write` says
+    (`Write`). `make(manifest)` fills a new run before anything is computed (a replay's records from its target)."""
+    mismatch = "refuse" if write is Write.NEW else "restart"
+    resume, fresh, extend = write is not Write.RECORD, write is Write.FRESH, write is Write.EXTEND
     with store.lock(label):
         if extend:
             writer = RunWriter(store, store.load(label), resumed=True)

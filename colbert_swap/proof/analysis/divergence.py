@@ -17,7 +17,7 @@ from functools import cached_property
 
 import torch
 
-from colbert_swap.proof.compare.comparators import FLOATS
+from colbert_swap.proof.compare.comparators import FLOATS, Status
 from colbert_swap.proof.compare.runs import RunComparison
 from colbert_swap.proof.analysis import centroids as cen
 from colbert_swap.proof.analysis import magnitude as mag
@@ -212,7 +212,7 @@ class _Pair:
 def analyze(store: Store, a: RunManifest, b: RunManifest, comparison: RunComparison,
             names: list[str] | None = None) -> list[Explanation]:
     """One explanation per diverging artifact (restricted to `names` when given), in pipeline order."""
-    wanted = [r for r in comparison.results if not r.same and r.status != "missing"
+    wanted = [r for r in comparison.results if not r.same and r.status != Status.MISSING
               and (names is None or r.name in names)]
     if not wanted:
         return []

@@ -24,12 +24,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from colbert_swap.core.dag import Reduction
 from colbert_swap.proof.compare.ulp import FLOATS, MANTISSA, scaled_ulps, ulp_distance, value_scale
 
 U32 = 2.0 ** -24  # unit roundoff of the float32 accumulators
 MAX_ELEMENTS = 4_000_000  # medians and histograms of more mismatches use an evenly strided sample of them
 CHUNK = 1 << 24  # elements per step of the exact pass (max, counts)
 BEYOND = 64  # "beyond" up to this many times the bound, "far_beyond" above
+NO_REDUCTION = Reduction.over(1, "no known reduction")  # an artifact whose stage declares none
+
+
 @dataclass(frozen=True)
 class Magnitude:
     name: str
@@ -59,21 +63,15 @@ class Magnitude:
 
 
 def reduction_length(name: str, a: torch.Tensor, config: dict, sizes: dict) -> tuple[int, str]:
-    """Length of the reduction behind one element of artifact `name`, and what it is."""
+    """Length of the reduction behind one element of artifact `name`, and what it is: the `Reduction` declared
+    on its stage (none: length 1) resolved for `a`'s shape and the run's `sizes` (divergence._Pair.sizes: the
+    checkpoint's hidden size, the rows of `sample` k-means clustered, the elements of `heldout_residual`)."""
     from colbert_swap.colbert.stages import DAG
 
-    kind, what = DAG.facts(name).reduction or (1, "no known reduction")  # declared on the stage
-    if kind == "hidden":
-        n = int(sizes.get("hidden") or (a.shape[-1] if a.dim() else 1))  # the checkpoint's own hidden size
-    elif kind == "dim":
-        n = int(a.shape[-1]) if a.dim() else 1
-    elif kind == "cluster":
-        n = max(1, int(sizes.get("sample", 0) // max(1, a.shape[0] if a.dim() else 1)))
-    elif kind == "numel":
-        n = int(sizes.get("heldout_residual", a.numel()))
-    else:
-        n = int(kind)
-    return n, what
+    reduction = DAG.facts(name).reduction or NO_REDUCTION
+    n = reduction.resolve(tuple(a.shape), hidden=sizes.get("hidden"), clustered=sizes.get("sample"),
+                          reduced=sizes.get("heldout_residual"))
+    return n, reduction.what
 
 
 def noise_bound(dtype: torch.dtype, n: int) -> float:

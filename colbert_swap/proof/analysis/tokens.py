@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from colbert_swap.core.store import RunManifest, Store
+from colbert_swap.colbert.plan import plan
 
 MAX_PASSAGES = 100_000  # attribution tokenizes at most this many passages (a seeded sample beyond)
 TOP = 5
@@ -95,7 +96,7 @@ def token_map(store: Store, manifest: RunManifest, rows: torch.Tensor | None = N
         doclens = [store.get(manifest, "sample_doclens")]
         pids = store.get(manifest, "sample_pids").long()  # the sample's passages, in pid order
     else:
-        doclens = [store.get(manifest, f"doclens.{c}") for c in range(store.get(manifest, "num_chunks"))]
+        doclens = [store.get(manifest, f"doclens.{c}") for c in range(plan(store, manifest).num_chunks)]
         pids = None
     index = row_pids(doclens)  # row -> index of its passage among these passages
     lengths = torch.cat([d.long() for d in doclens])

@@ -2,13 +2,18 @@
 
     comparison = compare_runs(store, store.load("2.0.1"), store.load("2.1.0"))
     comparison.first_diverged()   # ['local_sample_embs', 'sample_doclens'] or []
+
+Each artifact is compared by the comparator its facts choose (`comparator(DAG.facts(name))`, compare/
+comparators.py), with the other artifacts it `reads` loaded from both runs; two runs holding the same blob are
+`equal` unread, whatever the comparator. A new comparator is added in comparators.py alone (its docstring
+says how); nothing here changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from colbert_swap.proof.compare.comparators import Comparison, compare
+from colbert_swap.proof.compare.comparators import Comparison, Context, Status, comparator
 from colbert_swap.proof.compare.tolerances import Tolerance
 from colbert_swap.config import HOW, capture_options
 from colbert_swap.errors import UserError
@@ -51,7 +56,7 @@ class RunComparison:
         return out
 
     def order_only(self) -> list[Comparison]:
-        return [r for r in self.results if r.status == "order_only"]
+        return [r for r in self.results if r.status == Status.ORDER_ONLY]
 
 
 @dataclass(frozen=True)
@@ -155,13 +160,15 @@ def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
 def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:
     """Both runs point at one blob (hash over dtype, shape and bytes): bitwise equal without reading it."""
     if ref.kind != "tensor":
-        return Comparison(name, "equal", stage, "json", numel=1)
+        return Comparison(name=name, status=Status.EQUAL, stage=stage, dtype="json", numel=1)
     numel = 1
     for n in ref.shape or ():
         numel *= n
     floats = ref.dtype in ("float16", "bfloat16", "float32", "float64")
-    return Comparison(name, "equal", stage, ref.dtype, "x".join(map(str, ref.shape or ())) or "scalar", numel, 0,
-                      0.0, 0.0, 0 if floats else None, {"torch": True, "bnb": True, "assert_close": True})
+    return Comparison(name=name, status=Status.EQUAL, stage=stage, dtype=ref.dtype,
+                      shape="x".join(map(str, ref.shape or ())) or "scalar", numel=numel, mismatches=0, max_abs=0.0,
+                      mad=0.0, max_ulp=0 if floats else None,
+                      allclose={"torch": True, "bnb": True, "assert_close": True})
 
 
 def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
@@ -178,24 +185,28 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         if ra is not None and rb is not None and ra.ref == rb.ref:  # same content address: equal, unread
             results.append(same_blob(name, ra.ref, stage))
             continue
-        key = (*_memo_key(name, stage, ra, rb, a, b), tol.key()) if memo is not None and ra and rb else None
+        facts = DAG.facts(name)
+        chosen = comparator(facts)
+        reads = chosen.reads(facts)
+        key = (*_memo_key(name, stage, ra, rb, a, b, reads), tol.key()) if memo is not None and ra and rb else None
         if key is not None and key in memo:
             results.append(memo[key])
             continue
         va = store.get(a, name) if name in a.artifacts else None
         vb = store.get(b, name) if name in b.artifacts else None
-        segments, by = None, DAG.facts(name).order_free  # order within these segments carries no meaning
-        if by and by in a.artifacts and by in b.artifacts:
-            la, lb = store.get(a, by), store.get(b, by)
-            segments = la if la.shape == lb.shape and bool((la == lb).all()) else None
-        results.append(compare(name, va, vb, stage=stage, segments=segments, tol=tol))
+        ctx = Context(stage=stage, tol=tol, facts=facts, a=_load(store, a, reads), b=_load(store, b, reads))
+        results.append(chosen.compare(name, va, vb, ctx))
         if key is not None:
             memo[key] = results[-1]
     return RunComparison(a.label, b.label, tuple(results), tol,
                          tuple(config_differences(_how_free(a.config), _how_free(b.config))))
 
 
-def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest) -> tuple:
-    segments = DAG.facts(name).order_free
-    seg = tuple(sorted(str(m.artifacts[segments].ref) for m in (a, b) if segments in m.artifacts)) if segments else ()
-    return (name, stage, *sorted((str(ra.ref), str(rb.ref))), seg)
+def _load(store: Store, run: RunManifest, names: tuple[str, ...]) -> dict:
+    return {n: store.get(run, n) for n in names if n in run.artifacts}
+
+
+def _memo_key(name: str, stage: str, ra, rb, a: RunManifest, b: RunManifest, reads: tuple[str, ...]) -> tuple:
+    """Symmetric in a and b: the two blobs, and those of the artifacts the comparator reads besides."""
+    read = tuple(tuple(sorted(str(m.artifacts[n].ref) for m in (a, b) if n in m.artifacts)) for n in reads)
+    return (name, stage, *sorted((str(ra.ref), str(rb.ref))), read)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-STATUS_COLORS = {"equal": "#4daf4a", "order_only": "#a6d96a", "allclose": "#fee08b", "diverged": "#d73027",
-                 "missing": "#bbbbbb", "injected": "#4393c3", "": "#ffffff"}
+from colbert_swap.proof.compare.comparators import Status
+
+STATUS_COLORS = {Status.EQUAL: "#4daf4a", Status.ORDER_ONLY: "#a6d96a", Status.ALLCLOSE: "#fee08b",
+                 Status.DIVERGED: "#d73027", Status.MISSING: "#bbbbbb", "injected": "#4393c3", "": "#ffffff"}
 _LAYER = re.compile(r"^bert\.(embeddings|encoder\.layer\.\d+)$|^linear$|^colbert\.doc$")
 
 

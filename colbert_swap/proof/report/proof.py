@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from colbert_swap.proof.compare.comparators import Comparison
+from colbert_swap.proof.compare.comparators import Comparison, Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import RunManifest
@@ -120,7 +120,7 @@ def injection_verdict(injected: list[str], source: str, target: str, before: Run
     if not downstream:
         text = f"{what} changes nothing downstream: no stage reads it."
     elif not left:
-        order = [r.name for r in results if r.status == "order_only"]
+        order = [r.name for r in results if r.status == Status.ORDER_ONLY]
         text = (f"{what} makes all {plural(len(results), 'downstream artifact')} identical to {source}'s"
                 f"{order_text(order, after)}.")
     else:

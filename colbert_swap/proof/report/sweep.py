@@ -13,12 +13,14 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from colbert_swap.proof.compare.comparators import SAME, Status
 from colbert_swap.proof.report.report import Report
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store.blobs import atomic_write
 
-COLORS = {"equal": "#b7e1b0", "order_only": "#d9f0a3", "allclose": "#fee391", "diverged": "#f4a582",
-          "missing": "#dddddd", "injected": "#92c5de", "": "#ffffff"}
+# per status (report.json holds the plain words, equal to the Status members), and the inject task's own mark
+COLORS = {Status.EQUAL: "#b7e1b0", Status.ORDER_ONLY: "#d9f0a3", Status.ALLCLOSE: "#fee391",
+          Status.DIVERGED: "#f4a582", Status.MISSING: "#dddddd", "injected": "#92c5de", "": "#ffffff"}
 
 
 def read_report(path: Path) -> Report:
@@ -133,7 +135,7 @@ def _cell(report: Report, name: str) -> str:
 
 def _same_count(report: Report) -> str:
     arts = {n: a for n, a in report.data.get("artifacts", {}).items() if n in report.data.get("downstream", report.data.get("artifacts", {}))}
-    same = sum(1 for a in arts.values() if a["status"] in ("equal", "order_only"))
+    same = sum(1 for a in arts.values() if a["status"] in SAME)
     return f"{same}/{len(arts)}"
 
 
