@@ -60,6 +60,7 @@ class Reduction:
 
     what: str  # what the reduction is, in words: "the norm over the embedding dimension"
     length: int | str  # a positive number, or one of RUN_LENGTHS
+    of: str | None = None  # 'cluster', 'numel': the input artifact whose rows are clustered / elements reduced
 
     def __post_init__(self) -> None:
         if not isinstance(self.what, str) or not self.what:
@@ -85,14 +86,14 @@ class Reduction:
         return cls(what, "dim")
 
     @classmethod
-    def cluster(cls, what: str) -> Reduction:
-        """Over a cluster's members: the rows clustered over the artifact's rows (one per cluster)."""
-        return cls(what, "cluster")
+    def cluster(cls, what: str, of: str | None = None) -> Reduction:
+        """Over a cluster's members: the rows of input `of` clustered over the artifact's rows (one per cluster)."""
+        return cls(what, "cluster", of)
 
     @classmethod
-    def numel(cls, what: str) -> Reduction:
-        """Over every element of the input it reduces: a mean of a whole tensor."""
-        return cls(what, "numel")
+    def numel(cls, what: str, of: str | None = None) -> Reduction:
+        """Over every element of input `of`: a mean of a whole tensor."""
+        return cls(what, "numel", of)
 
     def resolve(self, shape: Sequence[int], hidden: int | None = None, clustered: int | None = None,
                 reduced: int | None = None) -> int:
@@ -224,6 +225,10 @@ class Dag:
             for out in s.outputs:
                 assert out not in self._producer, f"artifact {out} produced twice"
                 self._producer[out] = s
+        for s in self.stages:  # a reduction of an input reads an input of its stage
+            for out, f in s.facts:
+                of = f.reduction.of if f.reduction is not None else None
+                assert of is None or of in {a for _, a in s.inputs}, f"{s.name}: {out}'s reduction is of {of}, not an input"
         for s in self.stages:  # every input is produced upstream: the list order is a topological order
             seen = {o for t in self.stages[: self.stages.index(s)] for o in t.outputs}
             for param, name in s.inputs:

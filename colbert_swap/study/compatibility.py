@@ -1,7 +1,7 @@
 """The compatibility verdict of a matrix: one row per environment against a reference, and a paragraph.
 
     changes = {"torch-2.1.0": Change("torch-2.0.1", "torch-2.1.0", artifacts_differ=True, index_changed=True,
-                                     root_cause=("local_sample_embs", "embs"), drill=Drill(...), ...)}
+                                     root_cause=("local_sample_embs", "embs"), drill=DrillFinding(...), ...)}
     v = verdict(["torch-1.13.1", "torch-2.0.1", "torch-2.1.0"], "torch-1.13.1", against, changes, failures={})
     v.table()     # environment | index vs the reference | retrieval | change from the one before | packages
     v.summary     # "torch-1.13.1 .. torch-2.0.1 give an identical index; torch-2.1.0 changes it (root cause ...)"
@@ -93,7 +93,7 @@ class FirstOp:
 
 
 @dataclass(frozen=True)
-class Drill:
+class DrillFinding:
     """What the module drill and the op drill of a pair found (or why they could not)."""
 
     module: Optional[str] = None  # the first module whose output differs; None: none on the probe passages
@@ -119,7 +119,7 @@ class Change:
     index_compared: bool = True  # False: one of the runs has no index folder
     root_cause: Optional[tuple[str, ...]] = None  # locate's answer; None when not located
     locate_error: Optional[str] = None
-    drill: Optional[Drill] = None  # None: not drilled (root cause outside the encoder, or not located)
+    drill: Optional[DrillFinding] = None  # None: not drilled (root cause outside the encoder, or not located)
     packages: Optional[tuple[PackageChange, ...]] = None  # None: a freeze is missing
     intended: tuple[str, ...] = ()  # the packages b's spec means to change (a generated step's `changes`)
     retrieval: Optional[str] = None  # b's rankings against a's: "identical" | "same sets" | "changed (ΔnDCG ...)"

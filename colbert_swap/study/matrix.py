@@ -27,7 +27,7 @@ from colbert_swap.env import loaded
 from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.proof.compare.tolerances import Tolerance
-from colbert_swap.study.compatibility import Change, Drill, FirstOp, PackageChange, in_encoder
+from colbert_swap.study.compatibility import Change, DrillFinding, FirstOp, PackageChange, in_encoder
 from colbert_swap.config import model_fields
 from colbert_swap.env.failure import EnvFailure, EnvironmentFailed
 from colbert_swap.env.venvs import (EnvSpec, capture_in, ensure, frozen, load_spec, normalize,
@@ -148,7 +148,7 @@ class Pair:
     whole: WholeRun
     locate: dict | None = None  # the locate report.json, when the pair differs
     locate_error: str | None = None
-    drill: Drill | None = None  # when the root cause is in the encoder
+    drill: DrillFinding | None = None  # when the root cause is in the encoder
     packages: tuple[PackageChange, ...] | None = None  # None: a freeze is missing
     intended: tuple[str, ...] = ()  # what b's spec means to change (`changes` of a generated step)
     steps: list[Step] = field(default_factory=list)
@@ -300,19 +300,19 @@ class Study:
         if any(in_encoder(n) for n in pair.locate.get("root_cause") or []):
             pair.drill = self._drill(a, b, folder, pair.steps)
 
-    def _drill(self, a: str, b: str, folder: Path, steps: list[Step]) -> Drill:
+    def _drill(self, a: str, b: str, folder: Path, steps: list[Step]) -> DrillFinding:
         """`task=drill run=a` in a's environment, `task=drill source=a target=b` in b's; then the same with
         `module=` the first module whose output differs (the op drill). A step that fails ends it, named."""
         error = self._drill_both(a, b, "drill", [], folder, steps)
         if error:
-            return Drill(error=error)
+            return DrillFinding(error=error)
         module = steps[-1].report().get("first_module")
         if not module:
-            return Drill()
+            return DrillFinding()
         error = self._drill_both(a, b, "ops", [f"module={module}"], folder, steps)
         if error:
-            return Drill(module, error=error)
-        return Drill(module, FirstOp.from_report(steps[-1].report().get("first_op") or {}))
+            return DrillFinding(module, error=error)
+        return DrillFinding(module, FirstOp.from_report(steps[-1].report().get("first_op") or {}))
 
     def _drill_both(self, a: str, b: str, prefix: str, extra: list[str], folder: Path, steps: list[Step]) -> str | None:
         """a's drill capture in a's environment, then b's and the comparison in b's; the error of a failure."""

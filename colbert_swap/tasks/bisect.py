@@ -12,17 +12,33 @@ differ between the two environments (reports linked, kept in STORE/matrix/<a>-vs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from colbert_swap.study.compatibility import packages_text
 from colbert_swap.errors import UserError
 from colbert_swap.colbert.index_files import data_differences, run_index_differences
 from colbert_swap.study.matrix import Pair, Study, cause_text, differing_text, expand_envs
 from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import finish, progress_printer
 from colbert_swap.tasks.matrix import drill_text, pair_section
 from colbert_swap.colbert.plan import plan
+
+
+@dataclass(frozen=True)
+class BisectData(ReportData):
+    """report.json of task=bisect envs=[...]: the first adjacent pair that changes the final index."""
+
+    envs: list[str]
+    """The environments, in the order asked (axes expanded)."""
+    captured: list[str]
+    """The environments captured to find it (about log2(N) of them)."""
+    steps: list[list[str]]
+    """Each comparison made, in order: [`A vs B`, `same index` | `index differs`]."""
+    pair: dict | None
+    """The pair found, explained as task=matrix explains a pair (study.matrix.Pair); null when the ends agree."""
 
 
 def run(cfg) -> int:
@@ -68,8 +84,8 @@ def run(cfg) -> int:
     sections = ["## Steps\n\n" + table(["compared", "result"], steps),
                 *(["\n\n".join(_pair_lines(store, pair))] if pair is not None else [])]
     return finish(folder, Report("bisect", f"bisect: {' -> '.join(names)}", verdict, sections,
-                                 {"envs": names, "captured": captured, "steps": steps,
-                                  "pair": pair.to_json() if pair else None}))
+                                 BisectData(envs=names, captured=captured, steps=steps,
+                                            pair=pair.to_json() if pair else None)))
 
 
 def _pair_lines(store: Store, pair: Pair) -> list[str]:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from colbert_swap.colbert.resources import Resources
@@ -14,6 +15,7 @@ from colbert_swap.core.store import RunManifest, Store, check_label
 from colbert_swap.core.store.origin import Capture
 from colbert_swap.env.provenance import default_run_label
 from colbert_swap.errors import UserError
+from colbert_swap.proof.report.report import ReportData
 from colbert_swap.proof.report.tables import artifact_table
 from colbert_swap.runs.execute import Policy, RunSpec, Write, execute, plan
 from colbert_swap.tasks.common import progress_printer
@@ -46,6 +48,18 @@ def _check_inputs(resources: Resources) -> None:
         raise UserError(f"checkpoint {resources.checkpoint_path} does not exist")
 
 
+@dataclass(frozen=True)
+class CaptureData(ReportData):
+    """report.json of task=capture."""
+
+    run: str
+    """The captured run's label."""
+    config: dict
+    """The run's result config (model, collection, index, perturb: what its artifacts depend on)."""
+    artifacts: dict[str, dict]
+    """Per artifact: its manifest record (blob hash, dtype, shape, stage, inputs, seconds, env id computed in)."""
+
+
 def run(cfg: Config) -> int:
     from colbert_swap.proof.report import proof
     from colbert_swap.proof.report.report import Report
@@ -60,5 +74,5 @@ def run(cfg: Config) -> int:
     print(artifacts + "\n")
     return finish(proof.out_dir(cfg, "capture"), Report(
         "capture", f"capture {manifest.label}", verdict, [environments_section(manifest), "## Artifacts\n\n" + artifacts],
-        {"run": manifest.label, "config": manifest.config,
-         "artifacts": {n: r.to_json() for n, r in manifest.artifacts.items()}}, [manifest]))
+        CaptureData(run=manifest.label, config=manifest.config,
+                    artifacts={n: r.to_json() for n, r in manifest.artifacts.items()}), [manifest]))

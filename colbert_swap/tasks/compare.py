@@ -11,7 +11,7 @@ from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.meaning import meaning
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.core.dag import template
 from colbert_swap.env.provenance import environment_differences
 from colbert_swap.colbert.resources import config_read
@@ -76,6 +76,30 @@ def compare(cfg, store: Store) -> Comparison:
     return Comparison(source, target, artifacts, whole_run(store, artifacts, source, target))
 
 
+@dataclass(frozen=True)
+class CompareData(ReportData):
+    """report.json of task=compare (source vs target)."""
+
+    source: str
+    target: str
+    injected: list[str]
+    """Always empty: nothing is injected (a key every comparing report has, for sweep summaries)."""
+    root_cause: list[str]
+    """Always empty: compare does not locate (task=locate does)."""
+    first_diverged: list[str]
+    """The earliest artifacts that differ, with every other output of their stage; empty when none differs."""
+    counts: dict[str, int]
+    """How many artifacts have each status (equal, order_only, allclose, diverged, ...)."""
+    whole_run: dict
+    """The runs as wholes: artifacts that differ anywhere, and colbert-ai's index files (WholeRun.to_json)."""
+    tolerance: dict
+    """The tolerance the status `allclose` stands for (table, per dtype, per artifact)."""
+    artifacts: dict[str, dict]
+    """Per artifact, in pipeline order: its comparison (status, stage, max_abs, mad, mismatches, ...)."""
+    explain: dict
+    """Per artifact that differs: what its difference means (proof.report.meaning)."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = compare(cfg, store)
@@ -84,9 +108,9 @@ def run(cfg) -> int:
     meaning_md, meaning_json = meaning(store, result.source, result.target, result.artifacts, folder)
     report = Report("compare", f"compare: {s} vs {t}", result.verdict, runs=[result.source, result.target], sections=[
         environments_section(result.source, result.target),
-        f"## Artifacts ({s} vs {t})\n\n" + proof.comparison_table(result.artifacts), meaning_md], data={
-        "source": s, "target": t, "injected": [], "root_cause": [], "first_diverged": result.artifacts.first_diverged(),
-        "counts": result.artifacts.counts(), "whole_run": result.whole.to_json(),
-        "tolerance": result.artifacts.tolerance.to_json(), "artifacts": proof.artifact_json(result.artifacts.results),
-        "explain": meaning_json})
+        f"## Artifacts ({s} vs {t})\n\n" + proof.comparison_table(result.artifacts), meaning_md], data=CompareData(
+        source=s, target=t, injected=[], root_cause=[], first_diverged=result.artifacts.first_diverged(),
+        counts=result.artifacts.counts(), whole_run=result.whole.to_json(),
+        tolerance=result.artifacts.tolerance.to_json(), artifacts=proof.artifact_json(result.artifacts.results),
+        explain=meaning_json))
     return finish(folder, report)

@@ -50,7 +50,7 @@ from colbert_swap.study.determinism import (PROCESSES, THREADS, Rerunner, StageC
 from colbert_swap.errors import UserError
 from colbert_swap.env.provenance import default_run_label, env_id
 from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
@@ -345,6 +345,27 @@ def _mark(value: bool | None) -> str:
     return "" if value is None else "same" if value else "**differs**"
 
 
+@dataclass(frozen=True)
+class DeterminismData(ReportData):
+    """report.json of task=determinism run=X: each stage run again on the run's own inputs."""
+
+    run: str
+    reproducible: bool
+    """True when every checked stage reproduced its outputs bit for bit."""
+    not_reproducible: list[str]
+    """The checked stages that did not, in pipeline order."""
+    stages: dict[str, dict]
+    """Per stage, in pipeline order: its check (status, artifacts, differing, run_to_run, recorded, fresh, ...)."""
+    costs: dict[str, float]
+    """Seconds of each part (`in_process_s`, `fresh_process_s`, ...)."""
+    thread_count: int | None
+    """The thread count of the fresh process run with other threads than this one; null when none ran."""
+    fresh: bool
+    """True when a fresh process ran the stages too."""
+    here: str
+    """The environment id of this process as the run's config computes in it (its perturb.threads)."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     if cfg.determinism.child:
@@ -363,10 +384,10 @@ def run(cfg) -> int:
         environments_section(result.run), "## Stages run again on the run's own inputs\n\n" + stages
         + "\n\n`same`: the same bits as this process's first run (for the run's own process: as the outputs it "
           "recorded); blank: not compared.", "## Cost\n\n" + costs],
-        data={"run": result.run.label, "reproducible": result.reproducible,
-              "not_reproducible": [c.stage for c in result.failing],
-              "stages": {c.stage: c.to_json() for c in result.checks}, "costs": result.costs,
-              "thread_count": result.thread_count, "fresh": result.fresh,
-              "here": env_id(here_for(result.run))})
+        data=DeterminismData(run=result.run.label, reproducible=result.reproducible,
+                             not_reproducible=[c.stage for c in result.failing],
+                             stages={c.stage: c.to_json() for c in result.checks}, costs=result.costs,
+                             thread_count=result.thread_count, fresh=result.fresh,
+                             here=env_id(here_for(result.run))))
     status = finish(proof.out_dir(cfg, "determinism"), report)
     return status or (0 if result.reproducible else 1)

@@ -44,7 +44,7 @@ from colbert_swap.env.provenance import (SPEC_VAR, changed_keys, describe_change
                                      run_environment)
 from colbert_swap.proof.report import plots, proof
 from colbert_swap.colbert.resources import Resources
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.core.store.origin import Drill, Ops
@@ -336,6 +336,32 @@ def compare_drills(store: Store, a: RunManifest, b: RunManifest) -> ModuleDrill:
     return ModuleDrill(a.origin.run, b.origin.run, rows, per_batch)
 
 
+@dataclass(frozen=True)
+class DrillData(ReportData):
+    """report.json of task=drill source=A: the two runs' module outputs on the same probe passages."""
+
+    source: str
+    target: str
+    injected: list[str]
+    """Always empty (a key every comparing report has)."""
+    root_cause: list[str]
+    """Always empty (a key every comparing report has)."""
+    first_module: str | None
+    """The first module, in execution order, whose output differs; null when none does."""
+    modules: list[dict]
+    """Per module, in execution order: mismatches, numel, max_abs, max_ulp, batches_differing, only_in (ModuleRow)."""
+    batches: list[dict]
+    """Per probe batch: the final output (`colbert.doc`) compared, with its size and padded length (BatchRow)."""
+    next_steps: list[str]
+    """The commands that drill the first differing module to its operations: the source's trace, then the comparison."""
+    warnings: list[str]
+    """Why a recording may not stand for its run (made with force=true in another environment); empty when none."""
+    artifacts: dict
+    """Always empty: the drill compares recordings, not the runs' artifacts."""
+    plots: list[str]
+    """The figures beside report.md (divergence per layer, per padded length)."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     progress = progress_printer()
@@ -380,17 +406,30 @@ def run(cfg) -> int:
                                    proof.num(b.max_abs)] for b in result.batches])
     report = Report("drill", f"drill: {result.source} vs {result.target}", _warned(result.verdict, warnings),
                     ["## Modules, in execution order\n\n" + modules, "## Final output per batch\n\n" + batches],
-                    {"source": result.source, "target": result.target, "injected": [], "root_cause": [],
-                     "first_module": result.first.module if result.first else None,
-                     "modules": [asdict(r) for r in result.rows], "batches": [asdict(b) for b in result.batches],
-                     "next_steps": list(result.next_steps or []), "warnings": warnings,
-                     "artifacts": {}, "plots": figures}, [source, store.load(result.target)], figures)
+                    DrillData(source=result.source, target=result.target, injected=[], root_cause=[],
+                              first_module=result.first.module if result.first else None,
+                              modules=[asdict(r) for r in result.rows], batches=[asdict(b) for b in result.batches],
+                              next_steps=list(result.next_steps or []), warnings=warnings,
+                              artifacts={}, plots=figures), [source, store.load(result.target)], figures)
     return finish(folder, report)
 
 
 def _warned(verdict: str, warnings: list[str]) -> str:
     """The verdict, after the warnings of a drill made with force=true in another environment than its run's."""
     return " ".join([*(f"Warning: {w[0].upper()}{w[1:]}" for w in warnings), verdict])
+
+
+@dataclass(frozen=True)
+class DrillCaptureData(ReportData):
+    """report.json of task=drill run=A: A's drill capture (and with module=, its operation trace)."""
+
+    run: str
+    captures: list[str]
+    """The labels of the recordings made or reused (`A+drill`, `A+ops=MODULE`)."""
+    recorded_in: str
+    """The environment id the drill capture was made in."""
+    warnings: list[str]
+    """Why the recording may not stand for its run (made with force=true in another environment); empty when none."""
 
 
 def _capture_only(cfg, store: Store, progress) -> int:
@@ -410,8 +449,8 @@ def _capture_only(cfg, store: Store, progress) -> int:
         runs.append(ops)
     verdict = "; ".join(lines) + f". Next, {_next_hint(cfg, store, run_)}"
     report = Report("drill", f"drill capture {run_.label}", _warned(verdict, [warning] if warning else []), runs=runs,
-                    data={"run": run_.label, "captures": [r.label for r in runs],
-                          "recorded_in": manifest.origin.env, "warnings": [warning] if warning else []})
+                    data=DrillCaptureData(run=run_.label, captures=[r.label for r in runs],
+                                          recorded_in=manifest.origin.env, warnings=[warning] if warning else []))
     return finish(proof.out_dir(cfg, "drill"), report)
 
 
@@ -485,6 +524,28 @@ def _spans(found: dict, s: str, t: str) -> str:
             f"{same}: another implementation of the same step, not another kernel result.")
 
 
+@dataclass(frozen=True)
+class OpsDrillData(ReportData):
+    """report.json of task=drill source=A module=M: the aten operations inside M, traced in both environments."""
+
+    source: str
+    target: str
+    module: str
+    """The module whose operations were traced (drill.module)."""
+    injected: list[str]
+    """Always empty (a key every comparing report has)."""
+    root_cause: list[str]
+    """Always empty (a key every comparing report has)."""
+    first_op: dict
+    """The first event of the aligned traces: its kind, operation, index, and numbers (study.drill.align_ops)."""
+    contexts: list[dict]
+    """What decided which kernels ran (device, attention, autocast, CPU capability, ...): the source's, the target's."""
+    warnings: list[str]
+    """Why a recording may not stand for its run (made with force=true in another environment); empty when none."""
+    artifacts: dict
+    """Always empty: the drill compares recordings, not the runs' artifacts."""
+
+
 def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes: int, bsizes: list[int],
              progress, warnings: list[str] = ()) -> int:
     """The source's operation trace of `module` (checked by `run`: there, and made in the source's environment)
@@ -499,6 +560,6 @@ def _run_ops(cfg, store: Store, source: RunManifest, target: RunManifest, probes
                     ["## Kernel context\n\n" + table(["", s, t], [[k, contexts[0].get(k), contexts[1].get(k)]
                                                                     for k in contexts[0]]),
                      environments_section(source, target)],
-                    {"source": s, "target": t, "module": cfg.drill.module, "injected": [], "root_cause": [],
-                     "first_op": found, "contexts": contexts, "warnings": list(warnings), "artifacts": {}}, [a, b])
+                    OpsDrillData(source=s, target=t, module=cfg.drill.module, injected=[], root_cause=[],
+                                 first_op=found, contexts=contexts, warnings=list(warnings), artifacts={}), [a, b])
     return finish(proof.out_dir(cfg, "drill"), report)

@@ -8,12 +8,29 @@ One environment per Hydra job, so a launcher spreads a version matrix over proce
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from colbert_swap.errors import UserError
 from colbert_swap.study.matrix import Study
 from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import progress_printer
+
+
+@dataclass(frozen=True)
+class EnvCaptureData(ReportData):
+    """report.json of task=env_capture."""
+
+    env: str
+    """The environment spec (conf/env/NAME.yaml) the run was captured in."""
+    run: str
+    """The run captured in it: named as the environment."""
+    captured: bool
+    failure: dict | None
+    """Why the environment could not be captured (env.failure.EnvFailure.to_json); null when it was."""
+    injected: list[str]
+    """Always empty (a key every report of a sweep has)."""
 
 
 def run(cfg) -> int:
@@ -24,9 +41,9 @@ def run(cfg) -> int:
     ok = study.capture(name)
     failure = study.failures.get(name)
     verdict = f"run {name!r} is captured in environment {name!r}" if ok else failure.text()
-    Report("env_capture", f"env_capture {name}", verdict, data={
-        "env": name, "run": name, "captured": ok, "failure": failure.to_json() if failure else None,
-        "injected": []}).write(proof.out_dir(cfg, "env_capture"))
+    Report("env_capture", f"env_capture {name}", verdict, data=EnvCaptureData(
+        env=name, run=name, captured=ok, failure=failure.to_json() if failure else None,
+        injected=[])).write(proof.out_dir(cfg, "env_capture"))
     if not ok:
         raise UserError(verdict)
     print(verdict)

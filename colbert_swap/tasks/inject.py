@@ -15,7 +15,7 @@ from colbert_swap.proof.compare.runs import RunComparison, WholeRun, check_compa
 from colbert_swap.env.provenance import environment_differences
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.meaning import meaning
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.runs.replay import as_names, compact, options, phases, replay
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
@@ -112,6 +112,40 @@ def explanations(store: Store, result: Injection, folder) -> tuple[str, dict]:
     return "\n\n".join(x for x in (injected, left) if x), {"injected": ij, "left": lj}
 
 
+@dataclass(frozen=True)
+class InjectData(ReportData):
+    """report.json of inject=NAME: the source's artifacts injected into the target, what is downstream replayed."""
+
+    source: str
+    target: str
+    injected: list[str]
+    """The injected artifacts as named (`embs` for every chunk)."""
+    injected_artifacts: list[str]
+    """The injected artifacts, every chunk named (`embs.0`, `embs.1`, ...)."""
+    root_cause: list[str]
+    """Always empty: inject tests one explanation (task=locate finds the root cause)."""
+    replay_run: str
+    """The label of the replayed run (the target with the source's artifacts injected)."""
+    downstream: list[str]
+    """The artifacts computed from the injected ones, recomputed in the replay."""
+    whole_run: dict
+    """The replayed run vs the source as wholes: artifacts that differ anywhere, and colbert-ai's index files."""
+    tolerance: dict
+    """The tolerance the status `allclose` stands for (table, per dtype, per artifact)."""
+    computed_in: dict[str, str]
+    """Per artifact of the replayed run: the environment id it was computed in."""
+    replay_environments: dict[str, dict]
+    """Environment id -> provenance, of every environment an artifact of the replayed run was computed in."""
+    artifacts: dict[str, dict]
+    """Every artifact, the replayed run vs the source: its comparison (status, stage, max_abs, mad, mismatches, ...)."""
+    before: dict[str, dict]
+    """Every artifact, the source vs the target (before the injection)."""
+    vs_target: dict[str, dict]
+    """The downstream artifacts, the replayed run vs the target."""
+    explain: dict
+    """What the differences mean: `injected` (source vs target, the injected artifacts), `left` (replayed vs source)."""
+
+
 def report(result: Injection, meaning_md: str = "", meaning_json: dict | None = None) -> Report:
     s, t, r = result.source.label, result.target.label, result.replayed.label
     shown = result.downstream + [n for n in result.whole.differing if n not in result.downstream]
@@ -124,15 +158,16 @@ def report(result: Injection, meaning_md: str = "", meaning_json: dict | None = 
         f"## Replayed vs {t}, downstream artifacts\n\n"
         + (proof.comparison_table(result.vs_target, result.downstream, legend=False) if result.downstream else nothing),
         "## Where the replayed run's artifacts were computed\n\n" + proof.computed_where(result.replayed), meaning_md]
-    data = {"source": s, "target": t, "injected": result.names, "injected_artifacts": list(result.replayed.origin.injected),
-            "root_cause": [], "replay_run": r, "downstream": result.downstream, "whole_run": result.whole.to_json(),
-            "tolerance": result.after.tolerance.to_json(),
-            "computed_in": {n: result.replayed.computed_in(n) for n in result.replayed.artifacts},
-            "replay_environments": result.replayed.environments,
-            "artifacts": proof.artifact_json(result.after.results),  # every artifact, replayed vs source
-            "before": proof.artifact_json(result.before.results),
-            "vs_target": proof.artifact_json([result.vs_target[n] for n in result.downstream]),
-            "explain": meaning_json or {}}
+    data = InjectData(source=s, target=t, injected=result.names,
+                      injected_artifacts=list(result.replayed.origin.injected), root_cause=[], replay_run=r,
+                      downstream=result.downstream, whole_run=result.whole.to_json(),
+                      tolerance=result.after.tolerance.to_json(),
+                      computed_in={n: result.replayed.computed_in(n) for n in result.replayed.artifacts},
+                      replay_environments=result.replayed.environments,
+                      artifacts=proof.artifact_json(result.after.results),
+                      before=proof.artifact_json(result.before.results),
+                      vs_target=proof.artifact_json([result.vs_target[n] for n in result.downstream]),
+                      explain=meaning_json or {})
     return Report("inject", f"inject {', '.join(result.names)}: {s} into {t}", result.verdict, sections, data,
                   [result.source, result.target, result.replayed])
 

@@ -10,6 +10,7 @@ invocation: its installed packages and its `perturb` knobs; model, collection an
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from omegaconf import OmegaConf
@@ -21,7 +22,7 @@ from colbert_swap.core.store.origin import Isolate
 from colbert_swap.errors import UserError
 from colbert_swap.proof.compare.runs import RunComparison, compare_runs
 from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.runs.execute import Overrides, Policy, RunSpec, Write, execute, plan
 from colbert_swap.tasks.common import progress_printer
 from colbert_swap.tasks.common import environments_section, finish, source_run, tolerance
@@ -86,6 +87,24 @@ def verdict(stage: str, source: str, comparison: RunComparison) -> str:
             "depends on the environment.")
 
 
+@dataclass(frozen=True)
+class IsolateData(ReportData):
+    """report.json of task=isolate: one stage run here on the source's own inputs."""
+
+    source: str
+    target: str
+    """The label of the run of the stage done here (`SOURCE+isolate=STAGE`)."""
+    stage: str
+    injected: list[str]
+    """Always empty (a key every comparing report has)."""
+    root_cause: list[str]
+    """Always empty (a key every comparing report has)."""
+    stage_depends_on_environment: bool
+    """True when an output of the stage here is not the source's (bitwise, or up to an order without meaning)."""
+    artifacts: dict[str, dict]
+    """The stage's outputs, here vs the source: their comparison (status, stage, max_abs, mad, mismatches, ...)."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = isolate(cfg, store)
@@ -93,7 +112,7 @@ def run(cfg) -> int:
     report = Report("isolate", f"isolate {stage}: here vs {s}", result.verdict, runs=[result.source, result.isolated],
                     sections=[environments_section(result.source, result.isolated, labels=[s, "here"]),
                               f"## Outputs of `{stage}` (here vs {s})\n\n" + proof.comparison_table(result.comparison)],
-                    data={"source": s, "target": result.isolated.label, "stage": stage, "injected": [],
-                          "root_cause": [], "stage_depends_on_environment": bool(result.comparison.diverged()),
-                          "artifacts": proof.artifact_json(result.comparison.results)})
+                    data=IsolateData(source=s, target=result.isolated.label, stage=stage, injected=[],
+                                     root_cause=[], stage_depends_on_environment=bool(result.comparison.diverged()),
+                                     artifacts=proof.artifact_json(result.comparison.results)))
     return finish(proof.out_dir(cfg, "isolate"), report)

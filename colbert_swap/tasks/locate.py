@@ -23,7 +23,7 @@ from colbert_swap.study.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, 
 from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.meaning import meaning
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
 from colbert_swap.runs.replay import compact, options, replay
 from colbert_swap.colbert.stages import DAG
@@ -265,6 +265,42 @@ NOISE_LEGEND = ("\n\nNoise check: each root-cause stage run again here on the ta
                 "(`task=determinism run=RUN` checks every stage).")
 
 
+@dataclass(frozen=True)
+class LocateData(ReportData):
+    """report.json of task=locate: the smallest set of injected artifacts that explains every difference."""
+
+    source: str
+    target: str
+    injected: list[str]
+    """Every artifact of the minimal set injected into the target, each chunk named (`embs.0`, ...)."""
+    root_cause: list[str]
+    """The minimal set, compact (`embs` for every chunk), in injection order; stages found noise too (see `noise`)."""
+    goal: list[str] | None
+    """locate.target_artifact and the other outputs of its stage: what had to become equal; null: every artifact."""
+    harmless: list[str]
+    """With a goal: the artifacts that still differ after the injection without reaching the goal; else empty."""
+    root_cause_stages: list[str]
+    """The stage of each root-cause group, in the order of `root_cause`'s groups."""
+    noise: list[dict]
+    """The noise checks of root-cause stages that did not reproduce their recorded outputs: noise, not a cause."""
+    noise_checks: list[dict]
+    """Every noise check: a root-cause stage run again here on one run's own inputs (study.determinism.NoiseCheck)."""
+    rounds: list[dict]
+    """Per round: the run compared with the source, how many artifacts differed, what was injected next."""
+    replay_run: str
+    """The label of the final replay (the minimal set injected; the target when nothing differs)."""
+    whole_run: dict
+    """The final replay vs the source as wholes: artifacts that differ anywhere, and colbert-ai's index files."""
+    tolerance: dict
+    """The tolerance the status `allclose` stands for (table, per dtype, per artifact)."""
+    artifacts: dict[str, dict]
+    """Every artifact, the final replay vs the source: its comparison (status, stage, max_abs, mad, mismatches, ...)."""
+    before: dict[str, dict]
+    """Every artifact, the source vs the target (before any injection)."""
+    explain: dict
+    """Per artifact that differs between the source and the target: what its difference means."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     result = locate(cfg, store)
@@ -287,13 +323,13 @@ def run(cfg) -> int:
         + NOISE_LEGEND,
         f"## Before ({s} vs {t})\n\n" + proof.comparison_table(result.before),
         f"## After injecting the root cause (`{result.final.label}` vs {s})\n\n"
-        + proof.comparison_table(result.final_cmp, legend=False), meaning_md], data={
-        "source": s, "target": t, "injected": [n for g in result.minimal for n in g], "root_cause": result.root_cause,
-        "goal": result.goal, "harmless": result.harmless if result.goal else [],
-        "root_cause_stages": [DAG.producer(g[0]).name for g in result.minimal],
-        "noise": [c.to_json() for c in result.noise], "noise_checks": [c.to_json() for c in result.noise_checks],
-        "rounds": [asdict(r) for r in result.rounds], "replay_run": result.final.label,
-        "whole_run": result.whole.to_json(), "tolerance": result.before.tolerance.to_json(),
-        "artifacts": proof.artifact_json(result.final_cmp.results),
-        "before": proof.artifact_json(result.before.results), "explain": meaning_json})
+        + proof.comparison_table(result.final_cmp, legend=False), meaning_md], data=LocateData(
+        source=s, target=t, injected=[n for g in result.minimal for n in g], root_cause=result.root_cause,
+        goal=result.goal, harmless=result.harmless if result.goal else [],
+        root_cause_stages=[DAG.producer(g[0]).name for g in result.minimal],
+        noise=[c.to_json() for c in result.noise], noise_checks=[c.to_json() for c in result.noise_checks],
+        rounds=[asdict(r) for r in result.rounds], replay_run=result.final.label,
+        whole_run=result.whole.to_json(), tolerance=result.before.tolerance.to_json(),
+        artifacts=proof.artifact_json(result.final_cmp.results),
+        before=proof.artifact_json(result.before.results), explain=meaning_json))
     return finish(folder, report)

@@ -16,7 +16,7 @@ so the same command continues where a stopped matrix left off.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from colbert_swap.study.compatibility import Skipped, Verdict, packages_text, verdict
 from colbert_swap.errors import UserError
@@ -27,7 +27,7 @@ from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.tables import table
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import progress_printer
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.tasks.common import environments_section, finish
 from colbert_swap.colbert.plan import plan
 
@@ -126,6 +126,30 @@ def failures_section(study: Study) -> str:
             "\n\nTheir runs are missing from the table, and every pair with them is listed as not compared.")
 
 
+@dataclass(frozen=True)
+class MatrixData(ReportData):
+    """report.json of task=matrix envs=[...]: one config captured in every environment, adjacent pairs compared."""
+
+    envs: list[str]
+    """The environments, in the order asked (axes expanded)."""
+    reference: str
+    """The environment the compatibility verdict compares every other with: the one asked, or its stand-in."""
+    reference_asked: str
+    """The reference asked for (reference=, else the first environment)."""
+    captured: list[str]
+    """The environments whose run was captured."""
+    failures: dict[str, dict]
+    """Environment -> why it could not be captured (env.failure.EnvFailure.to_json)."""
+    complete: bool
+    """True when every environment was captured and every adjacent pair compared."""
+    pairs: list[dict]
+    """Per adjacent pair compared: what differs, its root cause, module and op, packages (study.matrix.Pair)."""
+    not_compared: list[dict]
+    """The adjacent pairs asked for and not compared: a, b, why."""
+    compatibility: dict
+    """The compatibility verdict against the reference, per environment (study.compatibility.Verdict)."""
+
+
 def run(cfg) -> int:
     envs = expand_envs(cfg.matrix.envs)
     if len(envs) < 2:
@@ -148,9 +172,9 @@ def run(cfg) -> int:
         sections.append(failures_section(study))
     sections += [environments_section(*runs)] if runs else []
     sections += ["\n\n".join(pair_section(p)) for p in pairs if p.differing]
-    finish(folder, Report("matrix", f"matrix: {' -> '.join(study.names)}", result.summary, sections, {
-        "envs": study.names, "reference": result.reference, "reference_asked": reference, "captured": done,
-        "failures": {n: f.to_json() for n, f in study.failures.items()}, "complete": result.complete,
-        "pairs": [p.to_json() for p in pairs], "not_compared": [asdict(s) for s in skipped],
-        "compatibility": result.to_json()}, runs))
+    finish(folder, Report("matrix", f"matrix: {' -> '.join(study.names)}", result.summary, sections, MatrixData(
+        envs=study.names, reference=result.reference, reference_asked=reference, captured=done,
+        failures={n: f.to_json() for n, f in study.failures.items()}, complete=result.complete,
+        pairs=[p.to_json() for p in pairs], not_compared=[asdict(s) for s in skipped],
+        compatibility=result.to_json()), runs))
     return 0 if result.complete else 1

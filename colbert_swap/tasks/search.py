@@ -24,7 +24,7 @@ from colbert_swap.errors import UserError
 from colbert_swap.runs.replay import as_names, replay, run_config
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.plots import retrieval_per_query
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
 from colbert_swap.colbert.resources import Resources
 from colbert_swap.colbert.retrieval import RetrievalVerdict, effectiveness, ranking_differences, retrieval_verdict
@@ -101,6 +101,30 @@ def verdict(result: SearchResult) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class SearchData(ReportData):
+    """report.json of task=search source=A target=B: the two runs' rankings and search artifacts compared."""
+
+    source: str
+    target: str
+    """The target as searched: a replay of it when something was injected."""
+    injected: list[str]
+    """What inject= named: the source's artifacts injected into the target before its search; else empty."""
+    k: int
+    """The depth of the rankings compared (search.k of the source's search)."""
+    retrieval: dict
+    """The rankings compared: status, counts and status per query, measure deltas (colbert.retrieval)."""
+    computed_in: dict[str, str]
+    """Run label -> the environment id its rankings (`ranked_pids`) were computed in."""
+    qids: list[str]
+    per_query: list[dict]
+    """Per query, in the order of `qids`: overlap@k, pids in one top-k only, Kendall tau, same_order."""
+    artifacts: dict[str, dict]
+    """Every search artifact, source vs target: its comparison (status, stage, max_abs, mad, mismatches, ...)."""
+    effectiveness: dict | None
+    """Run label -> its R@k, RR@k and nDCG@k (mean and per query), when there are qrels; else null."""
+
+
 def run(cfg) -> int:
     from colbert_swap.env.provenance import short
 
@@ -130,11 +154,11 @@ def run(cfg) -> int:
         ["qid", "query", "ranking", f"overlap@{k}", "differing pids", "Kendall tau", *(["ΔnDCG"] if delta else [])],
         rows) if rows else "None."))
     report = Report("search", f"search: {s} vs {t}", verdict(result), sections, runs=[result.source, result.target],
-                    figures=[plot.name], data={
-        "source": s, "target": t, "injected": as_names(cfg.inject), "k": k, "retrieval": result.retrieval.to_json(),
-        "computed_in": {r.label: r.computed_in("ranked_pids") for r in (result.source, result.target)},
-        "qids": qids, "per_query": per, "artifacts": proof.artifact_json(result.comparison.results),
-        "effectiveness": {s: eff[0], t: eff[1]} if eff else None})
+                    figures=[plot.name], data=SearchData(
+        source=s, target=t, injected=as_names(cfg.inject), k=k, retrieval=result.retrieval.to_json(),
+        computed_in={r.label: r.computed_in("ranked_pids") for r in (result.source, result.target)},
+        qids=qids, per_query=per, artifacts=proof.artifact_json(result.comparison.results),
+        effectiveness={s: eff[0], t: eff[1]} if eff else None))
     return finish(folder, report)
 
 

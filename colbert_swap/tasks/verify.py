@@ -10,11 +10,12 @@ removes them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
-from colbert_swap.proof.report.report import Report
+from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.common import finish
 
@@ -59,6 +60,22 @@ def leftovers(store: Store) -> list[Path]:
         if base.exists() else []
 
 
+@dataclass(frozen=True)
+class VerifyData(ReportData):
+    """report.json of task=verify."""
+
+    store: str
+    """The store's root, resolved."""
+    problems: list[str]
+    """One sentence per problem (a manifest edited or unreadable, a blob missing or damaged, a run incomplete, ...)."""
+    unreferenced: list[str]
+    """Blob files no manifest refers to (task=gc removes them): every one, not only those printed."""
+    blobs_checked: int
+    """Distinct artifact blobs (by hash) read and checked against their hashes."""
+    runs: list[str]
+    """The store's run labels."""
+
+
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     found, orphans, checked = problems(store)
@@ -74,7 +91,7 @@ def run(cfg) -> int:
     report = Report("verify", f"verify {store.root}", verdict, [
         "## Problems\n\n" + ("\n".join(f"- {p}" for p in found) or "None."),
         "## Unreferenced files\n\n" + ("\n".join(f"- `{p}`" for p in orphans) or "None.")],
-        {"store": str(store.root.resolve()), "problems": found, "unreferenced": orphans, "blobs_checked": checked,
-         "runs": store.runs()})
+        VerifyData(store=str(store.root.resolve()), problems=found, unreferenced=orphans, blobs_checked=checked,
+                   runs=store.runs()))
     finish(proof.out_dir(cfg, "verify"), report)
     return 1 if found else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from colbert_swap.study.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, Drill, FirstOp,
+from colbert_swap.study.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, DrillFinding, FirstOp,
                                         PackageChange, Skipped, in_encoder, index_row, packages_text, verdict)
 from colbert_swap.env.venvs import package_differences
 from colbert_swap.env.loaded import INSTALLED_ONLY, LOADED_NOT_USED, RAN, classify
@@ -38,7 +38,7 @@ def test_packages_that_differ_from_two_freezes_and_the_ones_the_step_did_not_mea
     assert change.unexplained() == ["torch-2.12.1 -> torch-2.13.0 moves more than torch: nvidia-cublas-cu12 "
                                     "12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0"]
     # the op drill names a kernel of torch (SDPA gives other bits on equal inputs), and torch moved: explained
-    assert _change("torch-2.12.1", "torch-2.13.0", root_cause=ENCODER, drill=Drill("m", SDPA), packages=moved,
+    assert _change("torch-2.12.1", "torch-2.13.0", root_cause=ENCODER, drill=DrillFinding("m", SDPA), packages=moved,
                    intended=("torch",)).unexplained() == []
     assert packages_text(moved, 2) == "nvidia-cublas-cu12 12.4.5.8 -> (none), setuptools 69.5.1 -> 80.9.0 and 1 more"
     assert packages_text(()) == "none" and packages_text(None) == "unknown"
@@ -82,7 +82,7 @@ def _study() -> tuple[list[str], dict, dict, dict]:
     same = dict(artifacts_differ=False, index_changed=False, packages=())
     changes = {"torch-2": _change("torch-1", "torch-2", **same), "torch-3": _change("torch-2", "torch-3", **same),
                "torch-4": _change("torch-3", "torch-4", root_cause=ENCODER,
-                                  drill=Drill("bert.encoder.layer.0.attention.self", SDPA),
+                                  drill=DrillFinding("bert.encoder.layer.0.attention.self", SDPA),
                                   packages=(PackageChange("torch", "3", "4"),), intended=("torch",)),
                "torch-5": _change("torch-4", "torch-5", **same),
                "torch-7": _change("torch-5", "torch-7", root_cause=("prenorm_centroids",), packages=(),
@@ -125,7 +125,7 @@ def test_the_summary_says_where_the_index_changes_why_and_what_is_not_explained(
 def test_changes_that_could_not_be_explained_are_named():
     log = "/s/matrix/a-vs-b/ops.log"
     changes = {"b": _change("a", "b", locate_error="locate failed (exit 1); see /s/locate.log", packages=()),
-               "c": _change("b", "c", root_cause=ENCODER, drill=Drill("m", error=f"`task=drill ...` failed; see {log}"),
+               "c": _change("b", "c", root_cause=ENCODER, drill=DrillFinding("m", error=f"`task=drill ...` failed; see {log}"),
                             packages=None),
                "d": _change("c", "d", artifacts_differ=True, index_changed=False, root_cause=("ivf",), packages=())}
     v = verdict(["a", "b", "c", "d"], "a", {e: {} for e in "abcd"}, changes, {})
@@ -190,7 +190,7 @@ def test_only_packages_a_capture_loaded_are_offered_as_causes():
     assert packages_text(moved) == ("torch 2.1.0 -> 2.4.1; loaded, not used: no GPU computed: nvidia-cudnn-cu12 "
                                     "8.9 -> 9.1; installed only: nvidia-nccl-cu12 2.18 -> 2.20, sympy 1.12 -> 1.13")
     kernel = FirstOp("equal inputs, different output", "aten.layer_norm.default", verdict="the kernel differs")
-    change = _change("torch-2.1.0", "torch-2.4.1", root_cause=ENCODER, drill=Drill("bert.embeddings.LayerNorm", kernel),
+    change = _change("torch-2.1.0", "torch-2.4.1", root_cause=ENCODER, drill=DrillFinding("bert.embeddings.LayerNorm", kernel),
                      packages=moved, intended=("torch",))
     assert change.unintended == () and change.kernel_explained and change.unexplained() == []
     # a loaded package that moved besides torch, with no kernel named: not pinned on torch alone
@@ -199,7 +199,7 @@ def test_only_packages_a_capture_loaded_are_offered_as_causes():
     assert [p.name for p in other.unintended] == ["numpy"]
     assert other.unexplained() == ["a -> b moves more than torch: numpy 1.26.4 -> 2.0.0"]
     # with a kernel of torch named, numpy's move does not make the encoder change unexplained
-    assert _change("a", "b", root_cause=ENCODER, drill=Drill("m", kernel), packages=numpy,
+    assert _change("a", "b", root_cause=ENCODER, drill=DrillFinding("m", kernel), packages=numpy,
                    intended=("torch",)).unexplained() == []
 
 

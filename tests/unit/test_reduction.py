@@ -19,7 +19,7 @@ from colbert_swap.proof.analysis.magnitude import noise_bound, reduction_length
 # A small run: a checkpoint of hidden size 768, embeddings of dim 32, 1000 sample rows clustered into 16
 # centroids, 150 x 32 heldout residuals. The sizes as divergence._Pair.sizes() gives them.
 HIDDEN, DIM, SAMPLE_ROWS, CENTROIDS, HELDOUT = 768, 32, 1000, 16, 150 * 32
-SIZES = {"hidden": HIDDEN, "sample": SAMPLE_ROWS, "heldout_residual": HELDOUT}
+SIZES = {"hidden": HIDDEN, "clustered": SAMPLE_ROWS, "reduced": HELDOUT}  # those of `sample`, `heldout_residual`
 SHAPES = {  # each artifact with a declared reduction, as such a run makes it
     "sample_batches": (4, 10, DIM),
     "sample_D": (40, 10, DIM),
@@ -136,3 +136,24 @@ def test_the_dag_module_knows_no_colbert_ai():
     imported |= {a.name for n in ast.walk(ast.parse(inspect.getsource(dag))) if isinstance(n, ast.Import)
                  for a in n.names}
     assert not any(m.startswith(("colbert_swap.colbert", "colbert")) for m in imported), imported
+
+
+def test_a_reduction_names_the_input_it_reduces_and_the_dag_holds_it_to_its_stage():
+    """`Reduction.of` is the input whose rows or elements make the length (not a fixed artifact of the run): a
+    stage whose reduction names something it does not read is refused when the DAG is built."""
+    from colbert_swap.colbert.resources import stage
+    from colbert_swap.colbert.stages import DAG
+
+    assert DAG.facts("prenorm_centroids").reduction.of == "sample"
+    assert DAG.facts("avg_residual").reduction.of == "heldout_residual"
+
+    @stage("setup")
+    def xs():
+        return 0
+
+    @stage("setup", facts=Facts(reduction=Reduction.numel("a mean", of="ys")))
+    def mean(xs):
+        return xs
+
+    with pytest.raises(AssertionError, match="reduction is of ys, not an input"):
+        dag.Dag([xs, mean])

@@ -21,7 +21,7 @@ def sample(local_sample_embs, rng):
     return kept, heldout  # (n - h, dim) fp16, (h, dim) fp16
 
 
-@stage("train", facts=Facts(reduction=Reduction.cluster("the mean over a cluster's members"), centroid_set=True),
+@stage("train", facts=Facts(reduction=Reduction.cluster("the mean over a cluster's members", of="sample"), centroid_set=True),
        overlap=True)
 def prenorm_centroids(sample, num_partitions, colbert_config, perturb, index_config):
     """colbert-ai's compute_faiss_kmeans (seed 123), or another backend: see colbert_swap/colbert/kmeans.py."""
@@ -65,7 +65,7 @@ def _quantiles(nbits: int, device):
     return quantiles[1:], quantiles + (0.5 / num_options)
 
 
-@stage("train", facts=Facts(reduction=Reduction.numel("the mean over every heldout residual")))
+@stage("train", facts=Facts(reduction=Reduction.numel("the mean over every heldout residual", of="heldout_residual")))
 def avg_residual(heldout_residual):
     return torch.abs(heldout_residual).mean(dim=0).cpu().mean()  # () scalar
 

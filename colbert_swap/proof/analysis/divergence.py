@@ -12,6 +12,7 @@ the centroid matching. Everything is computed on demand and at most once per run
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -26,6 +27,7 @@ from colbert_swap.proof.analysis.tokens import (Attribution, TokenChanges, Token
                                           token_changes, token_map)
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
+from colbert_swap.colbert.plan import plan
 
 CACHE_BYTES = 256 << 20
 TOKEN_ARTIFACTS = {"sample_tokens": "Token ids (colbert-ai's `tensorize_output`)", "tokens": "Token ids (colbert-ai's `tensorize_output`)",
@@ -76,7 +78,7 @@ class _Pair:
 
     @cached_property
     def num_chunks(self) -> int:
-        return int(self.get("a", "num_chunks"))
+        return plan(self.store, self.a).num_chunks
 
     def chunk_offset(self, chunk: int) -> int:
         return sum(int(self.get("a", f"doclens.{c}").sum()) for c in range(chunk))
@@ -200,12 +202,14 @@ class _Pair:
             return None
         return self.matching("half_centroids")
 
-    def sizes(self) -> dict:
+    def sizes(self, name: str) -> dict:
+        """What the reduction behind `name` reads of the run: the checkpoint's hidden size, and the rows
+        (`clustered`) and elements (`reduced`) of the input it reduces (`Reduction.of`)."""
         out = {"hidden": self.hidden}
-        for name in ("sample", "heldout_residual"):
-            ref = self.a.artifacts.get(name)
-            if ref is not None and ref.ref.shape:
-                out[name] = ref.ref.shape[0] if name == "sample" else int(torch.tensor(ref.ref.shape).prod())
+        reduction = DAG.facts(name).reduction
+        record = self.a.artifacts.get(reduction.of) if reduction is not None and reduction.of else None
+        if record is not None and record.ref.shape:
+            out["clustered"], out["reduced"] = record.ref.shape[0], math.prod(record.ref.shape)
         return out
 
 
@@ -258,7 +262,7 @@ def _explain_one(pair: _Pair, r) -> Explanation | None:
         data["matching"] = match.stats()
         parts.append(paragraphs.matching(match) + " Label by label:")
     if va.dtype in FLOATS:
-        n, what = mag.reduction_length(r.name, va, pair.a.config, pair.sizes())
+        n, what = mag.reduction_length(r.name, va, pair.a.config, pair.sizes(r.name))
         m = mag.magnitude(r.name, va, vb, n, what)
         data["magnitude"] = m.to_json()
         parts.append(mag.sentence(m, _inputs_differ(pair, r.name)))

@@ -65,12 +65,12 @@ class Magnitude:
 def reduction_length(name: str, a: torch.Tensor, config: dict, sizes: dict) -> tuple[int, str]:
     """Length of the reduction behind one element of artifact `name`, and what it is: the `Reduction` declared
     on its stage (none: length 1) resolved for `a`'s shape and the run's `sizes` (divergence._Pair.sizes: the
-    checkpoint's hidden size, the rows of `sample` k-means clustered, the elements of `heldout_residual`)."""
+    checkpoint's hidden size; the rows and the elements of the input it reduces, `Reduction.of`)."""
     from colbert_swap.colbert.stages import DAG
 
     reduction = DAG.facts(name).reduction or NO_REDUCTION
-    n = reduction.resolve(tuple(a.shape), hidden=sizes.get("hidden"), clustered=sizes.get("sample"),
-                          reduced=sizes.get("heldout_residual"))
+    n = reduction.resolve(tuple(a.shape), hidden=sizes.get("hidden"), clustered=sizes.get("clustered"),
+                          reduced=sizes.get("reduced"))
     return n, reduction.what
 
 

@@ -19,6 +19,7 @@ from colbert_swap.config import HOW, capture_options
 from colbert_swap.errors import UserError
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import BlobRef, RunManifest, Store
+from colbert_swap.colbert.plan import plan
 
 # Config groups that may differ between compared runs: they are the cause under study, not the question.
 CAUSES = ("perturb",)
@@ -153,7 +154,7 @@ def shared_artifacts(store: Store, a: RunManifest, b: RunManifest) -> list[str]:
 
 
 def artifact_order(store: Store, *manifests: RunManifest) -> list[str]:
-    chunks = max(store.get(m, "num_chunks") for m in manifests if "num_chunks" in m.artifacts)
+    chunks = max(plan(store, m).num_chunks for m in manifests if m.plan or "num_chunks" in m.artifacts)
     return DAG.artifacts(chunks, options=set().union(*(capture_options(m.config) for m in manifests)))
 
 

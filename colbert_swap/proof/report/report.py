@@ -1,23 +1,35 @@
 """The one report every task writes: report.json (machine), report.md (the seed posts' tables and a
 verdict) and report.html (the same, figures inlined); and what a sweep or matrix summary reads back.
 
-    report = Report("compare", f"compare: {a} vs {b}", verdict, sections=[...], data={...}, runs=[ra, rb])
+    report = Report("compare", f"compare: {a} vs {b}", verdict, sections=[...], data=CompareData(...), runs=[ra, rb])
     report.write(folder)                     # -> folder/report.md
-    again = Report.read(folder / "report.json")   # the same task, title, verdict, data
+    again = Report.read(folder / "report.json")   # the same task, title, verdict, data (read back: a dict)
 
-To add a section to a task's report: append its markdown (a `## heading` and a body) to `sections`, and
-what a machine should read of it to `data`.
+A task's `data` is a ReportData, a dataclass defined next to the task's `run`: its fields, in order, are the
+keys of report.json after task, title and verdict, and each field's docstring documents its key. To add a
+section to a task's report: append its markdown (a `## heading` and a body) to `sections`, and what a machine
+should read of it as a field of the task's ReportData.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from colbert_swap.core.store import RunManifest
 
 RESERVED = ("task", "title", "verdict", "figures", "environments")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """What a machine reads of one task's report: subclassed by each task (`CompareData`, `LocateData`, ...) with
+    its fields in the order of report.json's keys, each holding a value that is JSON-ready as it is."""
+
+    def to_json(self) -> dict:
+        """The fields, in order, as report.json's keys (after task, title and verdict)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -26,14 +38,16 @@ class Report:
     title: str
     verdict: str
     sections: list[str] = field(default_factory=list)  # markdown blocks, in order, each with its own heading
-    data: dict = field(default_factory=dict)  # everything a machine reads (source, target, artifacts, ...)
+    data: ReportData | dict = field(default_factory=dict)  # everything a machine reads (source, target, ...); a
+    # task's own ReportData, a dict when read back (from_json)
     runs: list[RunManifest] = field(default_factory=list)  # their environments go into report.json
     figures: list[str] = field(default_factory=list)  # PNG files beside report.md, shown under the verdict
 
     def to_json(self) -> dict:
-        clash = set(self.data) & set(RESERVED)
+        data = self.data.to_json() if isinstance(self.data, ReportData) else self.data
+        clash = set(data) & set(RESERVED)
         assert not clash, f"report data may not use {clash}"
-        out = {"task": self.task, "title": self.title, "verdict": self.verdict, **self.data, "figures": self.figures}
+        out = {"task": self.task, "title": self.title, "verdict": self.verdict, **data, "figures": self.figures}
         if self.runs:
             out["environments"] = {r.label: {"env_id": r.env, **r.provenance} for r in self.runs}
         return out
