@@ -74,8 +74,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
     own by the caller); `before(resources)` runs once the run is open, before any stage (input checks)."""
     targets = tuple(targets)
     pinned = [n for n in (overrides.names if overrides else ())]
-    if policy.base is not None and policy.write is Write.REPLACE and _other_code(store, run.label, progress):
-        policy = replace(policy, write=Write.FRESH)  # a stored replay of other code is no replay of this code
+    policy = _code_policy(store, run, policy, progress)
     base = (policy.base, plan(store, policy.base)) if policy.base is not None else None
     inherited = base[1] if base else plan(store, overrides.run) if overrides else None  # the plan it computes in
     with open_run(store, run.label, run.origin, run.config, run.config_hash, write=policy.write, force=policy.force,
@@ -112,20 +111,36 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         return writer.finish()
 
 
-def _other_code(store: Store, label: str, progress) -> bool:
-    """Whether run `label` is stored with outputs that other code computed than this process's (core/code.py)."""
+def _code_policy(store: Store, run: RunSpec, policy: Policy, progress) -> Policy:
+    """A run stored under the label with outputs of other code than this process's (core/code.py) is started
+    over where it would be resumed (a partial run of the same config: one run, one code) or returned as it is
+    although it is derived (a replay: it stands for this code's replay). A complete capture stays as it was
+    computed: it is the record of that run."""
+    if policy.write in (Write.EXTEND, Write.FRESH) or not store.has_run(run.label):
+        return policy
+    stored = store.load(run.label)
+    if stored.config_hash != run.config_hash or (stored.complete and policy.base is None):
+        return policy
+    node = _other_code(stored, policy.base)
+    if node is None:
+        return policy
+    progress(f"run {run.label!r} in the store was computed by other code than this ({node}): computed again")
+    return replace(policy, write=Write.FRESH)
+
+
+def _other_code(stored: RunManifest, base: RunManifest | None) -> str | None:
+    """The first node of `stored` that other code computed than this process runs (not those it took from
+    `base`), or None."""
     from colbert_swap.core.code import code_hash
 
-    if not store.has_run(label):
-        return False
-    stored, scope = store.load(label), Resources.code_scope()
-    stages = {s.name: s for s in DAG.stages}
-    for record in stored.artifacts.values():
-        stage = stages.get(record.stage.rpartition(".")[0] if record.stage not in stages else record.stage)
-        if record.code is not None and stage is not None and record.code != code_hash(stage, scope):
-            progress(f"run {label!r} in the store was computed by other code ({record.stage}): computed again")
-            return True
-    return False
+    scope, stages = Resources.code_scope(), {s.name: s for s in DAG.stages}
+    for name, record in stored.artifacts.items():
+        theirs = base.artifacts.get(name) if base is not None else None
+        taken = theirs is not None and (theirs.ref.hash, theirs.code) == (record.ref.hash, record.code)
+        stage = stages.get(record.stage) or stages.get(record.stage.rpartition(".")[0])
+        if not taken and record.code is not None and stage is not None and record.code != code_hash(stage, scope):
+            return record.stage
+    return None
 
 
 def _start(manifest: RunManifest, base: tuple[RunManifest, Plan] | None, overrides: Overrides | None,

@@ -110,3 +110,25 @@ def test_a_run_without_code_hashes_is_never_reused(target, tiny_cfg, monkeypatch
     nodes = _downstream(target, Store(tiny_cfg().store.root))
     assert all("no code hash" in steps[n.name] and "recomputed" in steps[n.name] for n in nodes), steps
     assert all(replayed.artifacts[o].ref.hash == target.artifacts[o].ref.hash for n in nodes for o in n.outputs)
+
+
+def test_a_stored_replay_of_other_code_is_computed_again(target, tiny_cfg, edited_finalize):
+    """The same replay asked again after a stage was edited is no longer the one in the store: it is computed
+    again (its label names the injection, not the code), and its finalize stages get the edited code's hash."""
+    _replay(tiny_cfg, target, "code-again")
+    lines: list[str] = []
+    cfg = tiny_cfg("reuse=true")
+    replay(cfg, Store(cfg.store.root), target, target, [POINT], label="code-again", progress=lines.append)
+    assert any("already in the store" in line for line in lines), lines  # the same code: the stored replay
+
+    store = Store(cfg.store.root)
+    stored = store.load("code-again")
+    for record in stored.artifacts.values():  # as if an older version of finalize.py had computed it
+        if record.stage in {n.name for n in _downstream(target, store) if n.stage.fn.__module__ == FINALIZE}:
+            record.code = "0" * 16
+    store.save(stored)
+    lines.clear()
+    again = replay(cfg, store, target, target, [POINT], label="code-again", progress=lines.append)
+    assert any("computed by other code than this" in line for line in lines), lines
+    assert not any("already in the store" in line for line in lines)
+    assert "0" * 16 not in {r.code for r in again.artifacts.values()}
