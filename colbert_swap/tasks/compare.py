@@ -55,7 +55,7 @@ def config_keys(comparison: RunComparison, stage) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class RunsCompared:
     """task=compare's result: every artifact, and the runs as wholes (index files included)."""
 
     source: RunManifest
@@ -69,11 +69,11 @@ class Comparison:
                                        (self.source.label, self.target.label)) + verdict(self.artifacts, self.whole)
 
 
-def compare(cfg, store: Store) -> Comparison:
+def compare(cfg, store: Store) -> RunsCompared:
     source = source_run(cfg, store)
     target = store.load(target_label(cfg))
     artifacts = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg))
-    return Comparison(source, target, artifacts, whole_run(store, artifacts, source, target))
+    return RunsCompared(source, target, artifacts, whole_run(store, artifacts, source, target))
 
 
 @dataclass(frozen=True)

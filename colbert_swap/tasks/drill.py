@@ -349,7 +349,7 @@ class DrillData(ReportData):
     first_module: str | None
     """The first module, in execution order, whose output differs; null when none does."""
     modules: list[dict]
-    """Per module, in execution order: mismatches, numel, max_abs, max_ulp, batches_differing, only_in (ModuleRow)."""
+    """Per module, in execution order: its output compared (ModuleRow: module, mismatches, numel, max_abs, ...)."""
     batches: list[dict]
     """Per probe batch: the final output (`colbert.doc`) compared, with its size and padded length (BatchRow)."""
     next_steps: list[str]
