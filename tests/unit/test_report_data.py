@@ -119,11 +119,11 @@ LITERALS = {
 }
 
 
-def test_every_data_class_has_the_literal_it_replaced():
-    assert sorted(c.__name__ for c in every_data_class()) == sorted(LITERALS)
+def test_every_literal_was_replaced_by_a_data_class():
+    assert set(LITERALS) <= {c.__name__ for c in every_data_class()}  # a new task's data class needs no literal
 
 
-@pytest.mark.parametrize("cls", every_data_class(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [c for c in every_data_class() if c.__name__ in LITERALS], ids=lambda c: c.__name__)
 def test_report_json_is_the_literal_it_replaced(cls):
     """The same report.json, byte for byte, from the dataclass and from the dict literal it replaced."""
     literal = {k: [k] for k in LITERALS[cls.__name__]}
