@@ -103,7 +103,8 @@ def test_encoder_batches_replayed_from_cuda_graphs_give_colbert_ais_bits(tiny_cf
     batches with padding, i.e. both answers of transformers' all-ones mask question) and is replayed from its
     graph; the embeddings equal the eager pipeline's and colbert-ai's own per-batch Checkpoint.doc to the bit."""
     from colbert_swap.colbert.resources import Resources
-    from colbert_swap.colbert.stages import graphs, setup
+    from colbert_swap.colbert import graphs
+    from colbert_swap.colbert.stages import setup
 
     res = Resources(tiny_cfg("run=graphs", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
     checkpoint, config = res.checkpoint, res.colbert_config
@@ -152,7 +153,8 @@ def test_a_batch_that_cannot_be_recorded_runs_eagerly(tiny_cfg, tmp_path, monkey
     import transformers.models.bert.modeling_bert as modeling_bert
 
     from colbert_swap.colbert.resources import Resources
-    from colbert_swap.colbert.stages import graphs, setup
+    from colbert_swap.colbert import graphs
+    from colbert_swap.colbert.stages import setup
 
     res = Resources(tiny_cfg("run=graphs-fail", "index.index_bsize=8"), Store(tmp_path / "s"), tmp_path)
     checkpoint, config = res.checkpoint, res.colbert_config
