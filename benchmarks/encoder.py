@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.tasks import compose  # noqa: E402
 from colbert_swap.env.provenance import environment  # noqa: E402
 from colbert_swap.colbert.resources import Resources  # noqa: E402
 from colbert_swap.colbert.stages import setup  # noqa: E402

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colbert_swap.proof.compare.runs import compare_runs  # noqa: E402
-from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.tasks import compose  # noqa: E402
 from colbert_swap.env.provenance import environment, short  # noqa: E402
 from colbert_swap.runs.replay import compact  # noqa: E402
 from colbert_swap.proof.report.tables import table  # noqa: E402

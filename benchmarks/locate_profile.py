@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colbert_swap.api import compose  # noqa: E402
+from colbert_swap.tasks import compose  # noqa: E402
 from colbert_swap.core.store import Store  # noqa: E402
 from colbert_swap.tasks.locate import locate  # noqa: E402
 

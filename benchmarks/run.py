@@ -95,7 +95,7 @@ def write_profile(profiler, step: str) -> None:
 
 
 def cfg_for(args, store: str, *overrides: str):
-    from colbert_swap.api import compose
+    from colbert_swap.tasks import compose
 
     return compose(f"store.root={store}", f"model={args.model}", f"collection.num_passages={args.passages}",
                     f"index.kmeans_niters={args.niters}", *overrides)

@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from colbert_swap.api import compose
+    from colbert_swap.tasks import compose
     from colbert_swap.colbert.resources import Resources
     from colbert_swap.colbert.stages.setup import chunksize, tokenize
     from colbert_swap.core.store import Store

@@ -56,6 +56,22 @@ def stage_names() -> list[str]:
     return [s.name for s in DAG.stages]
 
 
+def compose(*overrides: str):
+    """The config `python -m colbert_swap OVERRIDES...` would run with, checked as it checks it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from colbert_swap.config import CONF, check_overrides, expand_aliases, register, validate
+
+    register()
+    overrides = expand_aliases(list(overrides))
+    check_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides)
+    validate(cfg, stage_names())
+    return cfg
+
+
 def run(cfg) -> int:
     """Run the task `cfg` names (`inject=NAME` alone is task=inject) on it: its exit status."""
     from colbert_swap.config import task_name, validate
