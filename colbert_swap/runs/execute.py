@@ -28,6 +28,7 @@ from colbert_swap.colbert.plan import Plan, plan
 from colbert_swap.colbert.resources import Resources
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.config import capture_options
+from colbert_swap.core.code import code_hash
 from colbert_swap.core.dag import INDEXING, PHASES, Node
 from colbert_swap.core.engine import Engine
 from colbert_swap.core.store import ArtifactRecord, RunManifest, Store
@@ -73,7 +74,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
     complete run. `cfg` is the config the resources are built from (this invocation's, merged with the run's
     own by the caller); `before(resources)` runs once the run is open, before any stage (input checks)."""
     targets = tuple(targets)
-    pinned = [n for n in (overrides.names if overrides else ())]
+    pinned = frozenset(overrides.names if overrides else ())
     policy = _code_policy(store, run, policy, progress)
     base = (policy.base, plan(store, policy.base)) if policy.base is not None else None
     inherited = base[1] if base else plan(store, overrides.run) if overrides else None  # the plan it computes in
@@ -100,7 +101,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         indexing = [n for n in nodes if n.stage.phase != "search"]
         for group in (indexing, [n for n in nodes if n.stage.phase == "search"]):
             if group:
-                engine.execute(group, rng_states=policy.rng, pinned=frozenset(pinned),
+                engine.execute(group, rng_states=policy.rng, pinned=pinned,
                                reuse_from=list(policy.reuse) or None)
             if group is indexing and policy.index:  # colbert-ai's index files, then its search
                 progress("writing the colbert-ai index files")
@@ -131,8 +132,6 @@ def _code_policy(store: Store, run: RunSpec, policy: Policy, progress) -> Policy
 def _other_code(stored: RunManifest, base: RunManifest | None) -> str | None:
     """The first node of `stored` that other code computed than this process runs (not those it took from
     `base`), or None."""
-    from colbert_swap.core.code import code_hash
-
     scope, stages = Resources.code_scope(), {s.name: s for s in DAG.stages}
     for name, record in stored.artifacts.items():
         theirs = base.artifacts.get(name) if base is not None else None
