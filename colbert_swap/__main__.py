@@ -29,6 +29,46 @@ def _hydra_main(cfg: Config) -> int:
     return status
 
 
+def check_composes(overrides: list[str]) -> None:
+    """Compose the config as Hydra will, each value of a sweep (`-m index.nbits=1,2`) in turn: a value Hydra
+    cannot merge (`index.nbits=abc`, `index=nope`) is a UserError of one line here, not Hydra's report of six
+    and exit 1."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except HydraException as exc:
+            raise UserError(_one_line(exc, override)) from exc
+    parsed = parser.parse_overrides(overrides)
+    first = [f"{o.input_line.split('=', 1)[0]}={next(o.sweep_string_iterator())}" if o.is_sweep_override()
+             else o.input_line for o in parsed]
+    tries = [first] + [first[:i] + [f"{o.input_line.split('=', 1)[0]}={value}"] + first[i + 1:]
+                       for i, o in enumerate(parsed) if o.is_sweep_override() for value in o.sweep_string_iterator()]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for attempt in tries:
+            try:
+                compose("config", overrides=attempt)
+            except (HydraException, OmegaConfBaseException) as exc:
+                merging = str(exc).startswith("Error merging override ")
+                raise UserError(_one_line(exc, str(exc).splitlines()[0].split(" override ", 1)[1] if merging else None)) \
+                    from exc
+
+
+def _one_line(exc: BaseException, override: str | None = None) -> str:
+    """Hydra's and OmegaConf's messages in one line, `OVERRIDE: why`, without their key/type trailer."""
+    lines = [line.strip() for text in (str(exc), str(exc.__cause__ or "")) for line in text.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(("full_key:", "reference_type=", "object_type=",
+                                                                    "Set the environment variable HYDRA_FULL_ERROR",
+                                                                    "Error merging override"))]
+    why = " ".join(dict.fromkeys(kept))
+    return f"{override}: {why}" if override else why
+
+
 def main() -> None:
     from colbert_swap.tasks import help as cli_help
 
@@ -42,6 +82,7 @@ def main() -> None:
         sys.argv[1:] = args = expand_aliases(args)  # module=X is drill.module=X: task options under their task
         if "--hydra-help" not in args:
             check_overrides([a for a in args if not a.startswith("-")])
+            check_composes([a for a in args if not a.startswith("-")])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
