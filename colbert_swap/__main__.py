@@ -24,6 +24,9 @@ def _hydra_main(cfg: Config) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # what finished is stored (the run writer saves after every node)
+        print("\ninterrupted; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
     if status:
         sys.exit(status)
     return status

@@ -256,11 +256,16 @@ EXTENSIONS = {"capture-cpu": ("segmented_maxsim_cpp",), "capture-cuda": ("decomp
 
 def announce_extensions(what: str, device: str, log: Path, progress) -> None:
     """Say so before colbert-ai compiles an extension that is not built yet: the first capture or search
-    on a machine is otherwise a silent minute."""
+    on a machine is otherwise a silent minute. A lock that a killed compile left is removed first
+    (colbert/extensions.py)."""
     from torch.utils.cpp_extension import _get_build_directory
 
+    from colbert_swap.colbert.extensions import clear_stale_locks
+
+    names = EXTENSIONS[f"{what}-{'cuda' if device == 'cuda' else 'cpu'}"]
+    clear_stale_locks(names, progress)
     missing = []
-    for name in EXTENSIONS[f"{what}-{'cuda' if device == 'cuda' else 'cpu'}"]:
+    for name in names:
         try:
             folder = Path(_get_build_directory(name, verbose=False))
         except Exception:  # an API that moved: say nothing rather than fail
