@@ -122,7 +122,7 @@ def open_run(store, label: str, origin: Origin, config: dict, config_hash: str, 
             return
         if fresh and store.run_dir(label).exists():
             shutil.rmtree(store.run_dir(label))
-        writer = _existing(store, label, origin, config_hash, mismatch, force, resume)
+        writer = _existing(store, label, origin, config, config_hash, mismatch, force, resume)
         if writer is not None and (writer.done or writer.resumed):
             with _settled(writer):
                 yield writer
@@ -166,7 +166,37 @@ def _settled(writer: RunWriter) -> Iterator[None]:
         writer.flush()
 
 
-def _existing(store, label: str, origin: Origin, config_hash: str, mismatch: str, force: bool,
+def config_differences(stored: dict, new: dict, most: int = 4) -> str:
+    """The keys two configs differ in, stored value first.
+
+    >>> config_differences({"index": {"nbits": 2, "doc_maxlen": 180}, "seed": 1}, {"index": {"nbits": 1, "doc_maxlen": 180}})
+    'index.nbits: 2 stored, 1 now; seed: 1 stored, missing now'
+    """
+    a, b = _flat(stored), _flat(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+    said = [f"{k}: {_shown(a.get(k, _MISSING))} stored, {_shown(b.get(k, _MISSING))} now" for k in keys[:most]]
+    more = f"; and {len(keys) - most} more" if len(keys) > most else ""
+    return "; ".join(said) + more if said else "the same keys, another config hash"
+
+
+_MISSING = object()
+
+
+def _shown(value) -> str:
+    return "missing" if value is _MISSING else repr(value) if isinstance(value, str) else str(value)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _existing(store, label: str, origin: Origin, config: dict, config_hash: str, mismatch: str, force: bool,
               resume: bool) -> RunWriter | None:
     if not store.has_run(label):
         return None
@@ -174,7 +204,7 @@ def _existing(store, label: str, origin: Origin, config_hash: str, mismatch: str
     if existing.config_hash != config_hash or existing.origin != origin:
         if mismatch == "refuse" and not force:
             raise UserError(f"run {label!r} already exists in {store.root} with another config "
-                            f"({existing.config_hash} != {config_hash}); choose another run=NAME or pass "
+                            f"({config_differences(existing.config, config)}); choose another run=NAME or pass "
                             "force=true to replace it")
     elif existing.complete:
         return RunWriter(store, existing, done=True)
