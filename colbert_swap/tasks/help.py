@@ -79,7 +79,10 @@ def task_help(name: str) -> str:
 
     task = get(name)
     keys = _lines({o.name: _task_text(o) for o in task_options(task.name)})
-    return f"task={name}: {task.summary}\n\n{task.doc()}\n" + (f"\nKeys it reads:\n{keys}\n" if keys else "")
+    doc = task.doc()
+    if not doc.startswith(f"task={name}"):  # a module's doc that opens with its task says what the summary says
+        doc = f"task={name}: {task.summary}\n\n{doc}"
+    return f"{doc}\n" + (f"\nKeys it reads:\n{keys}\n" if keys else "")
 
 
 def _lines(keys: dict[str, str], width: int = 118) -> str:

@@ -97,6 +97,7 @@ def test_every_task_help_lists_its_keys_with_their_help():
     assert named <= set(TASKS), f"fields name unknown tasks: {named - set(TASKS)}"
     for name, task in TASKS.items():
         text = task_help(name)
+        assert text.startswith(f"task={name}") and text.count(f"task={name}:") <= 1, name  # what it does, once
         listed = entries(text, "Keys it reads") if task.keys else {}
         assert tuple(listed) == task.keys == tuple(o.name for o in task_options(name)), name
         assert set(LISTED.get(name, ())) <= set(listed), f"task={name} --help no longer lists a key"
