@@ -20,10 +20,23 @@ def out_dir(cfg, task: str) -> Path:
             from hydra.core.hydra_config import HydraConfig
 
             path = Path(HydraConfig.get().runtime.output_dir)
-        except ValueError:  # not under @hydra.main (a library call, a test)
-            path = Path(cfg.store.root) / "reports" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+        except ValueError:  # not under @hydra.main (a library call, a test): a folder of its own
+            return _new_folder(Path(cfg.store.root) / "reports", f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name-2, -3, ...: the first that did not exist (two calls in one second)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free folder for {name} in {parent}")
 
 
 def num(x: float | None) -> str:
