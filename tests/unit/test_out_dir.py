@@ -16,5 +16,5 @@ def test_two_library_calls_in_one_second_get_two_folders(tmp_path):
 
 
 def test_hydra_output_folders_are_unique_below_the_second():
-    hydra = OmegaConf.load(CONF / "config.yaml").hydra
-    assert "%H-%M-%S-%f" in hydra.run.dir and "%H-%M-%S-%f" in hydra.sweep.dir  # microseconds
+    hydra = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"), resolve=False)["hydra"]
+    assert "%H-%M-%S-%f" in hydra["run"]["dir"] and "%H-%M-%S-%f" in hydra["sweep"]["dir"]  # microseconds
