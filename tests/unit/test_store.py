@@ -404,3 +404,26 @@ def test_writes_behind_wait_for_room_beyond_the_bytes_allowed_in_memory(tmp_path
     assert waited.is_set() and not store.unwritten(first)
     store.flush()
     assert not store._writing
+
+
+def test_a_writer_waiting_for_a_runs_lock_says_so(tmp_path):
+    import threading
+    import time
+
+    store, said, held, letting_go = Store(tmp_path), [], threading.Event(), threading.Event()
+
+    def holder():
+        with store.lock("busy"):
+            held.set()
+            time.sleep(0.5)
+            letting_go.set()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+    with store.lock("busy", waiting=said.append):
+        waited = letting_go.is_set()  # it got the lock only once the other let go
+    thread.join()
+    assert waited and len(said) == 1 and said[0].startswith("waiting for run 'busy': another process is writing it")
+    with store.lock("free", waiting=said.append):
+        assert len(said) == 1  # a free lock: nothing said

@@ -6,8 +6,9 @@ import fcntl
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from colbert_swap.core.console import console
 from colbert_swap.errors import UserError
 from colbert_swap.core.store.blobs import BlobRef, BlobStore
 from colbert_swap.core.store.manifest import ArtifactRecord, RunManifest
@@ -86,13 +87,24 @@ class Store:
         return self.root / "runs" / f".{check_label(label)}.lock"
 
     @contextmanager
-    def lock(self, label: str, wait: bool = True) -> Iterator[None]:
+    def lock(self, label: str, wait: bool = True, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """One writer per run label at a time, across processes (parallel sweep jobs). With `wait=False`,
-        BlockingIOError at once if another process holds it."""
+        BlockingIOError at once if another process holds it; else `waiting(message)` (default: a line on the
+        terminal) is told before it waits, so a capture held up by another prints why."""
         path = self._lock_path(label)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise
+                message = f"waiting for run {label!r}: another process is writing it (lock {path})"
+                if waiting is not None:
+                    waiting(message)
+                else:
+                    print(message, file=console(), flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
             finally:
