@@ -54,8 +54,22 @@ def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message
     from colbert_swap.colbert.resources import Resources
 
     wanted = _query_texts(Resources(run_config(cfg, run), store, store.run_dir(run.label)))
-    if searched(run) and _stored_queries(store, run) == wanted and store.get(run, "search_settings")["k"] == cfg.search.k:
-        return run
+    if searched(run):
+        stored, k = _stored_queries(store, run), store.get(run, "search_settings")["k"]
+        if stored == wanted and k == cfg.search.k:
+            return run
+        if cfg.search.queries is None and stored != wanted and not _synthetic(cfg, store, run, stored):
+            # no queries named, and the run was searched with a file's: those are kept
+            if k != cfg.search.k:
+                raise UserError(f"run {run.label!r} was searched with {len(stored['texts'])} queries of its own at "
+                                f"k={k}; to search them at k={cfg.search.k}, name them again: search.queries=FILE "
+                                f"search.k={cfg.search.k} (without search.queries, {len(wanted['texts'])} synthetic "
+                                "queries would replace them)")
+            progress(f"run {run.label!r} keeps the queries it was searched with ({len(stored['texts'])}; "
+                     "search.queries=FILE searches it with others)")
+            return run
+        progress(f"replacing run {run.label!r}'s search ({len(stored['texts'])} queries, k={k}) with "
+                 f"{len(wanted['texts'])} queries, k={cfg.search.k}")
     try:
         check_environment(run)
     except ElsewhereError as exc:
@@ -78,6 +92,16 @@ def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
                    targets=("search",), policy=Policy(write=Write.EXTEND, index=False,
                                                       replace=search_artifacts(plan(store, run).num_chunks)),
                    progress=progress, before=starting)
+
+
+def _synthetic(cfg, store: Store, run: RunManifest, stored: dict) -> bool:
+    """`stored` are the synthetic queries of this run's collection and seed (search.num_queries of them)."""
+    from colbert_swap.colbert.resources import Resources
+    from colbert_swap.runs.replay import run_config
+
+    config = run_config(cfg, run)
+    config.search.num_queries = len(stored["texts"])
+    return _query_texts(Resources(config, store, store.run_dir(run.label))) == stored
 
 
 def _query_texts(resources) -> dict:

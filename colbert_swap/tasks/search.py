@@ -84,9 +84,15 @@ def compare_searches(cfg, store: Store, source: RunManifest, target: RunManifest
 def search_one(cfg, store: Store) -> int:
     """`task=search run=X`: search one run here (it must have been computed here) and keep its artifacts."""
     run = ensure_searched(cfg, store, store.load(str(cfg.run)), progress_printer())
-    texts = store.get(run, "query_texts")["texts"]
-    print(f"run {run.label!r}: searched {len(texts)} queries (k={cfg.search.k}); its search artifacts are in "
+    texts, k = store.get(run, "query_texts"), store.get(run, "search_settings")["k"]
+    print(f"run {run.label!r}: searched {len(texts['texts'])} queries (k={k}); its search artifacts are in "
           f"{store.run_dir(run.label) / 'manifest.json'}")
+    queries = Resources(run_config(cfg, run), store, store.run_dir(run.label)).queries
+    qrels = queries.qrels  # this invocation's: they judge the run's queries when those are this invocation's
+    if qrels and texts == {"qids": list(queries.qids), "texts": list(queries.texts)}:
+        mean = effectiveness(ranked_lists(store, run), qrels, k, texts["qids"])["mean"]
+        print("  " + ", ".join(f"{m} {v:.4f}" for m, v in mean.items()) +
+              f" (mean over the {sum(q in qrels for q in texts['qids'])} judged queries)")
     return 0
 
 

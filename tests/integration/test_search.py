@@ -224,3 +224,36 @@ def test_a_query_file_with_trec_qrels(runs, tmp_path):
         for i, (qid, pid) in enumerate([("q-a", 3), ("q-b", 9)]):
             expected = 1 / (lists[i].index(pid) + 1) if pid in lists[i] else 0.0
             assert eff["per_query"][qid]["RR@10"] == pytest.approx(expected)
+
+
+def test_a_search_without_queries_keeps_the_runs_own_and_a_replaced_search_is_said(runs, tmp_path):
+    from colbert_swap.errors import UserError
+
+    store, said = store_of(runs), []
+    capture(runs("run=s-own"), progress=quiet_progress)
+    (tmp_path / "q.tsv").write_text("q-a\tsome words of a query\nq-b\tanother one\n")
+    own = ensure_searched(runs(f"search.queries={tmp_path}/q.tsv"), store, store.load("s-own"), said.append)
+    kept = ensure_searched(runs(Q20), store, own, said.append)  # no queries named: not 20 synthetic ones
+    assert store.get(kept, "query_texts")["qids"] == ["q-a", "q-b"] and kept.artifacts == own.artifacts
+    assert said[-1] == "run 's-own' keeps the queries it was searched with (2; search.queries=FILE searches it with others)"
+    with pytest.raises(UserError, match=r"searched with 2 queries of its own at k=10; to search them at k=5, name them"):
+        ensure_searched(runs(Q20, "search.k=5"), store, kept, said.append)
+
+    (tmp_path / "q2.tsv").write_text("q-c\ta third query\n")
+    other = ensure_searched(runs(f"search.queries={tmp_path}/q2.tsv"), store, kept, said.append)  # named: replaced
+    assert "replacing run 's-own''s search (2 queries, k=10) with 1 queries, k=10" in said
+    assert store.get(other, "query_texts")["qids"] == ["q-c"]
+
+    seven = capture(runs("run=s-synthetic", "search.capture=true", "search.num_queries=7"), progress=quiet_progress)
+    nine = ensure_searched(runs("search.num_queries=9"), store, seven, said.append)  # synthetic ones: replaced
+    assert len(store.get(nine, "query_texts")["qids"]) == 9
+    assert "replacing run 's-synthetic''s search (7 queries, k=10) with 9 queries, k=10" in said
+
+
+def test_one_run_searched_with_qrels_prints_its_measures(runs, tmp_path, capsys):
+    store = store_of(runs)
+    capture(runs("run=s-one"), progress=quiet_progress)
+    assert search_task.run(runs("run=s-one", "search.num_queries=5")) == 0
+    out = capsys.readouterr().out
+    assert "run 's-one': searched 5 queries (k=10)" in out
+    assert "R@10 " in out and "nDCG@10 " in out and "(mean over the 5 judged queries)" in out
