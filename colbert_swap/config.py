@@ -91,8 +91,9 @@ class IndexConfig:
     device: str = option("auto", "auto (cuda when present, as colbert-ai) | cpu | cuda",
                          choices=("auto", "cpu", "cuda"))
     amp: bool = True  # colbert-ai's Checkpoint always runs under autocast; false turns it off
-    kmeans_backend: str = option("faiss", "faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's)",
-                                 choices=("faiss", "torch", "fastkmeans"))
+    kmeans_backend: str = option("faiss", "faiss (colbert-ai's own) | torch | fastkmeans (GPU; NOT colbert-ai's) | "
+                                          "flash (flash-kmeans 0.3.1; CUDA only; NOT colbert-ai 0.2.22's)",
+                                 choices=("faiss", "torch", "fastkmeans", "flash"))
     pipeline: bool = True  # the encoder without a host sync per batch, tokens ahead in a thread (same bits);
     # false: colbert-ai's own Checkpoint.doc per batch
     tokenizer_processes: Optional[int] = None  # forked copies making colbert-ai's tokenizer call ahead (same
@@ -205,6 +206,9 @@ class MatrixConfig:
     reference: Optional[str] = option(None, "the environment every other is compared with in the compatibility "
                                             "table (default: the first)", short="reference", tasks=("matrix",))
     retrieval: bool = option(True, "every capture also searches (search.*): the table gains a retrieval verdict")
+    parity: bool = option(False, "after each capture, task=parity in its environment (colbert-ai's own Indexer "
+                                 "there): every row says whether our capture is the Indexer's index there, and no "
+                                 "verdict speaks for an environment where it is not", tasks=("matrix",))
 
 
 @dataclass
@@ -230,7 +234,7 @@ class StoreConfig:
 class Config:
     task: str = option("capture", "what to do (default: capture); see Tasks", main=True)
     run: Optional[str] = option(None, "the run's label (default: this environment's torch version, e.g. 2.13.0)",
-                                tasks=("capture", "determinism", "drill", "search", "rm"), main=True)
+                                tasks=("capture", "determinism", "drill", "search", "rm", "parity"), main=True)
     source: Optional[str] = option(None, "the run whose tensors are the reference, or are injected",
                                    tasks=("compare", "inject", "locate", "isolate", "drill", "search"), main=True)
     target: Optional[str] = option(None, "the run compared with it, or injected into (default: run, else the "

@@ -15,6 +15,24 @@
   previous version's, so a torch-backend run stored before does not match one made after.
 - `fastkmeans`: the `fastkmeans` package. Fast, but its CUDA cluster sums add atomically in any
   order: two runs give different centroids (measured on the H100; see README).
+- `flash`: flash-kmeans 0.3.1 (PyPI `flash-kmeans`), reported to this project as the k-means of colbert-ai's
+  next release in place of faiss-gpu's: its batched Euclidean k-means (`batch_kmeans_Euclid`, triton
+  kernels, the entry point of its README) on colbert-ai's fp16 sample itself (not the fp32 copy the others
+  get), on the GPU, with `num_partitions` clusters, `kmeans_niters` as its iteration cap and its default
+  tolerance (0.0: every iteration runs); centres as float32 on the CPU. No published ColBERT integration
+  was found to mirror: the stanford-futuredata/ColBERT snapshot (every branch and commit) has no
+  flash-kmeans call, only issue #408 proposing it and ROADMAP.md naming fastkmeans. Not colbert-ai
+  0.2.22's result. CUDA only: without a GPU it is refused (`UserError`), not run on flash-kmeans's torch
+  fallback (torch_fallback.py, which flash_kmeans/__init__.py substitutes silently when triton does not
+  import): that fallback is another implementation (unsorted `index_add_` sums, a chunked bmm), not what
+  the release would run on a GPU, so its centroids would stand for nothing. Refused too on a GPU machine
+  where flash-kmeans is missing (the pip command is named) or its triton kernels do not import. The
+  refusal comes before any stage of the run computes (colbert/resources.py `Resources.check`).
+  Repeats itself where measured: on the H200 (torch 2.11.0+cu130, triton 3.6.0) bit-identical twice in
+  one process and in two fresh processes on the tiny capture, and twice at 638k x 128 -> 8,192 in fp16
+  and fp32. Not guaranteed: its cluster sums are per block of 256 sorted points, added to the fp32 total
+  with `tl.atomic_add`; two such adds onto zero give the same bits in either order, three (a cluster
+  spread over three blocks) need not. An empty cluster keeps its previous centre (faiss splits one).
 """
 
 from __future__ import annotations
@@ -24,12 +42,17 @@ import math
 import numpy as np
 import torch
 
-BACKENDS = ("faiss", "torch", "fastkmeans")
+from colbert_swap.errors import UserError
+
+BACKENDS = ("faiss", "torch", "fastkmeans", "flash")
 MAX_POINTS_PER_CENTROID = 256  # faiss's default sampling cap
 
 
 def kmeans(backend: str, sample: torch.Tensor, k: int, niter: int, seed: int) -> torch.Tensor:
-    """(n, dim) sample -> (k, dim) fp32 centroids on the CPU."""
+    """(n, dim) sample -> (k, dim) fp32 centroids on the CPU. `flash` takes the sample as it comes (colbert-ai's
+    fp16 sample); the others take it as fp32 numpy, as colbert-ai hands it to faiss."""
+    if backend == "flash":
+        return flash_kmeans(sample, k, niter, seed)
     data = sample.float().numpy()  # colbert-ai hands faiss the fp16 sample as fp32
     if backend == "faiss":
         return faiss_kmeans(data, k, niter, seed)
@@ -210,3 +233,59 @@ def fast_kmeans(data: np.ndarray, k: int, niter: int, seed: int) -> torch.Tensor
                         max_points_per_centroid=MAX_POINTS_PER_CENTROID, verbose=True)
         km.train(data)
     return torch.from_numpy(km.centroids)
+
+
+FLASH_PIP = "pip install flash-kmeans==0.3.1"
+
+
+def flash_kernels():
+    """flash-kmeans's triton `batch_kmeans_Euclid` (the function `from flash_kmeans import batch_kmeans_Euclid`
+    gives where triton imports), or a `UserError` saying why it cannot run here, checked in this order: no
+    CUDA GPU; flash-kmeans not installed (with the pip command); its triton kernels not importable (with the
+    import's error: flash_kmeans/__init__.py would hand out its torch fallback under the same name instead)."""
+    if not torch.cuda.is_available():
+        raise UserError("index.kmeans_backend=flash needs a CUDA GPU (flash-kmeans runs triton kernels); this "
+                        "machine has none: use faiss or torch")
+    try:
+        import flash_kmeans  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "flash_kmeans":
+            raise
+        raise UserError(f"index.kmeans_backend=flash needs the flash-kmeans package, which is not installed: "
+                        f"{FLASH_PIP}") from exc
+    try:
+        from flash_kmeans.kmeans_triton_impl import batch_kmeans_Euclid
+    except Exception as exc:  # triton missing or broken
+        raise UserError(f"index.kmeans_backend=flash: flash-kmeans's triton kernels do not import here "
+                        f"({type(exc).__name__}: {exc}); its torch fallback is not what it runs on a GPU, so it "
+                        f"is not used") from exc
+    return batch_kmeans_Euclid
+
+
+def flash_kmeans(sample: torch.Tensor, k: int, niter: int, seed: int, device: str | None = None) -> torch.Tensor:
+    """flash-kmeans's `batch_kmeans_Euclid(x, k, max_iters=niter)` on `sample` moved to `device` (default: the
+    current CUDA device; its kernels need one, only a test's stand-in module takes `cpu`) in its own dtype (the
+    stage passes colbert-ai's fp16 sample: flash-kmeans then computes in fp16 where it does and returns fp16
+    centres) as a batch of one, every point (no sampling cap), with its default tolerance (`tol=0.0`; it stops
+    when the largest centre shift is below tol, which never happens, so all `niter` iterations run). Returns
+    its (k, dim) centres as float32 on the CPU.
+
+    Seeded: the one random draw of flash-kmeans is its initial centres, `torch.randint` on the points' device
+    from that device's default generator (it takes no generator or seed), so that generator is seeded
+    (`torch.cuda.manual_seed(seed)` on the device) inside `torch.random.fork_rng`, which restores it and the
+    CPU one after. Whether its kernels repeat their bits (its cluster sums are `tl.atomic_add`s of per-block
+    partial sums) is measured on the GPU (tests/integration/test_cuda.py), not assumed here."""
+    batch_kmeans_Euclid = flash_kernels()
+    device = torch.device(device or "cuda")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    x = sample.to(device).unsqueeze(0)  # (1, n, dim): a batch of one
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        else:
+            torch.default_generator.manual_seed(seed)
+        _, centers, _ = batch_kmeans_Euclid(x, k, max_iters=niter)
+    return centers[0].float().cpu()  # (k, dim) fp32

@@ -39,6 +39,14 @@ class Resources:
         self.log = run_dir / "capture.log"
         self.progress = progress  # the engine's, once an engine runs with these resources
 
+    def check(self, nodes) -> None:
+        """Refuse (a UserError), before any of `nodes` computes, what this machine cannot compute: flash-kmeans's
+        `prenorm_centroids` without a CUDA GPU, flash-kmeans or its triton kernels (colbert/kmeans.py)."""
+        if self.cfg.index.kmeans_backend == "flash" and any("prenorm_centroids" in n.outputs for n in nodes):
+            from colbert_swap.colbert.kmeans import flash_kernels
+
+            flash_kernels()
+
     @cached_property
     def index(self) -> IndexConfig:
         return _typed(IndexConfig, self.cfg.index)

@@ -95,6 +95,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         for name in policy.replace:
             writer.manifest.artifacts.pop(name, None)
         nodes = _nodes(the_plan, targets)
+        resources.check([n for n in nodes if not engine.done(n)])  # what cannot compute here: refused first
         for node in nodes:
             if set(node.outputs) & set(policy.replace):
                 writer.manifest.rng.pop(node.name, None)

@@ -24,6 +24,7 @@ from colbert_swap.proof.report.tables import table
 
 IDENTICAL, DIFFERS = "index identical", "index differs"
 NOT_COMPARED, NOT_CAPTURED = "index not compared", "not captured"
+NO_VERDICT = "no verdict"  # our capture is not colbert-ai's Indexer there (parity differs or failed): no claim
 EQUAL_INPUTS = "equal inputs, different output"
 OTHER_INPUTS = "same operation, different inputs"
 
@@ -206,6 +207,44 @@ def packages_text(packages: Optional[tuple[PackageChange, ...]], limit: int = 4)
 
 
 @dataclass(frozen=True)
+class Parity:
+    """task=parity in one environment: our capture's index files against colbert-ai's own Indexer's there."""
+
+    status: str  # "identical" | "differs" | "not compared" | "failed"
+    detail: str = ""  # not compared: why; failed: the reason; differs: "`file` (how); ..."
+    files: tuple[str, ...] = ()  # differs: the index files that differ
+
+    @classmethod
+    def from_report(cls, report: dict) -> "Parity":
+        """From task=parity's report.json (tasks/parity.py ParityData)."""
+        diffs = report.get("differences") or {}
+        if report.get("status") == "differs":
+            return cls("differs", "; ".join(f"`{n}` ({how})" for n, how in sorted(diffs.items())), tuple(sorted(diffs)))
+        if report.get("status") == "identical":
+            return cls("identical")
+        if report.get("status") == "not compared":
+            return cls("not compared", report.get("why") or "?")
+        return cls("failed", f"report.json says status {report.get('status')!r}")
+
+    @property
+    def refuses(self) -> bool:
+        """Our capture there is not shown to be colbert-ai's: the verdict does not speak for the environment."""
+        return self.status in ("differs", "failed")
+
+    def text(self) -> str:
+        """The parity cell of a row: 'parity: identical', 'parity: differs: `centroids.pt` (...)', 'parity: not
+        compared: why', 'parity: failed: reason'."""
+        return f"parity: {self.status}" + (f": {self.detail}" if self.detail else "")
+
+    def refusal(self) -> str:
+        """Why no verdict speaks for the environment: 'our capture differs from colbert-ai's Indexer there
+        (centroids.pt)'."""
+        if self.status == "differs":
+            return f"our capture differs from colbert-ai's Indexer there ({', '.join(self.files)})"
+        return f"our capture could not be checked against colbert-ai's Indexer there (parity failed: {self.detail})"
+
+
+@dataclass(frozen=True)
 class Skipped:
     """An adjacent pair that was asked for and not compared, and why (never 'keeps' or 'identical')."""
 
@@ -229,6 +268,8 @@ class Row:
     change: Optional[Change] = None  # from the environment before it (None for the first, or not captured)
     failure: Optional[str] = None  # why it was not captured
     not_compared: Optional[str] = None  # captured, but compared with no environment before it: why
+    parity: Optional[Parity] = None  # task=parity there (matrix.parity=true); None: not asked
+    refused: Optional[str] = None  # why no verdict speaks for it (Parity.refusal); index is then NO_VERDICT
 
 
 def index_row(env: str, diffs: Optional[dict[str, str]], change: Optional[Change] = None) -> Row:
@@ -251,8 +292,9 @@ class Verdict:
 
     @property
     def complete(self) -> bool:
-        """Every environment captured and every pair asked for compared."""
-        return not self.skipped and all(r.index != NOT_CAPTURED for r in self.rows)
+        """Every environment captured, every pair asked for compared, and a verdict for each (no parity that
+        differs or failed)."""
+        return not self.skipped and all(r.index not in (NOT_CAPTURED, NO_VERDICT) for r in self.rows)
 
     def table(self) -> str:
         rows = []
@@ -265,11 +307,16 @@ class Verdict:
             mark = " (reference)" if r.env == self.reference and not self.asked else \
                 " (stand-in reference)" if r.env == self.reference else \
                 " (reference, not captured)" if r.env == self.asked else ""
-            rows.append([f"`{r.env}`" + mark, r.index + note + (f": {files}" if files else ""),
+            index = f"{NO_VERDICT} — {r.refused}" if r.refused else r.index + note + (f": {files}" if files else "")
+            rows.append([f"`{r.env}`" + mark, index,
                          r.retrieval or "not measured", f"not captured: {r.failure}" if r.failure else before,
                          "-" if c is None else packages_text(c.packages)])
+            if any(x.parity for x in self.rows):  # matrix.parity=true: every row says its parity
+                rows[-1].append(r.parity.text() if r.parity else "parity: not checked (not captured)"
+                                if r.index == NOT_CAPTURED else "parity: not checked")
+        parity = ["our capture vs colbert-ai's Indexer"] if any(x.parity for x in self.rows) else []
         return table(["environment", f"against {self.reference}", "retrieval", "change from the one before",
-                      "packages that differ from the one before"], rows)
+                      "packages that differ from the one before", *parity], rows)
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "reference_asked": self.asked or self.reference,
@@ -280,12 +327,14 @@ class Verdict:
 def verdict(envs: list[str], reference: str, against: Mapping[str, Optional[dict[str, str]]],
             changes: Mapping[str, Change], failures: Mapping[str, object],
             retrieval: Mapping[str, Optional[str]] | None = None, skipped: tuple[Skipped, ...] = (),
-            asked: Optional[str] = None) -> Verdict:
+            asked: Optional[str] = None, parity: Mapping[str, Parity] | None = None) -> Verdict:
     """`against`: env -> its index differences from the reference's (run_index_differences); `changes`:
     env -> the Change from the captured environment before it; `failures`: env -> why it was not captured (an
     EnvFailure, or its text); `retrieval`: env -> its rankings against the reference's (RetrievalVerdict.short()),
     when searched; `skipped`: the adjacent pairs asked for and not compared; `asked`: the reference asked for
-    when it was not captured and `reference` is the environment standing in for it."""
+    when it was not captured and `reference` is the environment standing in for it; `parity`: env -> task=parity
+    there (matrix.parity=true): an environment whose parity differs or failed gets no verdict (NO_VERDICT), and
+    while the reference's does, nothing is said against it."""
     from dataclasses import replace
 
     def failure(e: str) -> str:
@@ -299,6 +348,11 @@ def verdict(envs: list[str], reference: str, against: Mapping[str, Optional[dict
     rows = tuple(replace(r, retrieval=(retrieval or {}).get(r.env),
                          not_compared=_why_alone(r.env, skipped) if r.index != NOT_CAPTURED and r.change is None
                          and r.env != first else None) for r in rows)
+    checked = parity or {}
+    rows = tuple(r if r.env not in checked or r.index == NOT_CAPTURED else
+                 replace(r, parity=checked[r.env]) if not checked[r.env].refuses else
+                 replace(r, index=NO_VERDICT, files=(), config_only=(), parity=checked[r.env],
+                         refused=checked[r.env].refusal()) for r in rows)
     why = tuple(w for r in rows if r.change for w in r.change.unexplained())
     return Verdict(reference, rows, summary(rows, reference, why, skipped, asked), why, tuple(skipped), asked)
 
@@ -322,6 +376,9 @@ def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...],
         if quiet:
             text += " Changes that leave the index data as it was: " + "; ".join(
                 f"{c.a} -> {c.b} ({c.cause_text()})" for c in quiet) + "."
+    refused = [r for r in rows if r.refused]
+    if refused:
+        text += " " + "; ".join(f"{r.env}: no verdict — {r.refused}" for r in refused) + "."
     failed = [r for r in rows if r.index == NOT_CAPTURED]
     if failed:
         text += " Not captured: " + "; ".join(f"{r.env} ({r.failure or '?'})" for r in failed) + "."
@@ -332,7 +389,7 @@ def summary(rows: tuple[Row, ...], reference: str, unexplained: tuple[str, ...],
     elif any(r.change and r.change.artifacts_differ for r in captured):
         text += (" Every change between the pairs compared is located, and every encoder change drilled to its "
                  "module and operation.")
-    if failed or skipped:
+    if failed or skipped or refused:
         text += " The study is incomplete."
     return text + " " + _retrieval(rows, reference)
 
@@ -355,7 +412,8 @@ def _segments(rows: list[Row]) -> str:
     """'A .. C give an identical index; D changes it (root cause ...); E .. F keep D's'."""
     groups: list[list[Row]] = []
     for r in rows:  # a row joins the group before it only when it was compared with it and keeps its index
-        if not groups or r.change is None or r.change.index_changed or not r.change.index_compared:
+        if not groups or r.change is None or r.change.index_changed or not r.change.index_compared or r.refused \
+                or groups[-1][0].refused:
             groups.append([r])
         else:
             groups[-1].append(r)
@@ -363,6 +421,13 @@ def _segments(rows: list[Row]) -> str:
     for k, group in enumerate(groups):
         head, rest = group[0], group[1:]
         span = f"{rest[0].env}" + (f" .. {rest[-1].env}" if len(rest) > 1 else "") if rest else ""
+        if head.refused:  # said once, in the summary's "no verdict" sentence
+            parts.append(f"{head.env}: no verdict")
+            continue
+        if k and groups[k - 1][0].refused:  # nothing is claimed against an environment without a verdict
+            parts.append(f"{head.env} is not weighed against {groups[k - 1][0].env} (no verdict there)" +
+                         (f"; {span} keep{'s' if len(rest) == 1 else ''} {head.env}'s index" if rest else ""))
+            continue
         if k == 0:
             parts.append(f"{head.env} .. {group[-1].env} give an identical index" if rest else
                          f"{head.env} gives the index")
@@ -379,6 +444,9 @@ def _segments(rows: list[Row]) -> str:
 
 
 def _against(rows: tuple[Row, ...], reference: str, asked: Optional[str] = None) -> str:
+    ref = next((r for r in rows if r.env == reference), None)
+    if ref is not None and ref.refused:
+        return f"No verdict against the reference {reference}: {ref.refused}."
     same = [r.env for r in rows if r.index == IDENTICAL and r.env != reference]
     other = [r.env for r in rows if r.index == DIFFERS]
     unknown = [r.env for r in rows if r.index == NOT_COMPARED and r.env != reference]

@@ -27,9 +27,9 @@ from colbert_swap.env import loaded
 from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
 from colbert_swap.proof.compare.tolerances import Tolerance
-from colbert_swap.study.compatibility import Change, DrillFinding, FirstOp, PackageChange, in_encoder
+from colbert_swap.study.compatibility import Change, DrillFinding, FirstOp, PackageChange, Parity, in_encoder
 from colbert_swap.config import model_fields
-from colbert_swap.env.failure import EnvFailure, EnvironmentFailed
+from colbert_swap.env.failure import EnvFailure, EnvironmentFailed, from_log
 from colbert_swap.env.venvs import (EnvSpec, capture_in, ensure, frozen, load_spec, normalize,
                                        package_differences, run_in)
 from colbert_swap.errors import UserError
@@ -216,6 +216,7 @@ class Study:
     failures: dict[str, EnvFailure] = field(default_factory=dict)  # env -> why it could not be captured
     runner: Optional[Callable] = None  # runs `python -m colbert_swap ARGS` in an environment; default run_in
     freezes: dict[str, dict[str, str]] = field(default_factory=dict)
+    parity: dict[str, Parity] = field(default_factory=dict)  # env -> task=parity there (matrix.parity=true)
 
     def __post_init__(self):
         for name in self.envs:
@@ -271,6 +272,31 @@ class Study:
                           "".join(f"\n  | {line}" for line in failure.tail.splitlines()))
             return False
         return True
+
+    def check_parity(self, name: str) -> Parity:
+        """`task=parity run=NAME` in NAME's environment (its torch, its colbert-ai): our capture's index files
+        against colbert-ai's own Indexer's there. Its report lands in `STORE/matrix/parity/NAME/`; a task that
+        ends without one is `failed`, with the reason read from its log (`env/failure.py`)."""
+        spec, out = self.specs[name], self.store.root.resolve() / "matrix" / "parity" / name
+        log = self.logs / f"{name}.parity.log"
+        shutil.rmtree(out, ignore_errors=True)  # an earlier matrix's report: never read as this one's
+        try:
+            python = ensure(spec, self.cache, self.progress)
+            self.progress(f"`task=parity run={name}` in environment {name!r}: colbert-ai's Indexer there")
+            done = (self.runner or run_in)(spec, python, ["task=parity", f"run={name}",
+                                                          f"store.root={self.store.root.resolve()}", f"out_dir={out}"],
+                                           log)
+            report = out / "report.json"
+            if done.returncode in (0, 1, 2) and report.exists():
+                found = Parity.from_report(json.loads(report.read_text()))
+            else:
+                why = from_log(name, log, "parity", done.returncode, getattr(done, "output", "") or "")
+                found = Parity("failed", f"exit {done.returncode}: {why.reason}; see {log}")
+        except (EnvironmentFailed, UserError, OSError) as exc:
+            found = Parity("failed", f"{exc}; see {log}")
+        self.parity[name] = found
+        self.progress(f"{name}: {found.text()}")
+        return found
 
     def pair(self, a: str, b: str, out_dir: Path, memo: dict | None = None) -> Pair:
         """Compare a and b; when they differ, locate in b's environment and drill an encoder change. The

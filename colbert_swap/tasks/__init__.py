@@ -43,6 +43,8 @@ TASKS = {t.name: t for t in [
     Task("search", "search both runs (the search stages: colbert-ai's Searcher on their artifacts), compare rankings"),
     Task("matrix", "capture in several environments (torch versions), compare neighbours, locate each change"),
     Task("bisect", "the first environment of a list that changes colbert-ai's index files"),
+    Task("parity", "colbert-ai's own Indexer here on a run's checkpoint, collection and config: is our capture "
+         "its index, file for file?"),
     Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)"),
     Task("verify", "check every manifest and blob of the store against its hash; change nothing"),
     Task("gc", "remove blob files no run points at"),

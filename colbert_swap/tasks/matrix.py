@@ -12,6 +12,11 @@ of colbert-ai's index files; a file that differs only in the config it records d
 change that made each environment differ from the one before it. Each pair's locate and drill reports are
 linked from report.md; they are kept in STORE/matrix/<a>-vs-<b>/ and reused while the runs stay the same,
 so the same command continues where a stopped matrix left off.
+
+`matrix.parity=true` runs task=parity in each environment after its capture (colbert-ai's own Indexer there,
+on the same checkpoint, collection and config): every row of the table says `parity: identical`, the files that
+differ, `not compared: why` (a perturbed run, another k-means) or `failed: why`, and no verdict is given for an
+environment where our capture differs from the Indexer's or could not be checked (the study is then incomplete).
 """
 
 from __future__ import annotations
@@ -95,7 +100,8 @@ def compatibility(study: Study, done: list[str], pairs: list[Pair], reference: s
             found = retrieval_between(study.cfg, store, ref, store.load(e))
             retrieval[e] = found.short() if found else None
     return verdict(study.names, stand_in or reference, against, {p.b: p.change() for p in pairs}, study.failures,
-                   retrieval, skipped, asked=reference if stand_in not in (None, reference) else None)
+                   retrieval, skipped, asked=reference if stand_in not in (None, reference) else None,
+                   parity=study.parity if study.cfg.matrix.parity else None)
 
 
 def compare_pairs(study: Study, asked: list[tuple[str, str]], done: list[str], folder) -> tuple[list[Pair],
@@ -147,7 +153,9 @@ class MatrixData(ReportData):
     not_compared: list[dict]
     """The adjacent pairs asked for and not compared: a, b, why."""
     compatibility: dict
-    """The compatibility verdict against the reference, per environment (study.compatibility.Verdict)."""
+    """The compatibility verdict against the reference, per environment (study.compatibility.Verdict); with
+    matrix.parity=true each captured row's `parity` is task=parity there (status: identical | differs | not
+    compared | failed, detail, files) and a row whose parity differs or failed has index `no verdict`."""
 
 
 def run(cfg) -> int:
@@ -160,7 +168,8 @@ def run(cfg) -> int:
     study = Study(cfg, store, envs, progress)
     reference = study.reference()
     for name in study.names:
-        study.capture(name)
+        if study.capture(name) and cfg.matrix.parity:
+            study.check_parity(name)
     done = [n for n in study.names if n not in study.failures]
     folder = proof.out_dir(cfg, "matrix")
     pairs, skipped = compare_pairs(study, env_steps(cfg.matrix.envs), done, folder)

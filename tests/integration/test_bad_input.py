@@ -38,7 +38,9 @@ def test_bad_input_is_one_clear_error(tmp_path, overrides, message):
     cfg = compose(f"store.root={store}", *TINY, *[o.format(tmp=tmp_path) for o in overrides])
     with pytest.raises(UserError, match=message):
         run(cfg)
-    assert all(not Store(store).load(label).complete for label in Store(store).runs())  # nothing half-done claims done
+    assert all(not Store(store).load(label).complete for label in Store(store).runs())
+    for label in Store(store).runs():  # refused before the sample was encoded: only the plan's two nodes ran
+        assert set(Store(store).load(label).artifacts) <= {"num_passages", "num_chunks"}  # nothing half-done claims done
 
 
 def test_an_injection_of_another_dtype_is_refused(tiny_cfg):
@@ -58,3 +60,27 @@ def test_an_injection_of_another_dtype_is_refused(tiny_cfg):
     with pytest.raises(UserError, match=r"cannot inject 'local_sample_embs': source 'half-source' has float16 .* "
                                         r"target 'target' has float32"):
         replay(tiny_cfg(), store, target, store.load("half-source"), ["local_sample_embs"])
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU machine flash-kmeans runs")
+def test_the_flash_kmeans_backend_on_a_machine_without_a_gpu_is_one_error_line(tmp_path):
+    """`index.kmeans_backend=flash` on the CPU: exit 2, one `error:` line naming why and what to use instead, no
+    traceback, and no run claims to be complete."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    store = tmp_path / "store"
+    out = subprocess.run([sys.executable, "-m", "colbert_swap", "index.kmeans_backend=flash", f"store.root={store}",
+                          *TINY], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: index.kmeans_backend=flash needs a CUDA GPU (flash-kmeans runs triton kernels); this "
+                      "machine has none: use faiss or torch"], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert all(not Store(store).load(label).complete for label in Store(store).runs())
+    for label in Store(store).runs():  # refused before the sample was encoded: only the plan's two nodes ran
+        assert set(Store(store).load(label).artifacts) <= {"num_passages", "num_chunks"}

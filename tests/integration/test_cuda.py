@@ -178,3 +178,77 @@ def test_a_batch_that_cannot_be_recorded_runs_eagerly(tiny_cfg, tmp_path, monkey
     assert made and made[0].failed and not made[0].graphs, made[0].failed
     assert modeling_bert._prepare_4d_attention_mask_for_sdpa is prepare
     assert torch.equal(graphed[0].view(torch.int16), eager[0].view(torch.int16)) and torch.equal(graphed[1], eager[1])
+
+
+FLASH = "index.kmeans_backend=flash"
+
+
+def test_flash_kmeans_capture_completes_and_repeats_itself_in_one_process(tiny_cfg):
+    """flash-kmeans (colbert-ai's next k-means) on the tiny capture: complete, fp32 centroids of the run's
+    num_partitions x dim, and a second capture in this process has the same prenorm_centroids bits."""
+    a = capture(tiny_cfg("run=cuda-flash-a", FLASH), progress=quiet_progress)
+    b = capture(tiny_cfg("run=cuda-flash-b", FLASH), progress=quiet_progress)
+    store = Store(tiny_cfg().store.root)
+    assert a.complete and b.complete
+    centroids = store.get(a, "prenorm_centroids")
+    assert centroids.dtype == torch.float32 and centroids.device.type == "cpu"
+    assert centroids.shape == (int(store.get(a, "num_partitions")), int(tiny_cfg().model.dim))
+    assert a.artifacts["prenorm_centroids"].ref.hash == b.artifacts["prenorm_centroids"].ref.hash
+
+
+def test_flash_kmeans_captures_in_two_fresh_processes_agree(tmp_path):
+    """Two `python -m colbert_swap index.kmeans_backend=flash` processes: the same prenorm_centroids bits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import TINY
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    for label in ("flash-p1", "flash-p2"):
+        out = subprocess.run([sys.executable, "-m", "colbert_swap", f"run={label}", FLASH, f"store.root={tmp_path}",
+                              *TINY], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+    one, two = (Store(tmp_path).load(label) for label in ("flash-p1", "flash-p2"))
+    assert one.complete and two.complete
+    assert one.artifacts["prenorm_centroids"].ref.hash == two.artifacts["prenorm_centroids"].ref.hash
+
+
+def test_the_determinism_check_reports_on_a_flash_kmeans_run(tiny_cfg, tmp_path):
+    """task=determinism on the k-means stage of a flash run (in this process and a fresh one) writes its report
+    without crashing; what it found is recorded, consistent with the exit status, whatever it is."""
+    import json
+
+    from colbert_swap.study.determinism import REPRODUCIBLE
+    from colbert_swap.tasks import determinism as task
+
+    capture(tiny_cfg("run=cuda-flash-a", FLASH), progress=quiet_progress)
+    cfg = tiny_cfg("task=determinism", "run=cuda-flash-a", FLASH, "stages=[prenorm_centroids]",
+                   f"out_dir={tmp_path}")
+    status = task.run(cfg)
+    report = json.loads((tmp_path / "report.json").read_text())
+    check = report["stages"]["prenorm_centroids"]
+    print(f"flash prenorm_centroids: {check['status']}; run_to_run={check['run_to_run']}, "
+          f"fresh={check['fresh']}, max_abs={check.get('max_abs')}")
+    assert report["task"] == "determinism" and set(report["stages"]) == {"prenorm_centroids"}
+    assert check["status"] and check["fresh"] is not None  # measured here and in a fresh process
+    assert (status == 0) == (check["status"] == REPRODUCIBLE) == (report["not_reproducible"] == [])
+
+
+def test_faiss_and_flash_kmeans_captures_differ_first_at_prenorm_centroids(tiny_cfg):
+    """task=compare of a faiss capture and a flash one: the first difference is the k-means output, named as the
+    backend's (a config key the stage reads), not the environment's."""
+    from colbert_swap.proof.compare.comparators import Status
+    from colbert_swap.tasks.compare import compare
+
+    capture(tiny_cfg("run=cuda-a"), progress=quiet_progress)
+    capture(tiny_cfg("run=cuda-flash-a", FLASH), progress=quiet_progress)
+    cfg = tiny_cfg("task=compare", "source=cuda-a", "target=cuda-flash-a", "force=true")
+    result = compare(cfg, Store(cfg.store.root))
+    assert result.artifacts.first_diverged() == ["prenorm_centroids"]
+    (prenorm,) = [r for r in result.artifacts.results if r.name == "prenorm_centroids"]
+    assert prenorm.status == Status.DIVERGED
+    assert "index.kmeans_backend: 'faiss' vs 'flash'" in result.artifacts.config_diffs
+    assert "the difference is the config's, not the environment's" in result.verdict

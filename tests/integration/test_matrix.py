@@ -257,3 +257,28 @@ def test_a_stopped_pair_resumes_at_the_step_that_did_not_finish(tmp_path):
     located(recaptured, {**key, "runs": [key["runs"][0], ["here-scale-layer", "t2", "h"]]})
     assert [c[0] for c in recaptured.calls] == ["here-scale-layer", "here", "here-scale-layer", "here", "here-scale-layer"]
     assert recaptured.calls[0][1] == ["task=locate", "source=here"]
+
+
+def test_matrix_parity_checks_each_capture_against_colbert_ais_indexer_in_its_environment(tmp_path):
+    """matrix.parity=true: task=parity runs in each environment after its capture; `here` is colbert-ai's
+    Indexer there, here-scale-layer is perturbed, so it is not compared (never 'identical')."""
+    out = tmp_path / "report"
+    status = run(compose(f"store.root={tmp_path}", *TINY, "task=matrix", "envs=[here,here-scale-layer]",
+                         "matrix.parity=true", "matrix.retrieval=false", f"out_dir={out}"))
+    assert status == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = report["compatibility"]["rows"]
+    assert [(r["env"], r["index"], r["parity"]["status"]) for r in rows] == [
+        ("here", "index identical", "identical"), ("here-scale-layer", "index differs", "not compared")]
+    assert rows[1]["parity"]["detail"].startswith("perturbed (perturb.scale")
+    assert rows[1]["parity"]["detail"].endswith("colbert-ai's Indexer cannot be perturbed")
+    md = (out / "report.md").read_text()
+    assert re.search(r"\| `here` \(reference\) +\| index identical .*\| parity: identical +\|", md)
+    row = next(line for line in md.splitlines() if line.startswith("| `here-scale-layer`"))
+    assert "parity: not compared: perturbed (perturb.scale" in row and "parity: identical" not in row
+    assert "no verdict" not in report["verdict"] and report["complete"]
+    # each ran in its environment, as a spawned task: its report is kept, the Indexer's files in the run's folder
+    here = json.loads((tmp_path / "matrix" / "parity" / "here" / "report.json").read_text())
+    assert here["status"] == "identical" and here["environments"]["here"]["environment"] == "here"
+    assert (Store(tmp_path).run_dir("here") / "indexer" / "parity.json").exists()
+    assert not (Store(tmp_path).run_dir("here-scale-layer") / "indexer").exists()

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import json
+
+from colbert_swap.api import run
 from colbert_swap.colbert.index_files import PLACE_KEYS, index_differences
+from colbert_swap.colbert.reference import indexer_inputs
+from colbert_swap.colbert.reference import reference_index as colbert_indexer
 from colbert_swap.core.store import Store
 from colbert_swap.tasks.capture import capture
 from tests.conftest import quiet_progress
@@ -16,19 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.numerics]
 
 
 def reference_index(cfg, manifest, root: Path, in_process: bool = False) -> Path:
-    """colbert-ai 0.2.22's Indexer on the same checkpoint, collection and config."""
-    from colbert import Indexer
-    from colbert.infra import ColBERTConfig, Run, RunConfig
-
-    config = manifest.config["index"]
-    checkpoint = next((Path(cfg.store.root) / "models").glob(f"{cfg.model.name}-*"))
-    collection = next((Path(cfg.store.root) / "collections").glob("synthetic-*.tsv"))
-    with Run().context(RunConfig(nranks=1, experiment="reference", root=str(root), avoid_fork_if_possible=in_process)):
-        colbert_cfg = ColBERTConfig(doc_maxlen=config["doc_maxlen"], nbits=config["nbits"],
-                                    kmeans_niters=config["kmeans_niters"], index_bsize=config["index_bsize"],
-                                    index_root=str(root))
-        return Path(Indexer(checkpoint=str(checkpoint), config=colbert_cfg, verbose=0)
-                    .index(name="reference", collection=str(collection), overwrite=True))
+    """colbert-ai 0.2.22's Indexer on the same checkpoint, collection and config (colbert_swap.colbert.reference)."""
+    return colbert_indexer(*indexer_inputs(manifest.config, cfg.store.root), manifest.config["index"], root,
+                           in_process=in_process)
 
 
 def test_capture_matches_colbert_indexer_bit_for_bit(tiny_cfg, tmp_path):
@@ -92,3 +87,52 @@ def test_index_differences_sees_a_changed_file(tiny_cfg, tmp_path):
     codes[3] += 1
     torch.save(codes, copy / "0.codes.pt")
     assert index_differences(ours, copy) == {"0.codes.pt": f"1 of {codes.numel()} elements differ"}
+
+
+def test_task_parity_says_our_capture_is_colbert_ais_indexer_here(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("run=parity-task")
+    capture(cfg, progress=quiet_progress)
+    out = tmp_path / "report"
+    assert run(tiny_cfg("task=parity", "run=parity-task", f"out_dir={out}")) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"].startswith("our capture = colbert-ai's Indexer here: identical (")
+    assert report["status"] == "identical" and report["differences"] == {} and report["why"] is None
+    assert {"centroids.pt", "0.codes.pt", "ivf.pid.pt", "metadata.json"} <= set(report["files"])
+    run_dir = Store(cfg.store.root).run_dir("parity-task")
+    indexer = Path(report["indexer"])
+    assert run_dir / "indexer" in indexer.parents and (indexer / "centroids.pt").exists()  # in the run's folder
+    kept = json.loads((run_dir / "indexer" / "parity.json").read_text())
+    assert kept["status"] == "identical" and kept["key"]["run"][0] == "parity-task"
+    assert "| `centroids.pt` " in (out / "report.md").read_text()
+    assert run(tiny_cfg("task=verify", f"out_dir={tmp_path / 'verify'}")) == 0  # the run's manifest is intact
+
+
+def test_task_parity_names_an_index_file_changed_after_the_capture(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("run=parity-tampered")
+    capture(cfg, progress=quiet_progress)
+    codes_path = Store(cfg.store.root).run_dir("parity-tampered") / "index" / "0.codes.pt"
+    codes = torch.load(codes_path, weights_only=True)
+    codes[3] += 1
+    torch.save(codes, codes_path)
+    out = tmp_path / "report"
+    assert run(tiny_cfg("task=parity", "run=parity-tampered", f"out_dir={out}")) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "differs"
+    assert report["differences"] == {"0.codes.pt": f"1 of {codes.numel()} elements differ"}
+    assert report["verdict"].startswith("our capture differs from colbert-ai's Indexer here: 0.codes.pt "
+                                        f"(1 of {codes.numel()} elements differ)")
+    assert "identical" not in report["verdict"]
+
+
+def test_task_parity_never_calls_a_run_colbert_ai_cannot_compute_identical(tiny_cfg, tmp_path):
+    """Another k-means, or a perturbed run: the Indexer cannot compute it, so it is not compared (exit 2)."""
+    for name, override, why in (("parity-torch-kmeans", "index.kmeans_backend=torch",
+                                 "not compared: index.kmeans_backend=torch is not colbert-ai's k-means (faiss)"),
+                                ("parity-scaled", "perturb=scale_layer", "not compared: perturbed (perturb.scale")):
+        capture(tiny_cfg(f"run={name}", override), progress=quiet_progress)
+        out = tmp_path / name
+        assert run(tiny_cfg("task=parity", f"run={name}", f"out_dir={out}")) == 2
+        report = json.loads((out / "report.json").read_text())
+        assert report["status"] == "not compared" and report["verdict"].startswith(why), report["verdict"]
+        assert "identical" not in report["verdict"] and report["files"] == [] and report["indexer"] is None
+        assert not (Store(tiny_cfg().store.root).run_dir(name) / "indexer").exists()  # the Indexer never ran

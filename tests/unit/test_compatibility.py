@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from colbert_swap.study.compatibility import (DIFFERS, IDENTICAL, NOT_CAPTURED, NOT_COMPARED, Change, DrillFinding, FirstOp,
-                                        PackageChange, Skipped, in_encoder, index_row, packages_text, verdict)
+from colbert_swap.study.compatibility import (DIFFERS, IDENTICAL, NO_VERDICT, NOT_CAPTURED, NOT_COMPARED, Change,
+                                        DrillFinding, FirstOp, PackageChange, Parity, Skipped, in_encoder, index_row,
+                                        packages_text, verdict)
 from colbert_swap.env.venvs import package_differences
 from colbert_swap.env.loaded import INSTALLED_ONLY, LOADED_NOT_USED, RAN, classify
 
@@ -223,3 +224,45 @@ def test_a_root_cause_that_locate_found_to_be_noise_is_never_called_a_cause():
                                     "environment, not evidence of a cause)"]
     v = verdict(["a", "b"], "a", {"a": {}, "b": {"centroids.pt": "3 of 8 differ"}}, {"b": change}, {})
     assert "root cause `prenorm_centroids`" not in v.summary and "Not explained: a -> b: prenorm_centroids" in v.summary
+
+
+def test_no_verdict_for_an_environment_whose_capture_is_not_colbert_ais_indexer():
+    """matrix.parity=true: b's capture differs from colbert-ai's Indexer there and c's parity check failed, so the
+    verdict says nothing of their index; d is perturbed (not compared): its row never reads 'identical'."""
+    same = dict(artifacts_differ=False, index_changed=False, packages=())
+    changes = {e: _change(p, e, **same) for p, e in zip("abcd", "bcde")}
+    parity = {"a": Parity("identical"), "e": Parity("identical"),
+              "b": Parity.from_report({"status": "differs", "differences": {"centroids.pt": "3 of 8 elements differ"}}),
+              "c": Parity("failed", "exit 1: EOFError; see /s/envs/logs/c.parity.log"),
+              "d": Parity.from_report({"status": "not compared", "why": "perturbed (perturb.scale=1.0078125): "
+                                                                       "colbert-ai's Indexer cannot be perturbed"})}
+    v = verdict(list("abcde"), "a", {e: {} for e in "abcde"}, changes, {}, parity=parity)
+    assert [(r.env, r.index) for r in v.rows] == [("a", IDENTICAL), ("b", NO_VERDICT), ("c", NO_VERDICT),
+                                                  ("d", IDENTICAL), ("e", IDENTICAL)]
+    assert v.rows[1].refused == "our capture differs from colbert-ai's Indexer there (centroids.pt)"
+    assert "b: no verdict — our capture differs from colbert-ai's Indexer there (centroids.pt)" in v.summary
+    assert ("c: no verdict — our capture could not be checked against colbert-ai's Indexer there (parity failed: "
+            "exit 1: EOFError; see /s/envs/logs/c.parity.log)") in v.summary
+    assert "the index is identical in d, e and differs in none." in v.summary  # b and c are in neither list
+    # nothing is said to keep or change the index of b or c: a .. e do not "give an identical index"
+    assert v.summary.startswith("a gives the index; b: no verdict; c: no verdict; d is not weighed against c (no "
+                                "verdict there); e keeps d's index."), v.summary
+    assert "a: no verdict" not in v.summary and not v.complete and "The study is incomplete." in v.summary
+    table = v.table()
+    assert re.search(r"\| `a` \(reference\) +\| index identical .*\| parity: identical +\|", table)
+    assert re.search(r"\| `b` +\| no verdict — our capture differs .*\| parity: differs: `centroids.pt` \(3 of 8 "
+                     r"elements differ\) +\|", table)
+    assert re.search(r"\| `c` +\| no verdict — .*\| parity: failed: exit 1: EOFError", table)
+    d_row = next(line for line in table.splitlines() if line.startswith("| `d`"))
+    assert "parity: not compared: perturbed (perturb.scale=1.0078125)" in d_row
+    assert "parity: identical" not in d_row and not parity["d"].refuses  # a perturbed run still gets its verdict
+    assert [r["parity"]["status"] for r in v.to_json()["rows"]] == ["identical", "differs", "failed", "not compared",
+                                                                    "identical"]
+    # a reference whose capture is not colbert-ai's: nothing is said against it
+    v = verdict(list("ab"), "a", {"a": {}, "b": {}}, {"b": changes["b"]}, {}, parity={"a": parity["b"],
+                                                                                     "b": Parity("identical")})
+    assert "No verdict against the reference a: our capture differs from colbert-ai's Indexer there" in v.summary
+    assert "identical in" not in v.summary
+    # without matrix.parity nothing changes: no parity column, and the study is complete
+    v = verdict(list("ab"), "a", {"a": {}, "b": {}}, {"b": changes["b"]}, {})
+    assert "parity" not in v.table() and v.complete and all(r.parity is None for r in v.rows)

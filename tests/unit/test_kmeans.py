@@ -154,3 +154,113 @@ def test_torch_kmeans_checks_its_sample_size():
 
     with pytest.raises(ValueError, match="at least k=8"):
         torch_kmeans(torch.zeros(4, 2), 8, 1, 0, device="cpu")
+
+
+def fake_flash(monkeypatch):
+    """flash-kmeans stood in by a module that records its calls and, as the real `batch_kmeans_Euclid`, draws
+    its initial centres with `torch.randint` on the points' device and returns centres in the points' dtype."""
+    import sys
+    import types
+
+    calls = []
+
+    def batch_kmeans_Euclid(x, n_clusters, max_iters=100, tol=0.0, init_centroids=None, verbose=False, *,
+                            use_heuristic=True):
+        calls.append({"x": x.clone(), "n_clusters": n_clusters, "max_iters": max_iters, "tol": tol,
+                      "init_centroids": init_centroids, "verbose": verbose, "use_heuristic": use_heuristic})
+        b, n, d = x.shape
+        indices = torch.randint(0, n, (b, n_clusters), device=x.device)
+        centers = torch.gather(x, 1, indices[..., None].expand(-1, -1, d))
+        return torch.zeros(b, n, dtype=torch.int64), centers, max_iters
+
+    package = types.ModuleType("flash_kmeans")
+    impl = types.ModuleType("flash_kmeans.kmeans_triton_impl")
+    impl.batch_kmeans_Euclid = package.batch_kmeans_Euclid = batch_kmeans_Euclid
+    monkeypatch.setitem(sys.modules, "flash_kmeans", package)
+    monkeypatch.setitem(sys.modules, "flash_kmeans.kmeans_triton_impl", impl)
+    return calls
+
+
+def test_flash_is_refused_without_a_gpu_before_anything_runs(monkeypatch):
+    import pytest
+
+    from colbert_swap.errors import UserError
+
+    calls = fake_flash(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, points = blobs(k=4, per=10)
+    message = ("index.kmeans_backend=flash needs a CUDA GPU (flash-kmeans runs triton kernels); this machine has "
+               "none: use faiss or torch")
+    with pytest.raises(UserError) as err:
+        kmeans("flash", points.half(), 4, 2, 123)
+    assert str(err.value) == message and calls == []  # refused, not run on flash-kmeans's torch fallback
+
+
+def test_flash_without_the_package_names_the_pip_command(monkeypatch):
+    import sys
+
+    import pytest
+
+    from colbert_swap.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "flash_kmeans", None)  # `import flash_kmeans` fails as when not installed
+    _, points = blobs(k=4, per=10)
+    with pytest.raises(UserError) as err:
+        kmeans("flash", points.half(), 4, 2, 123)
+    assert str(err.value) == ("index.kmeans_backend=flash needs the flash-kmeans package, which is not installed: "
+                              "pip install flash-kmeans==0.3.1")
+
+
+def test_flash_without_its_triton_kernels_is_refused_with_the_import_error(monkeypatch):
+    import sys
+
+    import pytest
+
+    from colbert_swap.errors import UserError
+
+    fake_flash(monkeypatch)
+    monkeypatch.setitem(sys.modules, "flash_kmeans.kmeans_triton_impl", None)  # as when triton does not import
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _, points = blobs(k=4, per=10)
+    with pytest.raises(UserError, match=r"^index.kmeans_backend=flash: flash-kmeans's triton kernels do not import "
+                                        r"here \(ModuleNotFoundError: import of flash_kmeans.kmeans_triton_impl "
+                                        r"halted.*its torch fallback is not what it runs on a GPU, so it is not used$"):
+        kmeans("flash", points.half(), 4, 2, 123)
+
+
+def test_flash_gets_the_fp16_sample_k_the_iteration_cap_and_its_default_tolerance(monkeypatch):
+    """The call itself, through a stand-in module on the CPU: the fp16 sample as a batch of one (not the fp32
+    copy the other backends get), k clusters, niter as max_iters and no tol (its default); fp32 centres on the
+    CPU; the initialisation seeded, and the caller's generator state left as it was."""
+    from colbert_swap.colbert.kmeans import flash_kmeans
+
+    calls = fake_flash(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _, points = blobs(k=8, per=50, d=16)
+    sample = points.half()
+    state = torch.get_rng_state()
+    centers = flash_kmeans(sample, 8, 5, 123, device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+    (call,) = calls
+    assert call["x"].dtype == torch.float16 and call["x"].shape == (1, 400, 16)
+    assert torch.equal(call["x"][0], sample)
+    assert (call["n_clusters"], call["max_iters"], call["tol"]) == (8, 5, 0.0)
+    assert (call["init_centroids"], call["verbose"], call["use_heuristic"]) == (None, False, True)
+    assert centers.dtype == torch.float32 and centers.shape == (8, 16) and centers.device.type == "cpu"
+    assert torch.equal(centers, flash_kmeans(sample, 8, 5, 123, device="cpu"))
+    assert not torch.equal(centers, flash_kmeans(sample, 8, 5, 7, device="cpu"))
+    assert all(bool((sample == c.half()).all(1).any()) for c in centers)  # the stand-in's centres: points
+
+
+def test_the_flash_backend_hands_over_the_sample_itself(monkeypatch):
+    """kmeans("flash", ...) passes the stage's fp16 tensor on untouched: no fp32 numpy copy in between."""
+    from colbert_swap.colbert import kmeans as module
+
+    seen = []
+    monkeypatch.setattr(module, "flash_kmeans", lambda sample, k, niter, seed: seen.append((sample, k, niter, seed))
+                        or torch.zeros(k, sample.shape[1]))
+    _, points = blobs(k=4, per=10)
+    sample = points.half()
+    kmeans("flash", sample, 4, 3, 9)
+    assert seen[0][0] is sample and seen[0][1:] == (4, 3, 9)

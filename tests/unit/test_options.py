@@ -144,7 +144,7 @@ def test_the_perturb_choices_minimum_and_later_knobs_come_from_the_fields():
     assert MINIMUM.items() >= {"perturb.threads": 1}.items() and set(LATER_KNOBS) >= {"threads", "noise"}
     assert CHOICES.items() >= {
         "model.kind": ("random_bert", "minilm", "path"), "collection.kind": ("synthetic", "tsv", "jsonl"),
-        "index.device": ("auto", "cpu", "cuda"), "index.kmeans_backend": ("faiss", "torch", "fastkmeans"),
+        "index.device": ("auto", "cpu", "cuda"), "index.kmeans_backend": ("faiss", "torch", "fastkmeans", "flash"),
         "perturb.attn": (None, "eager", "sdpa", "sdpa_math"), "perturb.normalize": (None, "fp16"),
         "perturb.tokenizer": (None, "slow", "fast"), "compare.tolerance": ("assert_close", "torch", "bnb")}.items()
 
