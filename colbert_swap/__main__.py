@@ -46,7 +46,9 @@ def check_composes(overrides: list[str]) -> None:
         try:
             parser.parse_overrides([override])
         except HydraException as exc:
-            raise UserError(_one_line(exc, override)) from exc
+            key, _, value = override.partition("=")
+            hint = f" (a value with '=' in it is quoted: '{key}=\"{value}\"')" if "=" in value else ""
+            raise UserError(_one_line(exc, override) + hint) from exc
     parsed = parser.parse_overrides(overrides)
     first = [f"{o.input_line.split('=', 1)[0]}={next(o.sweep_string_iterator())}" if o.is_sweep_override()
              else o.input_line for o in parsed]

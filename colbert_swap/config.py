@@ -234,7 +234,7 @@ class StoreConfig:
 class Config:
     task: str = option("capture", "what to do (default: capture); see Tasks", main=True)
     run: Optional[str] = option(None, "the run's label (default: this environment's torch version, e.g. 2.13.0)",
-                                tasks=("capture", "determinism", "drill", "search", "rm", "parity"), main=True)
+                                tasks=("capture", "determinism", "drill", "search", "rm", "parity", "repair"), main=True)
     source: Optional[str] = option(None, "the run whose tensors are the reference, or are injected",
                                    tasks=("compare", "inject", "locate", "isolate", "drill", "search"), main=True)
     target: Optional[str] = option(None, "the run compared with it, or injected into (default: run, else the "

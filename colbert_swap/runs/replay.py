@@ -91,6 +91,16 @@ def run_config(cfg, manifest: RunManifest):
     return merged
 
 
+def _missing(run: RunManifest, name: str) -> str:
+    """Why `run` lacks artifact `name`, with what makes it."""
+    if DAG.producer(name).phase == "search" and "ranked_pids" not in run.artifacts:  # never searched
+        return (f"run {run.label!r} has no artifact {name!r}: it has not been searched yet; search it first: "
+                f"python -m colbert_swap task=search run={run.label} (or task=search source=... target=... inject={name})")
+    if not run.complete:
+        return f"run {run.label!r} has no artifact {name!r}: the run is incomplete (the command that made it resumes it)"
+    return f"run {run.label!r} has no artifact {name!r} (a stage of a capture option it was made without)"
+
+
 def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: list[str],
            label: str | None = None, progress=lambda message: None) -> RunManifest:
     num_chunks = plan(store, target).num_chunks
@@ -100,7 +110,7 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
     for name in injected:
         for run in (source, target):
             if name not in run.artifacts:
-                raise UserError(f"run {run.label!r} has no artifact {name!r} (is it complete?)")
+                raise UserError(_missing(run, name))
         a, b = source.artifacts[name].ref, target.artifacts[name].ref
         same_width = DAG.facts(name).together or a.shape == b.shape  # tokens of another width are still tokens
         if ((a.dtype, a.kind) != (b.dtype, b.kind) or not same_width) and not cfg.force:

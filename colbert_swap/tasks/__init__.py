@@ -46,6 +46,7 @@ TASKS = {t.name: t for t in [
     Task("parity", "colbert-ai's own Indexer here on a run's checkpoint, collection and config: is our capture "
          "its index, file for file?"),
     Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)"),
+    Task("repair", "compute a run's missing or damaged blob files again, each checked against its recorded hash"),
     Task("verify", "check every manifest and blob of the store against its hash; change nothing"),
     Task("gc", "remove blob files no run points at"),
     Task("rm", "remove a run from the store (an incomplete one, or any with force=true)"),

@@ -7,7 +7,7 @@ Each environment records its own model's module outputs on the same probe passag
 `<run>+drill`); the report names the first module, in execution order, whose output differs, with
 per-module numbers and the divergence per batch (size and padded length).
 
-A recording (`<run>+drill`, `<run>+ops=<module>`) stands for its run only when it was made in the
+A recording (`<run>+drill`, `<run>+ops.<module>`) stands for its run only when it was made in the
 environment that computed the run's encoder outputs (`embs.N`: its torch-read variables such as
 ATEN_CPU_CAPABILITY, packages, CPU kernels, thread counts: `provenance.changed_keys`). The rule:
 
@@ -57,7 +57,7 @@ def drill_label(run: str) -> str:
 
 
 def ops_label(run: str, module: str) -> str:
-    return f"{run}+ops={module}"
+    return f"{run}+ops.{module}"
 
 
 def encoder_environment(run: RunManifest) -> dict:
@@ -425,7 +425,7 @@ class DrillCaptureData(ReportData):
 
     run: str
     captures: list[str]
-    """The labels of the recordings made or reused (`A+drill`, `A+ops=MODULE`)."""
+    """The labels of the recordings made or reused (`A+drill`, `A+ops.MODULE`)."""
     recorded_in: str
     """The environment id the drill capture was made in."""
     warnings: list[str]

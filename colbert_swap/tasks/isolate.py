@@ -63,7 +63,7 @@ def isolate(cfg, store: Store, progress=None) -> Isolation:
     if not nodes:
         raise UserError(f"run {source.label!r} has no stage {stage.name!r}: it runs only with capture.{stage.option}=true")
     here = OmegaConf.merge(cfg, {k: v for k, v in source.config.items() if k != "perturb"})
-    label = check_label(f"{source.label}+isolate={stage.name}")
+    label = check_label(f"{source.label}+isolate.{stage.name}")
     config = {**source.config, "perturb": OmegaConf.to_container(here.perturb)}
 
     outputs = [o for n in nodes for o in n.outputs]
@@ -93,7 +93,7 @@ class IsolateData(ReportData):
 
     source: str
     target: str
-    """The label of the run of the stage done here (`SOURCE+isolate=STAGE`)."""
+    """The label of the run of the stage done here (`SOURCE+isolate.STAGE`)."""
     stage: str
     injected: list[str]
     """Always empty (a key every comparing report has)."""

@@ -3,7 +3,7 @@
     python -m colbert_swap task=verify          # exit status 1 when it finds a problem
 
 Problems: a manifest that cannot be read or was edited, a blob that is missing or does not match its
-hash, a run that never finished (resume it with the same command, or remove it with `task=rm run=NAME`),
+hash (`task=repair run=NAME` computes it again), a run that never finished (resume it with the same command, or remove it with `task=rm run=NAME`),
 a run folder without a manifest. Unreferenced blob files are listed too (not a problem: `task=gc`
 removes them).
 """
@@ -37,7 +37,7 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
             try:
                 store.blobs.get(record.ref, what=f"run {label!r} artifact {name!r}")
             except UserError as exc:
-                found.append(str(exc))
+                found.append(f"{exc}: `python -m colbert_swap task=repair run={label}` computes it again")
         if not manifest.complete:
             kind = manifest.origin.kind
             found.append(f"run {label!r} is incomplete (a {kind} that stopped): run the same command to resume it, "

@@ -101,7 +101,7 @@ def test_operation_drill_sees_another_implementation(runs, tiny_cfg, tmp_path):
     if not torch.cuda.is_available():
         assert eager["autocast"].startswith("off (CPU")  # colbert-ai's CUDA autocast does nothing on the CPU
     store = Store(tiny_cfg().store.root)
-    ops, drilled = store.load("eager+ops=bert.encoder.layer.0.attention.self"), store.load("eager+drill")
+    ops, drilled = store.load("eager+ops.bert.encoder.layer.0.attention.self"), store.load("eager+drill")
     assert ops.origin.bsizes == drilled.origin.bsizes  # the very calls and batches of the module drill
     assert sorted(set(store.get(ops, "op_batches"))) == list(range(len(store.get(drilled, "batches"))))
 
@@ -111,7 +111,7 @@ def test_every_name_the_module_drill_reports_can_be_drilled_to_operations(runs, 
     drill.run(tiny_cfg("task=drill", "run=scaled", "module=colbert.doc"))
     drill.run(tiny_cfg("task=drill", "source=scaled", "target=target", "module=colbert.doc", f"out_dir={tmp_path}"))
     report = json.loads((tmp_path / "report.json").read_text())
-    ops = Store(tiny_cfg().store.root).load("scaled+ops=colbert.doc")
+    ops = Store(tiny_cfg().store.root).load("scaled+ops.colbert.doc")
     names = [r.stage for n, r in ops.artifacts.items() if n.startswith("op/")]
     assert any("norm" in n for n in names) and not any("addmm" in n or "linear" in n for n in names)
     assert report["first_op"]["kind"] == "same operation, different inputs"  # the linear layer's output differs
@@ -122,7 +122,7 @@ def test_a_module_that_does_not_exist_leaves_nothing_behind(runs, tiny_cfg):
     store = Store(tiny_cfg().store.root)
     with pytest.raises(UserError, match="module='bert.nope' is not a module of this model; drillable names:"):
         drill.run(tiny_cfg("task=drill", "run=twin", "module=bert.nope"))
-    assert not store.run_dir("twin+ops=bert.nope").exists()
+    assert not store.run_dir("twin+ops.bert.nope").exists()
 
 
 def test_operation_drill_finds_the_kernel_under_another_cpu_capability(tiny_cfg, store_root, tmp_path):

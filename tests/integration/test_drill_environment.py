@@ -81,24 +81,24 @@ def test_a_drill_in_another_environment_is_refused_with_the_command_to_run(runs,
     [command] = hints(message)
     assert f"{VAR}={OTHER} " in command
     assert command.endswith(f"python -m colbert_swap task=drill run={RUN} module={MODULE} store.root={store_root}")
-    assert not runs.has_run(f"{RUN}+drill") and not runs.has_run(f"{RUN}+ops={MODULE}")  # nothing recorded here
+    assert not runs.has_run(f"{RUN}+drill") and not runs.has_run(f"{RUN}+ops.{MODULE}")  # nothing recorded here
     # the command as spelled records both, in the run's environment; the second call reuses them
     shell(command)
-    for label in (f"{RUN}+drill", f"{RUN}+ops={MODULE}"):
+    for label in (f"{RUN}+drill", f"{RUN}+ops.{MODULE}"):
         assert runs.load(label).origin.env == runs.load(RUN).env == runs.load(label).env
-    before = {label: mtime(runs, label) for label in (f"{RUN}+drill", f"{RUN}+ops={MODULE}")}
+    before = {label: mtime(runs, label) for label in (f"{RUN}+drill", f"{RUN}+ops.{MODULE}")}
     out = cli(store_root, "task=drill", f"run={RUN}", f"module={MODULE}")
     assert "recording" not in out and {label: mtime(runs, label) for label in before} == before
     # with force=true it is recorded here, kept as this environment's, with a warning that names the difference
     drill.run(tiny_cfg("task=drill", f"run={RUN}", f"module={MODULE}", "force=true"))
-    forced = runs.load(f"{RUN}+ops={MODULE}")
+    forced = runs.load(f"{RUN}+ops.{MODULE}")
     assert forced.origin.env == env_id(run_environment(runs.load(RUN).config)) != runs.load(RUN).env
     # ... and never taken for the run's: a comparison refuses it, the run's environment records again
     with pytest.raises(UserError, match=f"was recorded in another environment .*{VAR}={OTHER} "):
         drill.run(tiny_cfg("task=drill", f"source={RUN}", f"target={HERE}", f"module={MODULE}"))
     out = cli(store_root, "task=drill", f"run={RUN}", f"module={MODULE}")
     assert "recording the aten operations" in out
-    for label in (f"{RUN}+drill", f"{RUN}+ops={MODULE}"):
+    for label in (f"{RUN}+drill", f"{RUN}+ops.{MODULE}"):
         assert runs.load(label).origin.env == runs.load(RUN).env
 
 
@@ -116,7 +116,7 @@ def test_every_hint_spells_out_the_run_environment(runs, tiny_cfg, store_root, t
     assert f"{VAR}={OTHER} " in source_step and f"run={RUN} module={module}" in source_step
     assert source_step in report["verdict"] and target_step in report["verdict"]
     shell(hints(source_step)[0])  # as spelled: the source's trace, in its environment
-    assert runs.load(f"{RUN}+ops={module}").origin.env == runs.load(RUN).env
+    assert runs.load(f"{RUN}+ops.{module}").origin.env == runs.load(RUN).env
     drill.run(tiny_cfg("task=drill", f"source={RUN}", f"target={HERE}", f"module={module}",
                        f"out_dir={tmp_path / 'ops'}"))
     assert json.loads((tmp_path / "ops" / "report.json").read_text())["warnings"] == []

@@ -259,3 +259,17 @@ def test_a_later_replay_reuses_what_an_earlier_one_computed_on_the_same_inputs(r
     fresh = replay(tiny_cfg("reuse=false"), store, runs["target"], runs["scale_layer"], ["local_sample_embs", "embs"],
                    label="reuse-none")
     assert hashes(second) == hashes(fresh) == hashes(runs["scale_layer"])
+
+
+def test_a_null_injection_says_what_it_proves_and_a_missing_search_artifact_says_what_makes_it(runs, tiny_cfg):
+    from colbert_swap.errors import UserError
+
+    cfg = tiny_cfg("source=target", "target=target")
+    store = Store(cfg.store.root)
+    result = inject(cfg, store, ["embs"], progress=quiet_progress)
+    assert result.verdict.startswith("Null injection of `embs` into target (source = target): the replay recomputes "
+                                     f"all {len(result.downstream)} downstream artifacts bit for bit")
+    assert "do not differ" not in result.verdict
+    with pytest.raises(UserError, match=r"has no artifact 'Q': it has not been searched yet; search it first: "
+                                        r"python -m colbert_swap task=search run=target"):
+        inject(cfg, store, ["Q"], progress=quiet_progress)

@@ -27,7 +27,7 @@ def check_label(label: str) -> str:
 
 def derived(label: str) -> bool:
     """Runs made from other runs carry their origin in their name: replays and isolates (`A+...`), drills
-    (`A+drill`, `A+ops=...`) and searches (`A.search-...`)."""
+    (`A+drill`, `A+ops.MODULE`) and searches (`A.search-...`)."""
     return "+" in label or ".search-" in label
 
 

@@ -99,6 +99,14 @@ class Search(Origin):
 
 
 @dataclass(frozen=True)
+class Repair(Origin):
+    """A scratch run (task=repair) in which stages of `source` are computed again to refill its lost files."""
+
+    kind: ClassVar[str] = "repair"
+    source: str
+
+
+@dataclass(frozen=True)
 class Unknown(Origin):
     """A manifest written by another version: kept as it was read."""
 
@@ -112,4 +120,4 @@ class Unknown(Origin):
         return dict(self.raw)
 
 
-KINDS = {cls.kind: cls for cls in (Capture, Replay, Isolate, Drill, Ops, Search)}
+KINDS = {cls.kind: cls for cls in (Capture, Replay, Isolate, Drill, Ops, Search, Repair)}

@@ -124,6 +124,19 @@ def injection_verdict(injected: list[str], source: str, target: str, before: Run
     """The inject verdict: the downstream artifacts, then the run as a whole and its index files.
     `after` compares the replayed run with the source over every artifact; `whole` is its WholeRun."""
     what = f"Injecting {describe(injected)} from {source} into {target}"
+    if source == target:  # a null injection: the replay against the run it replays
+        left = [n for n in downstream if not after[n].same]
+        if not downstream:
+            return f"Null injection of {describe(injected)} into {source} (source = target): no stage reads it. " + \
+                index_sentence(whole)
+        if not left:
+            return (f"Null injection of {describe(injected)} into {source} (source = target): the replay recomputes "
+                    f"all {plural(len(downstream), 'downstream artifact')} bit for bit: the replay is exact here. " +
+                    index_sentence(whole))
+        return (f"Null injection of {describe(injected)} into {source} (source = target): the replay does NOT "
+                f"recompute {len(left)} of {plural(len(downstream), 'downstream artifact')}: {describe(left)}: those "
+                f"stages do not repeat themselves here (task=determinism run={source} checks them). " +
+                index_sentence(whole))
     if not before.diverged():
         return (f"Runs {source} and {target} do not differ: all {plural(len(before.results), 'artifact')} are "
                 f"bitwise equal{order_text([r.name for r in before.order_only()], before)}, so there is nothing "

@@ -1,0 +1,147 @@
+"""task=repair run=NAME: refill the run's missing or damaged blob files by computing them again, each checked
+against the hash its manifest recorded.
+
+    python -m colbert_swap task=repair run=2.1.0     # after task=verify named a missing or damaged file
+    python -m colbert_swap task=repair               # every run of the store with a missing or damaged file
+
+The store is content-addressed: an artifact's file is named by the hash of its content, so a file computed
+again is the lost one exactly when its hash is the recorded one, and the run's manifest needs no change. The
+stages that made the lost artifacts run again here (in a scratch run, `NAME.repair`, removed after) on the
+run's own stored inputs, from the generator states the run recorded, with the run's config; a lost input is
+computed first. What is not computed again, with why: an artifact computed in another environment (repair it
+there: the same command in that environment), one injected from another run (repair that run), one whose
+stage needs a generator state that is lost too, and one whose recomputation gives other bits (the stage does
+not repeat itself here: `task=determinism run=NAME` says which). Exit 0 when every lost file is back, 1 when
+some are not, and the report says which and why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from colbert_swap.core.store import RunManifest, Store
+from colbert_swap.colbert.plan import plan
+from colbert_swap.core.dag import PHASES
+from colbert_swap.core.store.blobs import BlobRef
+from colbert_swap.core.store.origin import Repair
+from colbert_swap.env.provenance import env_id, run_environment
+from colbert_swap.errors import UserError
+from colbert_swap.proof.report import proof
+from colbert_swap.proof.report.report import Report, ReportData
+from colbert_swap.proof.report.tables import table
+from colbert_swap.runs.execute import Policy, RunSpec, Write, execute
+from colbert_swap.runs.replay import run_config
+from colbert_swap.tasks.common import finish, progress_printer
+
+SCRATCH = ".repair"  # NAME.repair: the scratch run the stages compute in
+
+
+def lost(store: Store, run: RunManifest) -> dict[str, str]:
+    """Artifact -> 'missing' or 'damaged' for every artifact of `run` whose blob file is not its content."""
+    out = {}
+    for name, record in run.artifacts.items():
+        path = store.blobs.path(record.ref)
+        if not path.exists():
+            out[name] = "missing"
+            continue
+        try:
+            store.blobs.get(record.ref, what=f"run {run.label!r} artifact {name!r}")
+        except UserError:
+            out[name] = "damaged"
+    return out
+
+
+def why_not_here(store: Store, run: RunManifest, name: str) -> str | None:
+    """Why artifact `name` of `run` cannot be computed again here, or None."""
+    record = run.artifacts[name]
+    if record.stage.startswith("inject:"):
+        return f"injected from run {record.stage.split(':', 1)[1]!r}: repair that run"
+    here = env_id(run_environment(run.config))
+    if record.env is not None and record.env != here:
+        return (f"computed in environment {record.env}, this is {here}: run the same command there "
+                "(its bits are that environment's)")
+    node = next(n for n in plan(store, run).nodes(PHASES) if name in n.outputs)
+    if "rng" in node.stage.resources:
+        state = run.rng.get(node.name) or {}
+        refs = [BlobRef(hash=h, kind="tensor" if k == "torch" else "json") for k, h in state.items()]
+        if not refs or any(not store.blobs.path(ref).exists() for ref in refs):
+            return "its stage draws random numbers and the generator state it started from is lost too"
+    return None
+
+
+@dataclass(frozen=True)
+class Repaired:
+    run: str
+    lost: dict[str, str]  # artifact -> missing | damaged
+    refilled: list[str]  # computed again, equal to the recorded hash: the file is back
+    not_refilled: dict[str, str]  # artifact -> why not
+
+
+def repair(cfg, store: Store, run: RunManifest, progress) -> Repaired:
+    gone = lost(store, run)
+    if not gone:
+        return Repaired(run.label, {}, [], {})
+    refused = {n: why for n in gone if (why := why_not_here(store, run, n))}
+    wanted = [n for n in gone if n not in refused]
+    for name in wanted:
+        if gone[name] == "damaged":  # put() keeps a file that is there: the damaged one goes first
+            store.blobs.path(run.artifacts[name].ref).unlink(missing_ok=True)
+    refilled, differ = [], {}
+    if wanted:
+        progress(f"computing again {proof.describe(wanted)} of run {run.label!r} ({len(wanted)} lost file(s))")
+        scratch = run.label + SCRATCH
+        try:
+            again = execute(run_config(cfg, run), store,
+                            RunSpec(scratch, Repair(source=run.label), run.config, run.config_hash),
+                            targets=wanted, policy=Policy(write=Write.FRESH, base=run, rng=dict(run.rng),
+                                                          index=False, replace=wanted), progress=progress)
+            for name in wanted:
+                theirs, ours = run.artifacts[name].ref.hash, again.artifacts[name].ref.hash
+                if theirs == ours:
+                    refilled.append(name)
+                else:
+                    differ[name] = (f"computed again here it gives other bits ({ours[:12]} where the run recorded "
+                                    f"{theirs[:12]}): its stage does not repeat itself here "
+                                    f"(python -m colbert_swap task=determinism run={run.label})")
+        finally:
+            shutil.rmtree(store.run_dir(run.label + SCRATCH), ignore_errors=True)
+    return Repaired(run.label, gone, refilled, {**refused, **differ})
+
+
+@dataclass(frozen=True)
+class RepairData(ReportData):
+    """report.json of task=repair."""
+
+    runs: dict[str, dict]
+    """Run label -> {lost: artifact -> missing|damaged, refilled: [artifact], not_refilled: artifact -> why}."""
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    progress = progress_printer()
+    labels = [str(cfg.run)] if cfg.run else [r for r in store.runs() if not r.endswith(SCRATCH)]
+    results = []
+    for label in labels:
+        manifest = store.load(label)
+        if not manifest.complete:
+            raise UserError(f"run {label!r} is incomplete: the command that made it resumes it (a repair is for "
+                            "complete runs)")
+        results.append(repair(cfg, store, manifest, progress))
+    damaged = [r for r in results if r.lost]
+    left = {r.run: r.not_refilled for r in damaged if r.not_refilled}
+    if not damaged:
+        verdict = f"{proof.plural(len(results), 'run')} checked: every artifact file is there and matches its hash."
+    else:
+        verdict = " ".join(
+            f"Run {r.run!r}: {len(r.refilled)} of {proof.plural(len(r.lost), 'lost file')} computed again, "
+            "each equal to its recorded hash" + (f"; not refilled: {proof.describe(list(r.not_refilled))}."
+                                                if r.not_refilled else ": the run is whole again.")
+            for r in damaged)
+    rows = [[f"`{r.run}`", f"`{n}`", how, "refilled" if n in r.refilled else f"not refilled: {r.not_refilled[n]}"]
+            for r in damaged for n, how in r.lost.items()]
+    sections = ["## Lost files\n\n" + (table(["run", "artifact", "file", "repair"], rows) if rows else "None.")]
+    report = Report("repair", f"repair {store.root}", verdict, sections, RepairData(runs={
+        r.run: {"lost": r.lost, "refilled": r.refilled, "not_refilled": r.not_refilled} for r in results}))
+    finish(proof.out_dir(cfg, "repair"), report)
+    return 1 if left else 0
