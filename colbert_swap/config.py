@@ -479,3 +479,44 @@ def _check_key(key: str) -> None:
         node = typing.get_type_hints(node)[part]
         if typing.get_origin(node) is typing.Union:  # Optional[X]
             node = next(a for a in typing.get_args(node) if a is not type(None))
+
+
+def override_value(value) -> str:
+    """A value as Hydra's command line takes it back: null, true/false, numbers as they are, strings quoted.
+
+    >>> [override_value(v) for v in (None, True, 3, 0.5, "tiny")]
+    ['null', 'true', '3', '0.5', "'tiny'"]
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_overrides(config: dict) -> list[str]:
+    """A run's result config (`result_config`: model, collection, index, perturb, seed, capture) as the overrides
+    that capture it again: every key, perturb knobs only where set.
+
+    >>> run_overrides({"model": {"name": "tiny", "path": "a b"}, "perturb": {"attn": "eager", "tf32": None}, "seed": 12345})
+    ['model.name=tiny', "model.path='a b'", 'perturb.attn=eager', 'seed=12345']
+    """
+    out = []
+    for group, values in config.items():
+        if isinstance(values, dict):
+            out += [f"{group}.{k}={_typed_back(v)}" for k, v in values.items() if group != "perturb" or v is not None]
+        else:
+            out.append(f"{group}={_typed_back(values)}")
+    return out
+
+
+def _typed_back(value) -> str:
+    """override_value, with a plain word left unquoted where Hydra reads it back as the same string (`tiny`)."""
+    import re
+
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-/+@]*", value) and \
+            value.lower() not in ("null", "true", "false", "nan", "inf"):
+        return value
+    return override_value(value)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from colbert_swap.config import override_value
 from colbert_swap.errors import UserError
 from colbert_swap.env.provenance import describe_changes, env_id, run_environment
 from colbert_swap.core.store import RunManifest, Store
@@ -175,13 +176,3 @@ def search_overrides(cfg) -> list[str]:
     """This invocation's search settings and seed as overrides, for a search in another environment."""
     values = OmegaConf.to_container(cfg.search, resolve=True)
     return [f"search.{k}={override_value(v)}" for k, v in values.items()] + [f"seed={cfg.seed}"]
-
-
-def override_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -35,7 +35,8 @@ from colbert_swap.env.venvs import (EnvSpec, capture_in, ensure, frozen, load_sp
 from colbert_swap.errors import UserError
 from colbert_swap.runs.replay import compact
 from colbert_swap.colbert.retrieval import RetrievalVerdict
-from colbert_swap.runs.search import override_value, retrieval_between, search_overrides
+from colbert_swap.config import override_value
+from colbert_swap.runs.search import retrieval_between, search_overrides
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
 

@@ -112,8 +112,25 @@ def environments_section(*runs: RunManifest, labels: list[str] | None = None) ->
 
 
 def finish(folder, report) -> int:
-    """Write `report` (a report.report.Report) into `folder`, print its verdict and where it is."""
+    """Write `report` (a report.report.Report) into `folder` with the command line that made it (under Hydra),
+    print its verdict and where it is, and the zip to attach to an issue with its size."""
+    from colbert_swap.proof.report.report import ATTACH
+
+    if report.invocation is None:
+        report.invocation = invocation()
     path = report.write(folder)
     print(report.verdict)
-    print(f"\nreport: {path}")
+    attach = path.parent / ATTACH
+    print(f"\nreport: {path}" + (f" (to attach to an issue: {attach}, {attach.stat().st_size / 1024:,.0f} KB)"
+                                 if attach.exists() else ""))
     return 0
+
+
+def invocation() -> list[str] | None:
+    """This job's command-line overrides (a sweep's job: its own), or None outside a Hydra run (a Python call)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):
+        return None

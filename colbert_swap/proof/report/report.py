@@ -14,12 +14,36 @@ should read of it as a field of the task's ReportData.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from colbert_swap.core.store import RunManifest
+from colbert_swap.proof.report.reproduce import reproduce, section
 
-RESERVED = ("task", "title", "verdict", "figures", "environments")
+ATTACH = "report.zip"  # beside report.md: report.md, report.json, report.html and the figures, to attach to an issue
+FIGURE = re.compile(r"!\[[^\]]*\]\(([^)/\s]+\.png)\)")  # a figure beside report.md
+
+
+def pasteable(markdown: str) -> str:
+    """report.md as it can be pasted into a GitHub issue: a figure is named, not embedded by a relative path that
+    breaks there (report.html inlines it; report.zip holds it)."""
+    return FIGURE.sub(lambda m: f"*Figure `{m.group(1)}`: inlined in report.html, attached in {ATTACH}.*", markdown)
+
+
+def _zip(folder: Path, names: list[str]) -> None:
+    import os
+    import tempfile
+    import zipfile
+
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".zip.tmp")
+    os.close(fd)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in names:
+            z.write(folder / name, name)
+    os.replace(tmp, folder / ATTACH)
+
+RESERVED = ("task", "title", "verdict", "figures", "environments", "reproduce", "attach")
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,7 @@ class Report:
     # task's own ReportData, a dict when read back (from_json)
     runs: list[RunManifest] = field(default_factory=list)  # their environments go into report.json
     figures: list[str] = field(default_factory=list)  # PNG files beside report.md, shown under the verdict
+    invocation: list[str] | None = None  # the command line's overrides (None: a Python call): `## Reproduce`
 
     def to_json(self) -> dict:
         data = self.data.to_json() if isinstance(self.data, ReportData) else self.data
@@ -50,11 +75,13 @@ class Report:
         out = {"task": self.task, "title": self.title, "verdict": self.verdict, **data, "figures": self.figures}
         if self.runs:
             out["environments"] = {r.label: {"env_id": r.env, **r.provenance} for r in self.runs}
+        out["reproduce"] = reproduce(self.invocation, self.runs)
+        out["attach"] = ATTACH
         return out
 
     def to_markdown(self) -> str:
         return "\n\n".join([f"# {self.title}", self.verdict, *[f"![{Path(f).stem}]({f})" for f in self.figures],
-                            *[s for s in self.sections if s], ""])
+                            *[s for s in self.sections if s], section(reproduce(self.invocation, self.runs)), ""])
 
     def write(self, folder: Path) -> Path:
         from colbert_swap.proof.report.proof import html_page
@@ -63,10 +90,13 @@ class Report:
         folder = Path(folder)
         atomic_write(folder / "report.json", (json.dumps(self.to_json(), indent=1, default=str) + "\n").encode())
         markdown = self.to_markdown()
-        atomic_write(folder / "report.md", markdown.encode())
-        page = html_page(markdown, folder)
+        page = html_page(markdown, folder)  # figures inlined
         if page is not None:
             atomic_write(folder / "report.html", page.encode())
+        atomic_write(folder / "report.md", pasteable(markdown).encode())
+        figures = sorted(set(FIGURE.findall(markdown)))
+        _zip(folder, ["report.md", "report.json", *(["report.html"] if page is not None else []),
+                      *(f for f in figures if (folder / f).is_file())])
         return folder / "report.md"
 
     @classmethod
