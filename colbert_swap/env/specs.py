@@ -6,18 +6,23 @@
 
 An axis lists `versions` of one `package`, or `steps` ({package: version, ...}, optional `name`); each step
 sets its packages on top of the step before it, the first on top of `from` (a spec of an earlier axis) or
-of the stack. `load_spec(name)` (environments.py) turns a step into an EnvSpec; a hand-written
+of the stack. A step's `python: "3.9"` sets the interpreter instead of a package (spec python `python3.9`,
+label `python-3.9`), kept by the steps after it; `by_torch` and `by_python` rules add the pins that hold
+for a range of torch or Python versions. `load_spec(name)` (environments.py) turns a step into an EnvSpec; a hand-written
 conf/env/NAME.yaml of the same name wins.
 
 >>> axis("torch")[:3], axis("torch")[-1]
 (['torch-1.13.1', 'torch-2.0.0', 'torch-2.0.1'], 'torch-2.15.0')
 >>> generated()["torch-2.4.1"]["changes"]
 {'torch': '2.4.1'}
+>>> generated()["python-3.10"]["python"], generated()["python-3.10"]["changes"]
+('python3.10', {'python': '3.10'})
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,19 +75,42 @@ def _load(table: str, _mtime: float) -> dict:
 def _generate(table: str, mtime: float) -> tuple[tuple[str, dict], ...]:
     data = _load(table, mtime)
     pins_of: dict[str, dict[str, str]] = {}
+    python_of: dict[str, str] = {}
     out: list[tuple[str, dict]] = []
     for entry in data.get("axes", []):
         if entry.get("from") and entry["from"] not in pins_of:
             raise UserError(f"{table}: axis {entry['axis']!r} starts from {entry['from']!r}, not a step before it")
         pins = dict(pins_of[entry["from"]]) if entry.get("from") else _strings(data.get("stack", {}))
+        python = python_of[entry["from"]] if entry.get("from") else str(data.get("python", "python3.11"))
         previous = entry.get("from")
         for step in _steps(entry):
             name = step.pop("name", None) or _label(data, *next(iter(step.items())))
-            pins = {**pins, **_strings(step)}
-            pins_of[name] = pins
-            out.append((name, _spec(data, entry["axis"], name, pins, _strings(step), previous)))
+            changes = _strings(step)
+            python = interpreter(changes["python"]) if "python" in changes else python
+            pins = {**pins, **{p: v for p, v in changes.items() if p != "python"}}
+            pins_of[name], python_of[name] = pins, python
+            out.append((name, _spec(data, entry["axis"], name, pins, changes, previous, python)))
             previous = name
     return tuple(out)
+
+
+def interpreter(version: str) -> str:
+    """A step's `python`: a bare version names the interpreter on PATH, anything else is taken as written.
+
+    >>> interpreter("3.9"), interpreter("3.13"), interpreter("/usr/bin/python3")
+    ('python3.9', 'python3.13', '/usr/bin/python3')
+    """
+    return f"python{version}" if re.fullmatch(r"\d+(\.\d+)*", version) else version
+
+
+def python_version(python: str) -> str | None:
+    """The version an interpreter name states (`python3.11` -> `3.11`), None where it states none.
+
+    >>> python_version("python3.13"), python_version("/opt/py/bin/python3.9"), python_version("current")
+    ('3.13', '3.9', None)
+    """
+    found = re.search(r"python(\d+\.\d+(\.\d+)*)$", python)
+    return found.group(1) if found else None
 
 
 def _steps(entry: dict) -> list[dict]:
@@ -104,25 +132,29 @@ def _label(data: dict, package: str, version: str) -> str:
     return f"{data.get('labels', {}).get(package, package)}-{version}"
 
 
-def _spec(data: dict, axis_name: str, name: str, pins: dict, changes: dict, previous: str | None) -> dict:
-    extra, notes = _range_pins(data, pins.get("torch"))
+def _spec(data: dict, axis_name: str, name: str, pins: dict, changes: dict, previous: str | None,
+          python: str) -> dict:
+    extra, notes = _range_pins(data, pins.get("torch"), python_version(python))
     requirements = [_requirement(p, v) for p, v in pins.items() if p not in extra] + \
                    [_requirement(p, v) for p, v in extra.items()]
     moved = ", ".join(f"{p} {v}" for p, v in changes.items())
     against = f"against {previous} only {moved} changes" if previous else f"the start of the {axis_name} axis"
-    return {"name": name, "python": data.get("python", "python3.11"), "requirements": requirements,
+    return {"name": name, "python": python, "requirements": requirements,
             "axis": axis_name, "changes": changes, "notes": notes, "exclude": list(data.get("exclude", [])),
             "description": f"{moved} with the rest of {TABLE.name}'s stack pinned: {against}."}
 
 
-def _range_pins(data: dict, torch: str | None) -> tuple[dict[str, str], list[str]]:
-    """The `by_torch` pins (and their reasons) that hold for this torch version."""
+def _range_pins(data: dict, torch: str | None, python: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """The `by_torch` and `by_python` pins (and their reasons) that hold for this torch and Python version;
+    a `by_python` pin wins over a `by_torch` pin of the same package."""
     from packaging.specifiers import SpecifierSet
 
     extra, notes = {}, []
-    for rule in data.get("by_torch", []):
-        if torch and SpecifierSet(str(rule["torch"])).contains(torch, prereleases=True):
-            extra.update(_strings(rule["pins"]))
-            notes.append(f"torch {rule['torch']}: {', '.join(_requirement(p, v) for p, v in _strings(rule['pins']).items())}"
-                         f" ({rule.get('why', 'no reason given')})")
+    for key, version in (("torch", torch), ("python", python)):
+        for rule in data.get(f"by_{key}", []):
+            if version and SpecifierSet(str(rule[key])).contains(version, prereleases=True):
+                extra.update(_strings(rule["pins"]))
+                notes.append(f"{key} {rule[key]}: "
+                             f"{', '.join(_requirement(p, v) for p, v in _strings(rule['pins']).items())}"
+                             f" ({rule.get('why', 'no reason given')})")
     return extra, notes

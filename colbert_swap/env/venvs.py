@@ -41,8 +41,9 @@ from colbert_swap.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_DIR = REPO / "conf" / "env"
-# colbert_swap's own requirements, installed beside the spec's pins (which win where they overlap); the
-# package itself goes in with --no-deps, so that an old stack is not upgraded by our newer defaults.
+# colbert_swap's own requirements, installed beside the spec's pins (which win where they overlap: an entry a
+# spec's pin contradicts, `colbert-ai==0.2.22` beside its `colbert-ai==0.2.20`, is dropped, see runtime_for);
+# the package itself goes in with --no-deps, so that an old stack is not upgraded by our newer defaults.
 RUNTIME = ["colbert-ai==0.2.22", "hydra-core>=1.3", "hydra-joblib-launcher>=1.2", "omegaconf>=2.3", "faiss-cpu",
            "safetensors>=0.3", "scipy", "xxhash>=3", "ujson", "tqdm", "matplotlib",
            "ir-measures>=0.3",  # task=search
@@ -77,7 +78,42 @@ class EnvSpec:
         """Keys the venv cache: a changed requirement or interpreter builds a new venv."""
         keyed = {k: v for k, v in asdict(self).items() if k in ("python", "requirements", "pip_args")}
         keyed.update({"exclude": self.exclude} if self.exclude else {})  # (older venvs keep their keys)
-        return hashlib.sha256(json.dumps([keyed, RUNTIME, NO_DEPS], sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps([keyed, runtime_for(self), NO_DEPS], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def runtime_for(spec: EnvSpec) -> list[str]:
+    """RUNTIME without the entries that contradict the spec's own pins: its `colbert-ai==0.2.20` wins over our
+    `colbert-ai==0.2.22` (a resolver handed both would refuse). An entry the spec's version satisfies
+    (`scipy` beside `scipy==1.13.1`, `safetensors>=0.3` beside `safetensors==0.4.2`) stays: it changes
+    nothing that is installed, and every spec whose venv could be built so far keeps its digest.
+
+    >>> [r for r in runtime_for(EnvSpec(requirements=["colbert-ai==0.2.20", "torch==2.13.0"])) if "colbert" in r]
+    []
+    >>> runtime_for(EnvSpec(requirements=["colbert-ai==0.2.22", "scipy==1.13.1", "safetensors==0.4.2"])) == RUNTIME
+    True
+    """
+    pinned = dict(filter(None, (_exact_pin(r) for r in spec.requirements)))
+    return [r for r in RUNTIME if not _contradicts(r, pinned)]
+
+
+def _exact_pin(requirement: str) -> Optional[tuple[str, str]]:
+    """(normalized name, version) of `name==version`; None for a range, a path or a URL."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return None
+    exact = [s.version for s in parsed.specifier if s.operator in ("==", "===") and "*" not in s.version]
+    return (normalize(parsed.name), exact[0]) if len(exact) == 1 else None
+
+
+def _contradicts(entry: str, pinned: dict[str, str]) -> bool:
+    from packaging.requirements import Requirement
+
+    parsed = Requirement(entry)
+    version = pinned.get(normalize(parsed.name))
+    return version is not None and not parsed.specifier.contains(version, prereleases=True)
 
 
 def _files() -> dict[str, Path]:
@@ -187,7 +223,7 @@ def _build(spec: EnvSpec, folder: Path, cache: Path, progress) -> None:
 def build_steps(spec: EnvSpec, folder: Path, installer: str) -> list[tuple[list[str], str]]:
     """The commands that build `spec`'s venv in `folder`, each with what it does (for the error message)."""
     # The spec's pins first: a resolver that fails names the first requirement it cannot meet.
-    python, pins = str(folder / "bin" / "python"), [*spec.requirements, *RUNTIME]
+    python, pins = str(folder / "bin" / "python"), [*spec.requirements, *runtime_for(spec)]
     if installer == "uv":
         uv, local = uv_binary(), local_index_args()
         install = [uv, "pip", "install", "--python", python, *local, *spec.pip_args]
@@ -246,11 +282,37 @@ def pip_config_to_uv(listed: str) -> list[str]:
 
 
 def _interpreter(spec: EnvSpec) -> str:
-    found = shutil.which(spec.python) or (spec.python if Path(spec.python).is_file() else None)
-    if not found:
-        raise EnvironmentFailed(EnvFailure(spec.name, "install", f"interpreter {spec.python!r} not found on this "
-                                           "machine", step="creating the venv"))
-    return found
+    """The first of `interpreters(spec.python)` that starts: a pyenv shim of a version pyenv has not made
+    current (`pyenv: python3.9: command not found`) is on PATH but does not run, its version's binary does."""
+    for found in interpreters(spec.python):
+        if _starts(found):
+            return found
+    raise EnvironmentFailed(EnvFailure(spec.name, "install", f"interpreter {spec.python!r} not found on this "
+                                       "machine (PATH, then pyenv's versions)", step="creating the venv"))
+
+
+def interpreters(python: str) -> list[str]:
+    """Where `python` may be: on PATH, as a path, then pyenv's `versions/*/bin/python` (newest first)."""
+    from packaging.version import InvalidVersion, Version
+
+    def version(path: Path):
+        try:
+            return Version(path.parents[1].name)
+        except InvalidVersion:
+            return Version("0")
+
+    found = [shutil.which(python), python if Path(python).is_file() else None]
+    if os.sep not in python:
+        root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+        found += [str(p) for p in sorted(root.glob(f"versions/*/bin/{python}"), key=version, reverse=True)]
+    return list(dict.fromkeys(f for f in found if f))
+
+
+def _starts(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import sys"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _step(spec: EnvSpec, log: Path, args: list[str], what: str, cache: Path, capture: bool = False) -> str:

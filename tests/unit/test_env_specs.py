@@ -24,7 +24,7 @@ def test_the_torch_axis_is_every_release_from_1_13_1_to_2_15_0_in_order():
     assert [Version(n.split("-")[1]) for n in names] == sorted(Version(v) for v in TORCH)
 
 
-@pytest.mark.parametrize("axis", ["torch", "transformers", "faiss", "numpy"])
+@pytest.mark.parametrize("axis", ["torch", "transformers", "faiss", "numpy", "colbert"])
 def test_neighbours_differ_only_in_what_the_step_says_it_changes(axis):
     names = env_specs.axis(axis)
     assert len(names) >= 2
@@ -57,6 +57,56 @@ def test_the_other_axes_start_at_the_newest_torch():
     assert pins("numpy-2")["numpy"].startswith("2.") and pins("numpy-2")["faiss-cpu"] == "1.15.1"
     assert pins("transformers-4.46.3")["tokenizers"] == "0.20.3"  # moved with it: 4.46 needs tokenizers 0.20
     assert load_spec("transformers-4.46.3").changes == {"transformers": "4.46.3", "tokenizers": "0.20.3"}
+
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+def test_the_python_axis_is_3_9_to_3_13_in_order_at_one_torch():
+    names = env_specs.axis("python")
+    assert names == [f"python-{v}" for v in PYTHONS]
+    assert [load_spec(n).python for n in names] == [f"python{v}" for v in PYTHONS]
+    assert [load_spec(n).changes for n in names[1:]] == [{"python": v} for v in PYTHONS[1:]]
+    assert {pins(n)["torch"] for n in names} == {"2.8.0"}  # the newest torch with cp39 ... cp313 wheels
+
+
+def test_each_python_gets_pins_with_wheels_for_it():
+    for version in PYTHONS:
+        p = pins(f"python-{version}")
+        assert (p["transformers"], p["tokenizers"], p["safetensors"], p["faiss-cpu"], p["pandas"], p["setuptools"]) \
+            == ("4.38.2", "0.15.2", "0.4.2", "1.12.0", "2.2.3", "69.5.1")
+        # numpy 2.0.2 and scipy 1.13.1 stop at cp312; numpy 2.1 and scipy 1.14 start without cp39
+        assert (p["numpy"], p["scipy"]) == (("2.1.3", "1.14.1") if version == "3.13" else ("2.0.2", "1.13.1"))
+    assert load_spec("python-3.9").changes == {"python": "3.9", "torch": "2.8.0", "numpy": "2.0.2",
+                                               "faiss-cpu": "1.12.0", "pandas": "2.2.3"}
+
+
+def test_python_neighbours_differ_only_in_python_and_the_pins_the_rule_names():
+    names = env_specs.axis("python")
+    for a, b in zip(names, names[1:]):
+        before, after, spec = pins(a), pins(b), load_spec(b)
+        moved = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
+        assert load_spec(a).python != spec.python
+        assert all(any(f"{p}=={after[p]}" in n for n in spec.notes) for p in moved), (a, b, moved)
+        assert moved == ({"numpy", "scipy"} if b == "python-3.13" else set())
+    rule = [n for n in load_spec("python-3.13").notes if n.startswith("python >=3.13")]
+    assert len(rule) == 1 and "cp313" in rule[0]
+    assert not any(n.startswith("python") for n in load_spec("python-3.12").notes)
+
+
+def test_the_interpreter_is_keyed_and_the_other_specs_keep_python_3_11():
+    assert len({load_spec(f"python-{v}").digest for v in PYTHONS}) == len(PYTHONS)
+    for axis in ("torch", "transformers", "faiss", "numpy", "colbert"):
+        assert {load_spec(n).python for n in env_specs.axis(axis)} == {"python3.11"}
+        assert not any(n.startswith("python") for name in env_specs.axis(axis) for n in load_spec(name).notes)
+
+
+def test_the_colbert_axis_pins_each_release_at_torch_2_13_0():
+    names = env_specs.axis("colbert")
+    assert names == ["torch-2.13.0", "colbert-ai-0.2.20", "colbert-ai-0.2.21", "colbert-ai-0.2.22"]
+    for name, release in zip(names[1:], ["0.2.20", "0.2.21", "0.2.22"]):
+        assert pins(name)["colbert-ai"] == release and pins(name)["torch"] == "2.13.0"
+        assert load_spec(name).changes == {"colbert-ai": release}
 
 
 def test_generated_and_hand_written_names_are_all_available():
@@ -99,6 +149,31 @@ axes:
     assert specs["torch-2.1.0"]["notes"] == ["torch >=2.1: setuptools<70 (because)"]
     assert specs["numpy-two-one"]["python"] == "python3.12" and specs["numpy-two-one"]["changes"] == {"numpy": "2.1.0"}
     assert env_specs.axis("other", table) == ["torch-2.1.0", "np-2.0.0", "numpy-two-one"]
+
+
+def test_a_step_sets_the_interpreter_and_by_python_pins_follow_it(tmp_path):
+    table = _table(tmp_path, """
+python: python3.11
+stack: {torch: 2.8.0, numpy: 2.0.2, scipy: 1.13.1}
+by_python:
+  - {python: ">=3.13", pins: {numpy: 2.1.3}, why: "no cp313 wheel"}
+axes:
+  - axis: py
+    steps: [{python: "3.12"}, {python: "3.13"}, {python: /opt/py/bin/python3.13, name: custom}]
+  - {axis: after, from: python-3.13, package: scipy, versions: [1.14.1]}
+  - {axis: plain, package: torch, versions: [2.9.0]}
+""")
+    specs = env_specs.generated(table)
+    assert list(specs) == ["python-3.12", "python-3.13", "custom", "scipy-1.14.1", "torch-2.9.0"]
+    assert [specs[n]["python"] for n in specs] == ["python3.12", "python3.13", "/opt/py/bin/python3.13",
+                                                  "python3.13", "python3.11"]
+    assert specs["python-3.12"]["requirements"] == ["torch==2.8.0", "numpy==2.0.2", "scipy==1.13.1"]
+    assert specs["python-3.13"]["requirements"] == ["torch==2.8.0", "scipy==1.13.1", "numpy==2.1.3"]
+    assert specs["python-3.13"]["notes"] == ["python >=3.13: numpy==2.1.3 (no cp313 wheel)"]
+    assert specs["python-3.13"]["changes"] == {"python": "3.13"}
+    assert specs["custom"]["requirements"][-1] == "numpy==2.1.3"  # its version read from the path
+    assert specs["scipy-1.14.1"]["requirements"][-1] == "numpy==2.1.3"  # the interpreter carries over `from`
+    assert specs["torch-2.9.0"]["notes"] == []
 
 
 def test_an_axis_starting_from_an_unknown_step_is_refused(tmp_path):

@@ -218,3 +218,70 @@ def test_processes_that_need_one_venv_build_it_once(tmp_path, monkeypatch):
     for thread in threads:
         thread.join()
     assert len(builds) == 1 and pythons == [str(venv_dir(spec, tmp_path) / "bin" / "python")] * 3
+
+
+def test_a_spec_that_pins_colbert_ai_wins_over_the_runtime_pin_and_others_keep_their_digest(tmp_path, monkeypatch):
+    monkeypatch.setattr(environments, "uv_binary", lambda: "/bin/uv")
+    monkeypatch.setattr(environments, "local_index_args", lambda: [])
+    old = EnvSpec(name="t", python="python3.11", requirements=["torch==2.13.0", "scipy==1.13.1", "safetensors==0.4.2"])
+    # the digest the spec had before runtime_for: every RUNTIME entry, as it was always hashed
+    import hashlib
+    import json
+
+    keyed = {"python": old.python, "requirements": old.requirements, "pip_args": old.pip_args}
+    before = hashlib.sha256(json.dumps([keyed, environments.RUNTIME, environments.NO_DEPS], sort_keys=True)
+                            .encode()).hexdigest()[:12]
+    assert old.digest == before and environments.runtime_for(old) == environments.RUNTIME
+    pinned = EnvSpec(name="c", python="python3.11", requirements=["torch==2.13.0", "colbert-ai==0.2.20"])
+    install = build_steps(pinned, tmp_path / "c", "uv")[1][0]
+    assert "colbert-ai==0.2.20" in install and "colbert-ai==0.2.22" not in install
+    assert "hydra-core>=1.3" in install and pinned.digest != EnvSpec(**{**pinned.__dict__, "requirements": ["torch==2.13.0"]}).digest
+    assert load_spec("colbert-ai-0.2.21").requirements.count("colbert-ai==0.2.21") == 1
+
+
+def test_a_pyenv_shim_that_does_not_run_gives_way_to_pyenvs_own_binary(tmp_path, monkeypatch):
+    shim, real = tmp_path / "shims" / "python3.42", tmp_path / "pyenv" / "versions" / "3.42.1" / "bin" / "python3.42"
+    for path, body in ((shim, "#!/bin/sh\necho 'pyenv: python3.42: command not found' >&2\nexit 127\n"),
+                       (real, f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")):
+        path.parent.mkdir(parents=True)
+        path.write_text(body)
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    spec = EnvSpec(name="p", python="python3.42")
+    assert environments.interpreters("python3.42") == [str(shim), str(real)]
+    assert environments._interpreter(spec) == str(real)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "none"))
+    with pytest.raises(UserError, match=r"interpreter 'python3.42' not found"):
+        environments._interpreter(spec)
+
+
+def test_the_capture_refuses_a_colbert_release_whose_indexing_code_was_not_diffed(monkeypatch):
+    import types
+
+    from colbert_swap.colbert import infra
+
+    assert infra.colbert_release() in infra.MIRRORED  # the installed one (0.2.22) captures as before
+    monkeypatch.setattr(infra, "colbert_release", lambda: "0.2.19")
+    with pytest.raises(UserError, match=r"colbert-ai 0.2.19 is installed.*mirrors colbert-ai 0.2.22.*MIRRORED"):
+        infra.check_release(types.SimpleNamespace(pool_factor=1))
+    monkeypatch.setattr(infra, "colbert_release", lambda: None)
+    with pytest.raises(UserError, match=r"no version"):
+        infra.check_release()
+    monkeypatch.setattr(infra, "colbert_release", lambda: "0.2.21")
+    assert infra.check_release(types.SimpleNamespace(pool_factor=1)) == []
+    with pytest.raises(UserError, match=r"colbert-ai 0.2.21 differs.*pool_embeddings_hierarchical.*showprogress"):
+        infra.check_release(types.SimpleNamespace(pool_factor=2))
+    monkeypatch.setattr(infra, "colbert_release", lambda: "0.2.20")
+    with pytest.warns(UserWarning, match=r"DocTokenizer.tensorize"):
+        followed = infra.check_release(types.SimpleNamespace(pool_factor=1))
+    assert len(followed) == 1 and "tokens are 0.2.20's" in followed[0]
+
+
+def test_colbert_config_runs_the_release_check(monkeypatch, tmp_path):
+    from colbert_swap.colbert import infra
+
+    monkeypatch.setattr(infra, "colbert_release", lambda: "9.9.9")
+    cfg = compose(f"store.root={tmp_path}")
+    with pytest.raises(UserError, match=r"colbert-ai 9.9.9 is installed"):
+        infra.colbert_config(str(tmp_path / "no-checkpoint"), cfg.index, str(tmp_path / "c.tsv"), str(tmp_path))
