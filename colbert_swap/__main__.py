@@ -17,19 +17,49 @@ from colbert_swap.errors import UserError
 register()
 
 
+JSON = "--json"  # the verdict as one JSON object on stdout; everything else the task prints goes to stderr
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def _hydra_main(cfg: Config) -> int:
+    status, error = 0, None
     try:
-        status = run(cfg)
+        with _stdout_to_stderr(_JSON_MODE):
+            status = run(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        status, error = 2, str(exc)
     except KeyboardInterrupt:  # what finished is stored (the run writer saves after every node)
         print("\ninterrupted; run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        status, error = 130, "interrupted; run the same command to resume"
+    if _JSON_MODE:
+        _print_json(cfg, status, error)
     if status:
         sys.exit(status)
     return status
+
+
+_JSON_MODE = False
+
+
+def _stdout_to_stderr(on: bool):
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if on else contextlib.nullcontext()
+
+
+def _print_json(cfg, status: int, error: str | None) -> None:
+    """{"task", "exit", "error", "report", ...the report's report.json}: the last report this job wrote."""
+    import json
+
+    from colbert_swap.tasks import common
+
+    out = {"task": str(cfg.task), "exit": status, "error": error, "report": None}
+    if common.WRITTEN and error is None:
+        path = common.WRITTEN[-1]
+        out["report"] = str(path)
+        out.update({k: v for k, v in json.loads(path.with_name("report.json").read_text()).items() if k != "task"})
+    print(json.dumps(out, default=str), flush=True)
 
 
 def check_composes(overrides: list[str]) -> None:
@@ -77,7 +107,12 @@ def _one_line(exc: BaseException, override: str | None = None) -> str:
 def main() -> None:
     from colbert_swap.tasks import help as cli_help
 
+    global _JSON_MODE
+
     args = sys.argv[1:]
+    if JSON in args:
+        _JSON_MODE = True
+        sys.argv[1:] = args = [a for a in args if a != JSON]
     wanted = next((a.split("=", 1)[1] for a in args if a.startswith("help=")), None)
     try:
         if wanted or "--help" in args or "-h" in args:
@@ -90,6 +125,10 @@ def main() -> None:
             check_composes([a for a in args if not a.startswith("-")])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if _JSON_MODE:
+            import json
+
+            print(json.dumps({"task": None, "exit": 2, "error": str(exc), "report": None}))
         sys.exit(2)
     _hydra_main()
 

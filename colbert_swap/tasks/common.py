@@ -111,6 +111,9 @@ def environments_section(*runs: RunManifest, labels: list[str] | None = None) ->
     return "## Environments\n\n" + table(["", *(labels or [r.label for r in runs]), "differs?"], environment_rows(*runs))
 
 
+WRITTEN: list = []  # the report.md of every report this process wrote, in order (api.report, --json)
+
+
 def finish(folder, report) -> int:
     """Write `report` (a report.report.Report) into `folder` with the command line that made it (under Hydra),
     print its verdict and where it is, and the zip to attach to an issue with its size."""
@@ -119,6 +122,7 @@ def finish(folder, report) -> int:
     if report.invocation is None:
         report.invocation = invocation()
     path = report.write(folder)
+    WRITTEN.append(path)
     print(report.verdict)
     attach = path.parent / ATTACH
     print(f"\nreport: {path}" + (f" (to attach to an issue: {attach}, {attach.stat().st_size / 1024:,.0f} KB)"

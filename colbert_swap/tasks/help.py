@@ -51,6 +51,9 @@ def main_help() -> str:
 
 usage: python -m colbert_swap [task=NAME] [KEY=VALUE ...]     (Hydra overrides; -m runs a sweep)
        python -m colbert_swap task=NAME --help               (or help=NAME: one task in detail)
+       python -m colbert_swap ... --json                     (the verdict and report.json as one JSON object
+                                                              on stdout; progress and tables on stderr)
+       from colbert_swap import api                          (Python: api.capture, compare, inject, locate, ...)
 
 Tasks:
 {tasks}

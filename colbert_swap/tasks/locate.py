@@ -69,6 +69,11 @@ class Location:
         return [n for g in self.minimal for n in compact(g, self.num_chunks)]
 
     @property
+    def verdict(self) -> str:
+        """The sentence the report opens with (`verdict(result)`)."""
+        return verdict(self)
+
+    @property
     def noise(self) -> list[NoiseCheck]:
         """The checks of root-cause stages that did not reproduce their recorded outputs: noise, not a cause."""
         return [c for c in self.noise_checks if c.noise]
