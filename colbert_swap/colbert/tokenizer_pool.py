@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -53,9 +54,23 @@ def processes_for(index_config) -> int:
 
 
 def _install(tokenizer) -> None:
+    """A worker's start: its tokenizer; Ctrl-C is the parent's to handle (a worker would print a traceback of
+    its own), and on Linux the worker ends with its parent, however the parent ends (no orphan left behind)."""
     global _TOKENIZER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked Rust thread pool would wait forever
     _TOKENIZER = tokenizer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
+
+
+def _end_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel ends this process when its parent ends (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
 
 
 def _call(texts: list[str], arguments: dict) -> dict[str, np.ndarray]:

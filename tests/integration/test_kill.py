@@ -48,3 +48,54 @@ def test_a_killed_capture_resumes_bit_identical(tmp_path, kill_after):
     assert killed.complete
     assert {k: r.ref.hash for k, r in killed.artifacts.items()} == {k: r.ref.hash for k, r in clean.artifacts.items()}
     assert verify.problems(Store(tmp_path))[0] == []
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of `pid` (from /proc)."""
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = (task / "children")
+            if children.exists():
+                found = [int(c) for c in children.read_text().split()]
+                out += found
+                frontier += found
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_an_interrupt_is_one_line_and_leaves_no_process_behind(tmp_path, how):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while forked tokenizer workers run:
+    one line on stderr, exit 130, no traceback from the process or its workers (theirs would go to the run's
+    log), no worker left alive, and the same command resumes. SIGKILL of the capture alone: its workers end
+    with it (no orphan)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    args = [sys.executable, "-m", "colbert_swap", "run=ctrl-c", f"store.root={tmp_path}", *TINY,
+            "index.tokenizer_processes=2", "index.chunksize=30"]
+    manifest = tmp_path / "runs" / "ctrl-c" / "manifest.json"
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    workers: list[int] = []
+    while proc.poll() is None and time.monotonic() < deadline and not (artifacts_stored(manifest) >= 12 and workers):
+        workers = _children(proc.pid)
+        time.sleep(0.02)
+    assert proc.poll() is None and workers, "the tokenizer workers were forked before the capture ended"
+    if how == "kill":
+        proc.kill()
+        proc.communicate(timeout=120)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-3000:]
+        assert err.rstrip().endswith("interrupted; run the same command to resume") and "Traceback" not in err
+        log = (tmp_path / "runs" / "ctrl-c" / "capture.log").read_text()
+        assert "KeyboardInterrupt" not in log, log[-3000:]  # not from a worker either
+    time.sleep(2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in
+             Path(f"/proc/{w}/status").read_text().lower()]
+    assert alive == []
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "resuming run 'ctrl-c'" in again.stderr
