@@ -95,10 +95,14 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     downstream = [o for n in DAG.downstream_of(injected, num_chunks, phases(target), options(target)) for o in n.outputs
                   if o not in injected]
     tol = tolerance(cfg)
+    n = len(replayed.artifacts)
+    progress(f"comparing the replay {replayed.label!r} with {source.label!r} ({n} artifacts)")
     after = compare_runs(store, replayed, source, force=True, tol=tol)
-    return Injection(source, target, replayed, downstream,
-                     before=compare_runs(store, source, target, force=True, tol=tol), after=after,
-                     vs_target=compare_runs(store, replayed, target, force=True, tol=tol),
+    progress(f"comparing {source.label!r} with {target.label!r}, and the replay with {target.label!r}")
+    before = compare_runs(store, source, target, force=True, tol=tol)
+    vs_target = compare_runs(store, replayed, target, force=True, tol=tol)
+    progress("comparing colbert-ai's index files")
+    return Injection(source, target, replayed, downstream, before=before, after=after, vs_target=vs_target,
                      whole=whole_run(store, after, replayed, source))
 
 
