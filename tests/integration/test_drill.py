@@ -5,6 +5,7 @@ scaled); eager vs SDPA attention and the CPU's kernels are measured first, and s
 from __future__ import annotations
 
 import json
+import zipfile
 
 import pytest
 import torch
@@ -49,7 +50,8 @@ def test_drill_names_the_scaled_layer(runs, tiny_cfg, tmp_path):
     assert report["plots"] == ["layers.png", "padded_lengths.png"]
     for png in report["plots"]:
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({png})" in (tmp_path / "report.md").read_text()
+        assert f"*Figure `{png}`: inlined in report.html" in (tmp_path / "report.md").read_text()  # pasteable
+        assert png in zipfile.ZipFile(tmp_path / "report.zip").namelist()
 
 
 def test_operation_drill_names_the_parameter_that_differs(runs, tiny_cfg, tmp_path):
