@@ -25,7 +25,8 @@ def _lose(store: Store, run, deleted: list[str], damaged: list[str] = ()) -> Non
 
 
 def test_lost_and_damaged_files_are_computed_again_to_their_recorded_hashes(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("run=rp", f"out_dir={tmp_path}/report")
+    # a store of its own: the files it deletes are shared by content with other tests' runs
+    cfg = tiny_cfg("run=rp", f"out_dir={tmp_path}/report", f"store.root={tmp_path}/store")
     run = capture(cfg, progress=quiet_progress)
     store = Store(cfg.store.root)
     # a stage that draws (sample_pids), the encoder (embs.0), k-means (damaged), and one that reads a lost one
@@ -44,7 +45,8 @@ def test_lost_and_damaged_files_are_computed_again_to_their_recorded_hashes(tiny
 
 
 def test_what_cannot_be_computed_again_here_says_why(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("run=rp-noisy", "perturb.noise=prenorm_centroids", f"out_dir={tmp_path}/noisy")
+    own = f"store.root={tmp_path}/store"  # the files it deletes are shared by content with other tests' runs
+    cfg = tiny_cfg("run=rp-noisy", "perturb.noise=prenorm_centroids", f"out_dir={tmp_path}/noisy", own)
     noisy = capture(cfg, progress=quiet_progress)
     store = Store(cfg.store.root)
     _lose(store, noisy, ["prenorm_centroids"])
@@ -54,12 +56,12 @@ def test_what_cannot_be_computed_again_here_says_why(tiny_cfg, tmp_path):
     assert why.startswith("computed again here it gives other bits") and "task=determinism run=rp-noisy" in why
     assert report["runs"]["rp-noisy"]["refilled"] == [] and "not refilled: `prenorm_centroids`" in report["verdict"]
 
-    capture(tiny_cfg("run=rp-src", "perturb=kmeans_seed"), progress=quiet_progress)
-    capture(tiny_cfg("run=rp-dst"), progress=quiet_progress)
-    replayed = inject(tiny_cfg("source=rp-src", "target=rp-dst"), store, ["prenorm_centroids"],
+    capture(tiny_cfg("run=rp-src", "perturb=kmeans_seed", own), progress=quiet_progress)
+    capture(tiny_cfg("run=rp-dst", own), progress=quiet_progress)
+    replayed = inject(tiny_cfg("source=rp-src", "target=rp-dst", own), store, ["prenorm_centroids"],
                       progress=quiet_progress).replayed
     _lose(store, replayed, ["prenorm_centroids"])  # the source's file too: one blob, two runs
-    result = repair_task.repair(tiny_cfg(), store, store.load(replayed.label), quiet_progress)
+    result = repair_task.repair(tiny_cfg(own), store, store.load(replayed.label), quiet_progress)
     assert result.not_refilled == {"prenorm_centroids": "injected from run 'rp-src': repair that run"}
-    assert repair_task.repair(tiny_cfg(), store, store.load("rp-src"), quiet_progress).refilled == ["prenorm_centroids"]
+    assert repair_task.repair(tiny_cfg(own), store, store.load("rp-src"), quiet_progress).refilled == ["prenorm_centroids"]
     assert repair_task.lost(store, store.load(replayed.label)) == {}  # repairing the source repaired both
