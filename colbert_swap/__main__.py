@@ -5,12 +5,14 @@ override key is checked against the schema (colbert_swap/tasks/help.py)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
 
 from colbert_swap.config import CONF, Config, check_overrides, expand_aliases, register
 from colbert_swap.tasks import run
+from colbert_swap.env.venvs import END_WITH_PARENT, end_with_parent
 from colbert_swap.errors import UserError
 
 
@@ -109,6 +111,8 @@ def main() -> None:
 
     global _JSON_MODE
 
+    if os.environ.get(END_WITH_PARENT) == "1":  # started by a study for one job: it ends with its starter
+        end_with_parent()
     args = sys.argv[1:]
     if JSON in args:
         _JSON_MODE = True

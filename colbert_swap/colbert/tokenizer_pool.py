@@ -31,6 +31,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from colbert_swap.env.venvs import end_with_parent
+
+
 def call_arguments(doc_tokenizer) -> dict:
     """The keyword arguments of colbert-ai 0.2.22's tokenizer call in `tensorize` (max_length leaves room for
     its [D] marker)."""
@@ -60,17 +63,7 @@ def _install(tokenizer) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # a forked Rust thread pool would wait forever
     _TOKENIZER = tokenizer
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_parent()
-
-
-def _end_with_parent() -> None:
-    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel ends this process when its parent ends (Linux only)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        pass
+    end_with_parent()
 
 
 def _call(texts: list[str], arguments: dict) -> dict[str, np.ndarray]:

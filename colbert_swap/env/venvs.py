@@ -416,7 +416,25 @@ def command_env(spec: EnvSpec, python: Optional[str] = None) -> dict:
     env.update({k: str(v) for k, v in spec.env.items()})
     env["HF_HUB_OFFLINE"] = "1"
     env["COLBERT_SWAP_ENV"] = spec.name  # a run names the spec it was computed in (provenance "environment")
+    env[END_WITH_PARENT] = "1"  # it ends with the process that started it (a killed study leaves no capture running)
     return env
+
+
+END_WITH_PARENT = "COLBERT_SWAP_END_WITH_PARENT"
+
+
+def end_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel ends this process when the one that started it ends, however
+    that one ends (Linux; elsewhere nothing). For processes started for one job: a tokenizer worker, a command
+    run in an environment (`python -m colbert_swap` reads END_WITH_PARENT)."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
 
 
 def run_in(spec: EnvSpec, python: str, args: list[str], log: Path) -> subprocess.CompletedProcess:

@@ -99,3 +99,31 @@ def test_an_interrupt_is_one_line_and_leaves_no_process_behind(tmp_path, how):
     assert alive == []
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "resuming run 'ctrl-c'" in again.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_a_command_run_in_an_environment_ends_with_the_process_that_started_it(tmp_path):
+    """A study killed (SIGKILL: no cleanup of its own) leaves no capture running in its environments: the
+    command `run_in` started ends with it (PR_SET_PDEATHSIG)."""
+    starter = (f"from pathlib import Path; from colbert_swap.env.venvs import load_spec, run_in; import sys; "
+               f"run_in(load_spec('here'), sys.executable, ['run=orphan', 'store.root={tmp_path}', "
+               f"'collection.num_passages=50000'], Path('{tmp_path}/log'))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", starter], cwd=REPO, env=env)
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        children = _children(proc.pid)
+        time.sleep(0.05)
+    assert children, "run_in started its command"
+    time.sleep(1)
+    proc.kill()
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 10  # the capture of 50,000 passages alone would take minutes
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [c for c in children if Path(f"/proc/{c}").exists()
+            and "zombie" not in Path(f"/proc/{c}/status").read_text().lower()]
+    for c in left:  # a failed assertion leaves nothing running either
+        os.kill(c, signal.SIGKILL)
+    assert left == []
