@@ -12,6 +12,7 @@ import difflib
 from omegaconf import OmegaConf
 
 from colbert_swap.colbert.stages import DAG
+from colbert_swap.colbert.stages.search import searched
 from colbert_swap.config import capture_options
 from colbert_swap.core.dag import INDEXING
 from colbert_swap.core.store import RunManifest, Store, check_label
@@ -93,7 +94,7 @@ def run_config(cfg, manifest: RunManifest):
 
 def _missing(run: RunManifest, name: str) -> str:
     """Why `run` lacks artifact `name`, with what makes it."""
-    if DAG.producer(name).phase == "search" and "ranked_pids" not in run.artifacts:  # never searched
+    if DAG.producer(name).phase == "search" and not searched(run):
         return (f"run {run.label!r} has no artifact {name!r}: it has not been searched yet; search it first: "
                 f"python -m colbert_swap task=search run={run.label} (or task=search source=... target=... inject={name})")
     if not run.complete:

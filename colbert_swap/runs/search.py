@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from colbert_swap.colbert.stages.search import searched
 from colbert_swap.config import override_value
 from colbert_swap.errors import UserError
 from colbert_swap.env.provenance import describe_changes, env_id, run_environment
@@ -27,11 +28,6 @@ def search_artifacts(num_chunks: int = 1) -> list[str]:
     from colbert_swap.colbert.stages import DAG
 
     return DAG.artifacts(num_chunks, ("search",))
-
-
-def searched(run: RunManifest) -> bool:
-    """The run holds a complete search (its last artifact is there)."""
-    return "ranked_pids" in run.artifacts and "ranked_scores" in run.artifacts
 
 
 class ElsewhereError(UserError):

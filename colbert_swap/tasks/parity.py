@@ -20,11 +20,11 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 from colbert_swap.colbert.index_files import index_differences
+from colbert_swap.colbert.infra import colbert_release
 from colbert_swap.colbert.reference import indexer_inputs, not_comparable, reference_index
 from colbert_swap.core.console import quiet
 from colbert_swap.core.store import RunManifest, Store
@@ -93,18 +93,15 @@ def why_not(store: Store, manifest: RunManifest) -> Optional[str]:
 
 def key_of(manifest: RunManifest) -> dict:
     """What the Indexer's files depend on: the run as captured and this environment (and colbert-ai's version)."""
-    try:
-        colbert = metadata.version("colbert-ai")
-    except metadata.PackageNotFoundError:
-        colbert = None
     return {"run": [manifest.label, manifest.created, manifest.config_hash],
-            "env": env_id(run_environment(manifest.config)), "colbert-ai": colbert}
+            "env": env_id(run_environment(manifest.config)), "colbert-ai": colbert_release()}
 
 
-def check(store: Store, manifest: RunManifest, progress=print) -> tuple[str, dict[str, str], list[str], Path, bool]:
+def check(store: Store, manifest: RunManifest, key: dict,
+          progress=print) -> tuple[str, dict[str, str], list[str], Path, bool]:
     """(status, differences, files compared, the Indexer's folder, reused): the Indexer runs into the run's folder
-    unless its files are there from the same run in the same environment; parity.json records the result."""
-    key = key_of(manifest)
+    unless its files are there from the same run in the same environment (`key`, key_of); parity.json records
+    the result."""
     with open_run(store, manifest.label, manifest.origin, manifest.config, manifest.config_hash,
                   write=Write.EXTEND) as writer:
         folder = writer.folder(FOLDER)
@@ -136,15 +133,17 @@ def run(cfg) -> int:
     if not manifest.complete:
         raise UserError(f"run {label!r} is incomplete: finish its capture (the same command resumes it) first")
     why = why_not(store, manifest)
-    diffs, files, theirs, reused = {}, [], None, False
+    diffs, files, theirs, reused, env = {}, [], None, False, None
     if why:
         status = NOT_COMPARED
     else:
-        status, diffs, files, theirs, reused = check(store, manifest)
+        key = key_of(manifest)
+        env = key["env"]
+        status, diffs, files, theirs, reused = check(store, manifest, key)
     verdict = verdict_text(status, diffs, why)
     if status != NOT_COMPARED:
         verdict += (f" ({len(files)} index files of run {label!r} against the Indexer's, "
-                    f"{'kept from an earlier check' if reused else 'run just now'} in {key_of(manifest)['env']})")
+                    f"{'kept from an earlier check' if reused else 'run just now'} in {env})")
     sections = []
     if files:
         rows = [[f"`{name}`", diffs.get(name, "identical")] for name in files]
@@ -154,5 +153,5 @@ def run(cfg) -> int:
     finish(proof.out_dir(cfg, "parity"), Report("parity", f"parity: run {label} against colbert-ai's Indexer", verdict,
                                                 sections, ParityData(
         run=label, status=status, why=why, differences=diffs, files=files, indexer=str(theirs) if theirs else None,
-        reused=reused, env=key_of(manifest)["env"] if status != NOT_COMPARED else None), [manifest]))
+        reused=reused, env=env), [manifest]))
     return EXIT[status]

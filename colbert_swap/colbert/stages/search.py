@@ -23,6 +23,11 @@ def _config(search_config, search_settings):
     return config
 
 
+def searched(run) -> bool:
+    """The run (a RunManifest) holds a complete search: the search graph's last artifacts are there."""
+    return "ranked_pids" in run.artifacts and "ranked_scores" in run.artifacts
+
+
 @stage("search")
 def query_texts(queries) -> dict:
     """The queries searched: their ids and texts (search.queries, or seeded windows of the collection)."""
