@@ -85,7 +85,8 @@ def check_composes(overrides: list[str]) -> None:
     first = [f"{o.input_line.split('=', 1)[0]}={next(o.sweep_string_iterator())}" if o.is_sweep_override()
              else o.input_line for o in parsed]
     tries = [first] + [first[:i] + [f"{o.input_line.split('=', 1)[0]}={value}"] + first[i + 1:]
-                       for i, o in enumerate(parsed) if o.is_sweep_override() for value in o.sweep_string_iterator()]
+                       for i, o in enumerate(parsed) if o.is_sweep_override()
+                       for value in list(o.sweep_string_iterator())[1:]]  # the first value is in `first`
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for attempt in tries:
             try:
