@@ -19,12 +19,20 @@ from colbert_swap.errors import UserError
 register()
 
 
+# The process that ran main(): a job that runs in another process (a joblib sweep's worker) ends with it.
+MAIN_PID = "COLBERT_SWAP_MAIN_PID"
+
 JSON = "--json"  # the verdict as one JSON object on stdout; everything else the task prints goes to stderr
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def _hydra_main(cfg: Config) -> int:
     status, error = 0, None
+    main_pid = os.environ.get(MAIN_PID, str(os.getpid()))
+    if main_pid != str(os.getpid()):  # a worker process of a parallel sweep (joblib/loky): it ends with the command
+        end_with_parent()
+        if str(os.getppid()) != main_pid:  # the command had ended before that took hold
+            sys.exit(130)
     try:
         with _stdout_to_stderr(_JSON_MODE):
             status = run(cfg)
@@ -114,6 +122,7 @@ def main() -> None:
 
     if os.environ.get(END_WITH_PARENT) == "1":  # started by a study for one job: it ends with its starter
         end_with_parent()
+    os.environ[MAIN_PID] = str(os.getpid())
     args = sys.argv[1:]
     if JSON in args:
         _JSON_MODE = True

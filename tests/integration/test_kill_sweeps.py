@@ -128,3 +128,44 @@ def test_four_parallel_sweep_workers_share_one_store(pair):
     for name in points:
         parallel = store.load(f"target+{name}@eager")
         assert parallel.complete and hashes(parallel) == hashes(clean_replay(pair, [name], f"seq-{name}"))
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (read from /proc: children of children too)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_a_killed_parallel_sweep_leaves_no_worker_running(pair):
+    """SIGKILL of the command (nothing of ours can clean up) while its joblib workers replay: every worker ends."""
+    sweep = pair / "sweeps" / "killed-joblib"
+    proc = subprocess.Popen(command(pair, "-m", "inject=local_sample_embs,embs", "hydra/launcher=joblib",
+                                    "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"),
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = pair / "runs" / "target+embs@eager" / "manifest.json"
+    workers: set[int] = set()
+
+    def ready() -> bool:
+        workers.update(descendants(proc.pid))
+        return stored(started) > 0  # a worker is computing a replay
+
+    kill_when(proc, ready)
+    assert workers, "the sweep started no worker process"
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+        time.sleep(0.2)
+    assert not alive, f"worker processes {sorted(alive)} outlived the killed sweep"
