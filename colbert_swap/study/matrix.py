@@ -304,7 +304,7 @@ class Study:
         pair's reports land in `out_dir/<a>-vs-<b>/` (copied from the store, where they are kept)."""
         ra, rb = self.store.load(a), self.store.load(b)
         tol = Tolerance.from_config(self.cfg.get("compare"), DAG.tolerances())
-        comparison = compare_runs(self.store, ra, rb, memo=memo, tol=tol)
+        comparison = compare_runs(self.store, ra, rb, memo=memo, tol=tol, progress=self.progress)
         pair = Pair(a, b, comparison, whole_run(self.store, comparison, ra, rb), packages=self.packages(a, b),
                     intended=tuple(self.specs[b].changes), retrieval=retrieval_between(self.cfg, self.store, ra, rb))
         if comparison.diverged():

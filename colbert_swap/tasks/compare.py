@@ -17,7 +17,7 @@ from colbert_swap.env.provenance import environment_differences
 from colbert_swap.colbert.resources import config_read
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.core.store import RunManifest, Store
-from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, tolerance
+from colbert_swap.tasks.common import environments_section, finish, source_run, target_label, progress_printer, tolerance
 
 
 def verdict(comparison: RunComparison, whole: WholeRun) -> str:
@@ -72,7 +72,8 @@ class RunsCompared:
 def compare(cfg, store: Store) -> RunsCompared:
     source = source_run(cfg, store)
     target = store.load(target_label(cfg))
-    artifacts = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg))
+    artifacts = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg),
+                             progress=progress_printer())
     return RunsCompared(source, target, artifacts, whole_run(store, artifacts, source, target))
 
 

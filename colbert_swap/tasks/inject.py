@@ -97,10 +97,10 @@ def inject(cfg, store: Store, names: list[str], progress=None) -> Injection:
     tol = tolerance(cfg)
     n = len(replayed.artifacts)
     progress(f"comparing the replay {replayed.label!r} with {source.label!r} ({n} artifacts)")
-    after = compare_runs(store, replayed, source, force=True, tol=tol)
+    after = compare_runs(store, replayed, source, force=True, tol=tol, progress=progress)
     progress(f"comparing {source.label!r} with {target.label!r}, and the replay with {target.label!r}")
-    before = compare_runs(store, source, target, force=True, tol=tol)
-    vs_target = compare_runs(store, replayed, target, force=True, tol=tol)
+    before = compare_runs(store, source, target, force=True, tol=tol, progress=progress)
+    vs_target = compare_runs(store, replayed, target, force=True, tol=tol, progress=progress)
     progress("comparing colbert-ai's index files")
     return Injection(source, target, replayed, downstream, before=before, after=after, vs_target=vs_target,
                      whole=whole_run(store, after, replayed, source))

@@ -115,9 +115,9 @@ def locate(cfg, store: Store, progress=None) -> Location:
     memo: dict = {}  # every pair of blobs is read and compared once over all rounds
     tol = tolerance(cfg)
     unexplained = (lambda c: [n for n in c.diverged() if n in goal]) if goal else (lambda c: c.diverged())  # noqa
-    before = compare_runs(store, source, target, force=True, memo=memo, tol=tol)
+    before = compare_runs(store, source, target, force=True, memo=memo, tol=tol, progress=progress)
     injected: list[str] = []
-    current, comparison, rounds = target, compare_runs(store, target, source, force=True, memo=memo, tol=tol), []
+    current, comparison, rounds = target, compare_runs(store, target, source, force=True, memo=memo, tol=tol, progress=progress), []
     while unexplained(comparison):
         first = comparison.first_diverged(among)
         rounds.append(Round(len(rounds) + 1, current.label, len(comparison.diverged()), compact(first, num_chunks)))
@@ -128,11 +128,11 @@ def locate(cfg, store: Store, progress=None) -> Location:
                  f"{proof.differ(len(comparison.diverged()))}; injecting "
                  f"{', '.join(compact(first, num_chunks))}")
         current = replay(cfg, store, target, source, injected, progress=progress)
-        comparison = compare_runs(store, current, source, force=True, memo=memo, tol=tol)
+        comparison = compare_runs(store, current, source, force=True, memo=memo, tol=tol, progress=progress)
     rounds.append(Round(len(rounds) + 1, current.label, len(comparison.diverged()), []))
     minimal = _prune(cfg, store, source, target, _groups(injected), progress, memo, tol, unexplained)
     final = replay(cfg, store, target, source, [n for g in minimal for n in g], progress=progress) if minimal else target
-    final_cmp = compare_runs(store, final, source, force=True, memo=memo, tol=tol)
+    final_cmp = compare_runs(store, final, source, force=True, memo=memo, tol=tol, progress=progress)
     checks = ()
     if minimal and cfg.locate.get("noise_check", True):  # is a root-cause stage noise of an environment?
         checks = tuple(locate_checks(cfg, store, source, target, minimal, num_chunks, progress))
@@ -149,7 +149,7 @@ def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: 
             break
         trial = [n for g in kept if g is not group for n in g]
         run = replay(cfg, store, target, source, trial, progress=progress)
-        if not unexplained(compare_runs(store, run, source, force=True, memo=memo, tol=tol)):
+        if not unexplained(compare_runs(store, run, source, force=True, memo=memo, tol=tol, progress=progress)):
             progress(f"{group[0]} is not needed: dropped")
             kept = [g for g in kept if g is not group]
     return kept

@@ -117,3 +117,18 @@ def test_a_failing_worker_leaves_the_call_to_this_process(tiny_cfg, monkeypatch)
         tokenizer_pool.close_pools()
     assert tokenizer_pool.SERVED["calls"] == before
     assert all(torch.equal(a, b) for a, b in zip(here, forked))
+
+
+def test_a_long_comparison_says_how_far_it_is(tiny_cfg, monkeypatch):
+    """compare_runs tells its progress callback every PROGRESS_EVERY seconds (here: before every artifact)."""
+    from colbert_swap.core.store import Store
+    from colbert_swap.proof.compare import runs
+
+    a = capture(tiny_cfg("run=progress-a"), progress=quiet_progress)
+    b = capture(tiny_cfg("run=progress-b", "perturb=eager"), progress=quiet_progress)
+    monkeypatch.setattr(runs, "PROGRESS_EVERY", 0.0)
+    said: list[str] = []
+    comparison = runs.compare_runs(Store(tiny_cfg().store.root), a, b, force=True, progress=said.append)
+    n = len(comparison.results)
+    assert len(said) == n  # before every artifact
+    assert said[-1] == f"comparing 'progress-a' with 'progress-b': {n - 1}/{n} artifacts, now {comparison.results[-1].name}"

@@ -11,7 +11,9 @@ says how); nothing here changes.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from colbert_swap.proof.compare.comparators import Comparison, Context, Status, comparator
 from colbert_swap.proof.compare.tolerances import Tolerance
@@ -172,15 +174,25 @@ def same_blob(name: str, ref: BlobRef, stage: str) -> Comparison:
                       allclose={"torch": True, "bnb": True, "assert_close": True})
 
 
+PROGRESS_EVERY = 5.0  # seconds: a comparison that takes longer says how far it is, this often
+
+
 def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] | None = None,
-                 force: bool = False, memo: dict | None = None, tol: Tolerance | None = None) -> RunComparison:
+                 force: bool = False, memo: dict | None = None, tol: Tolerance | None = None,
+                 progress: Callable[[str], None] | None = None) -> RunComparison:
     """`memo`: a dict shared by several calls (locate's rounds) so that a pair of blobs is read and compared
-    once; keyed by content addresses (and the tolerance), symmetric in a and b. `tol`: what `allclose` means."""
+    once; keyed by content addresses (and the tolerance), symmetric in a and b. `tol`: what `allclose` means.
+    `progress(line)`: told how far the comparison is every PROGRESS_EVERY seconds (a 100,000-passage run's
+    embeddings take minutes to read)."""
     tol = tol or Tolerance()
     check_comparable(a, b, force)
     names = names if names is not None else shared_artifacts(store, a, b)
     results = []
-    for name in names:
+    said = time.perf_counter()
+    for i, name in enumerate(names):
+        if progress is not None and time.perf_counter() - said >= PROGRESS_EVERY:
+            progress(f"comparing {a.label!r} with {b.label!r}: {i}/{len(names)} artifacts, now {name}")
+            said = time.perf_counter()
         stage = (a.artifacts.get(name) or b.artifacts.get(name)).stage if (name in a.artifacts or name in b.artifacts) else ""
         ra, rb = a.artifacts.get(name), b.artifacts.get(name)
         if ra is not None and rb is not None and ra.ref == rb.ref:  # same content address: equal, unread
