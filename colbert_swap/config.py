@@ -225,6 +225,9 @@ class CaptureConfig:
                                   "D.N): the same index, more stored", tasks=("capture",), main=True)
 
 
+COLBERT_SEED = 12345  # colbert-ai's Launcher seeds python, numpy and torch with it (set_seed(12345))
+
+
 @dataclass
 class StoreConfig:
     root: str = option("outputs", "the store: runs, blobs, models, collections", main=True)
@@ -259,7 +262,7 @@ class Config:
                          tasks=("inject",), main=True)
     out_dir: Optional[str] = option(None, "where report.md and report.json go (default: the Hydra output folder)",
                                     main=True)
-    seed: int = option(12345, "colbert-ai's Launcher seeds python, numpy and torch with 12345")
+    seed: int = option(COLBERT_SEED, "colbert-ai's Launcher seeds python, numpy and torch with 12345")
     model: ModelConfig = section(ModelConfig, tasks=("capture",))
     collection: CollectionConfig = section(CollectionConfig, tasks=("capture",))
     index: IndexConfig = section(IndexConfig, tasks=("capture",))

@@ -16,9 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Mapping, Optional
 
-from colbert_swap.config import CollectionConfig, ModelConfig
+from colbert_swap.config import COLBERT_SEED, CollectionConfig, ModelConfig
 
-COLBERT_SEED = 12345  # colbert-ai's Launcher seeds python, numpy and torch with it (set_seed(12345))
 
 
 def not_comparable(config: Mapping) -> Optional[str]:
