@@ -11,6 +11,7 @@ returns the typed result the command prints a verdict of.
     inj = api.inject(["prenorm_centroids"], "b", "a", *store)        # Injection: .verdict, .after, .replayed
     loc = api.locate("b", "a", *store)                               # Location: .root_cause
     hits = api.search("a", "b", *store)                              # SearchResult: .retrieval.status
+    api.drill_record("b", *store); dr = api.drill("b", "a", *store)  # ModuleDrill: .first, .rows
     rep = api.report("drill", "source=b", "target=a", *store)        # any task: its Report read back
 
 `compose(*overrides)` is the config a command line runs with; `run(cfg)` runs its task (the exit status, the
@@ -26,7 +27,8 @@ from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.proof.report.report import Report
 from colbert_swap.tasks import compose, run
 
-__all__ = ["capture", "compare", "compose", "determinism", "inject", "locate", "report", "run", "search"]
+__all__ = ["capture", "compare", "compose", "determinism", "drill", "drill_record", "inject", "locate", "report", "run",
+           "search"]
 
 
 def _store(cfg) -> Store:
@@ -80,6 +82,26 @@ def determinism(run_label: str, *overrides: str, progress: Callable[[str], None]
 
     cfg = compose("task=determinism", f"run={run_label}", *overrides)
     return determinism_(cfg, _store(cfg), progress=progress)
+
+
+def drill_record(run_label: str, *overrides: str, progress: Callable[[str], None] | None = None) -> RunManifest:
+    """task=drill run=RUN: every module's output of RUN's model on probe passages, recorded here (in RUN's
+    environment: elsewhere a UserError names the command to run there); the recording's manifest."""
+    from colbert_swap.tasks.drill import capture_drill
+    from colbert_swap.tasks.common import progress_printer
+
+    cfg = compose("task=drill", f"run={run_label}", *overrides)
+    store = _store(cfg)
+    return capture_drill(cfg, store, store.load(run_label), progress or progress_printer())
+
+
+def drill(source: str, target: str, *overrides: str, progress: Callable[[str], None] | None = None):
+    """task=drill source=SOURCE target=TARGET (SOURCE recorded first: `drill_record`): a `ModuleDrill` (`.verdict`,
+    `.first` the first module whose output differs, `.rows` per module, `.next_steps`)."""
+    from colbert_swap.tasks.drill import drill as drill_
+
+    cfg = compose("task=drill", f"source={source}", f"target={target}", *overrides)
+    return drill_(cfg, _store(cfg), progress=progress)
 
 
 def report(task: str, *overrides: str) -> Report:

@@ -272,6 +272,8 @@ class ModuleDrill:
     # the commands of the next step, each as run_in_hint spells it in its run's environment: the source's
     # operation trace of the first differing module, then the comparison (None: named in words)
     next_steps: tuple[str, str] | None = None
+    # why a recording may not stand for its run (made with force=true in another environment); empty when none
+    warnings: tuple[str, ...] = ()
 
     @property
     def first(self) -> ModuleRow | None:
@@ -362,11 +364,9 @@ class DrillData(ReportData):
     """The figures beside report.md (divergence per layer, per padded length)."""
 
 
-def run(cfg) -> int:
-    store = Store(cfg.store.root)
-    progress = progress_printer()
-    if not cfg.source:
-        return _capture_only(cfg, store, progress)
+def _recordings(cfg, store: Store, progress) -> tuple[RunManifest, RunManifest, RunManifest, list[str]]:
+    """The source run, the target run, the source's drill recording (checked: there, made in the source's
+    environment, and its operation trace where module= asks) and the warnings of force=true."""
     source = source_run(cfg, store)
     target_run = store.load(target_label(cfg))
     s, t = source.label, target_run.label
@@ -386,14 +386,35 @@ def run(cfg) -> int:
     warnings = [w for w in warnings if w]
     for warning in warnings:
         progress(f"warning: {warning}")
+    return source, target_run, a, warnings
+
+
+def drill(cfg, store: Store, progress=None) -> ModuleDrill:
+    """task=drill source=A target=B (without module=): the target's module outputs recorded here on the probes
+    of A's recording, compared module by module; `.next_steps` name the operation traces to record next."""
+    progress = progress or progress_printer()
+    source, target_run, a, warnings = _recordings(cfg, store, progress)
+    s, t = source.label, target_run.label
     target = capture_drill(cfg, store, target_run, progress, probes=a.origin.probes, bsizes=list(a.origin.bsizes))
-    if cfg.drill.module:
-        return _run_ops(cfg, store, source, target_run, a.origin.probes, list(a.origin.bsizes), progress, warnings)
-    result = compare_drills(store, a, target)
+    result = replace(compare_drills(store, a, target), warnings=tuple(warnings))
     if result.first:
         result = replace(result, next_steps=(
             run_in_hint(source, drill_args(cfg, f"run={s}", module=result.first.module), cfg),
             run_in_hint(target_run, drill_args(cfg, f"source={s}", f"target={t}", module=result.first.module), cfg)))
+    return result
+
+
+def run(cfg) -> int:
+    store = Store(cfg.store.root)
+    progress = progress_printer()
+    if not cfg.source:
+        return _capture_only(cfg, store, progress)
+    if cfg.drill.module:
+        source, target_run, a, warnings = _recordings(cfg, store, progress)
+        capture_drill(cfg, store, target_run, progress, probes=a.origin.probes, bsizes=list(a.origin.bsizes))
+        return _run_ops(cfg, store, source, target_run, a.origin.probes, list(a.origin.bsizes), progress, warnings)
+    result = drill(cfg, store, progress)
+    source, warnings = store.load(result.source), list(result.warnings)
     folder = proof.out_dir(cfg, "drill")
     figures = [p.name for p in (plots.divergence_per_layer(result.rows, folder / "layers.png"),
                                 plots.divergence_per_padded_length(result.batches, folder / "padded_lengths.png")) if p]

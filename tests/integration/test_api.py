@@ -26,11 +26,12 @@ def test_the_readmes_python_api_block_runs_and_says_what_its_comments_say(tmp_pa
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     out = capsys.readouterr().out
-    cmp, inj, loc, hits, rep = (scope[k] for k in ("cmp", "inj", "loc", "hits", "rep"))
+    cmp, inj, loc, hits, dr, rep = (scope[k] for k in ("cmp", "inj", "loc", "hits", "dr", "rep"))
     assert cmp.artifacts.first_diverged() == ["prenorm_centroids"] and "prenorm_centroids" in cmp.verdict
     assert "makes all" in inj.verdict and "downstream artifacts identical" in inj.verdict
     assert loc.root_cause == ["prenorm_centroids"]
     assert hits.retrieval.status in ("identical", "same top-k sets", "changed")
+    assert dr.first is None and dr.rows and dr.verdict.startswith(f"All {len(dr.rows)} module outputs are bitwise equal")
     assert rep.data["exit"] == 0 and "0 problems" in rep.verdict
     for printed in (cmp.verdict, inj.verdict, "['prenorm_centroids']", hits.retrieval.status, f"{rep.verdict} 0"):
         assert printed in out  # what the block prints is what its comments say it is
