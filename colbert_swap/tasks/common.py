@@ -11,8 +11,9 @@ from colbert_swap.env.provenance import default_run_label
 from colbert_swap.core.store import RunManifest, Store
 
 # Provenance facts shown side by side in reports (the spec and the GPU's details only where a run has them).
-ENV_KEYS = ("environment", "python", "torch", "cuda", "cudnn", "gpu", "gpu_capability", "driver", "cuda_driver",
-            "cpu", "cpu_capability", "torch_threads", "transformers", "tokenizers", "colbert-ai", "faiss", "numpy")
+ENV_KEYS = ("environment", "platform", "python", "torch", "cuda", "cudnn", "gpu", "gpu_capability", "gpu_memory_gib",
+            "driver", "cuda_driver", "cpu", "cpu_capability", "torch_threads", "transformers", "tokenizers", "colbert-ai",
+            "faiss", "numpy")
 
 
 def source_run(cfg, store: Store) -> RunManifest:
@@ -40,7 +41,7 @@ def environment_rows(*runs: RunManifest) -> list[list[str]]:
     rows = []
     for key in ENV_KEYS:
         values = ["-" if r.provenance.get(key) is None else str(r.provenance.get(key)) for r in runs]
-        if key in ("environment", "gpu_capability", "driver", "cuda_driver") and set(values) == {"-"}:
+        if key in ("environment", "gpu_capability", "gpu_memory_gib", "driver", "cuda_driver") and set(values) == {"-"}:
             continue
         rows.append([key, *values, "" if len(set(values)) == 1 else "differs"])
         if key == "torch_threads":
