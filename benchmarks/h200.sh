@@ -8,6 +8,8 @@
 #   bash benchmarks/h200.sh kmeans | encoder | graphs | 5k | 100k | locate-profile (after 100k) | ab | 50k
 #   bash benchmarks/h200.sh flash      # index.kmeans_backend=flash: its tests, and the k-means bench at 638k
 #   bash benchmarks/h200.sh flash-vs-faiss   # 5,000 passages, BERT-base: faiss's and flash's captures compared, searched
+#   XM_MODULES="M1 M2" bash benchmarks/h200.sh xmachine   # the default run, its drill (and the operations inside
+#                                      # modules M1, M2), exported to $OUT/xmachine/h200.colbert-swap.zip
 # Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,11 @@ for step in "$@"; do
            python3 -m colbert_swap task=$t source=faiss target=flash force=true store.root=$s \
              out_dir="$OUT/h200-flash-vs-faiss/$t" 2>&1 | grep -v Warning | tail -4; done
          find "$OUT/h200-flash-vs-faiss" \( -name '*.png' -o -name report.html \) -delete ;;  # in report.zip
+    xmachine) s=/tmp/xmachine; mkdir -p "$OUT/xmachine"   # the default run on the GPU, its drill, one bundle (issue 32)
+         python3 -m colbert_swap run=h200 store.root=$s 2>&1 | tail -2
+         python3 -m colbert_swap task=drill run=h200 store.root=$s 2>&1 | tail -1
+         for m in ${XM_MODULES:-}; do python3 -m colbert_swap task=drill run=h200 module=$m store.root=$s 2>&1 | tail -1; done
+         python3 -m colbert_swap task=export run=h200 out="$OUT/xmachine/h200.colbert-swap.zip" store.root=$s 2>&1 | tail -4 ;;
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac

@@ -229,6 +229,22 @@ COLBERT_SEED = 12345  # colbert-ai's Launcher seeds python, numpy and torch with
 
 
 @dataclass
+class TransferConfig:
+    """task=export and task=import: one zip file that carries runs from one store (machine) to another."""
+
+    out: Optional[str] = option(None, "the bundle to write (default: RUN.colbert-swap.zip in the current directory)",
+                                short="out", tasks=("export",))
+    artifacts: Any = option("all", "the artifacts whose bytes go: all, index (those colbert-ai's index files are "
+                                   "written from, and every JSON artifact) or a list, artifacts=[centroids,embs] "
+                                   "(embs: every chunk); the manifests name every artifact's hash either way",
+                            short="artifacts", tasks=("export",))
+    bundle: Optional[str] = option(None, "the bundle to import: a .zip that task=export wrote", short="bundle",
+                                   tasks=("import",))
+    label: Optional[str] = option(None, "import the bundle's run (and the runs derived from it: NAME+drill, ...) "
+                                        "under this name", short="as", tasks=("import",))
+
+
+@dataclass
 class StoreConfig:
     root: str = option("outputs", "the store: runs, blobs, models, collections", main=True)
 
@@ -237,7 +253,8 @@ class StoreConfig:
 class Config:
     task: str = option("capture", "what to do (default: capture); see Tasks", main=True)
     run: Optional[str] = option(None, "the run's label (default: this environment's torch version, e.g. 2.13.0)",
-                                tasks=("capture", "determinism", "drill", "search", "rm", "parity", "repair"), main=True)
+                                tasks=("capture", "determinism", "drill", "search", "rm", "parity", "repair", "export"),
+                                main=True)
     source: Optional[str] = option(None, "the run whose tensors are the reference, or are injected",
                                    tasks=("compare", "inject", "locate", "isolate", "drill", "search"), main=True)
     target: Optional[str] = option(None, "the run compared with it, or injected into (default: run, else the "
@@ -254,6 +271,7 @@ class Config:
     matrix: MatrixConfig = section(MatrixConfig, "the environments, in order, and what each captures",
                                    tasks=("matrix", "bisect"), expand=True)
     env_capture: EnvCaptureConfig = section(EnvCaptureConfig, tasks=("env_capture",), expand=True)
+    transfer: TransferConfig = section(TransferConfig, tasks=("export", "import"), expand=True)
     env_cache: Optional[str] = option(None, "where built venvs are kept (default: STORE/envs)",
                                       tasks=("drill", "matrix", "bisect", "env_capture"), main=True)
     force: bool = option(False, "replace a run of another config, compare runs of different configs",

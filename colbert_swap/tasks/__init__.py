@@ -1,4 +1,5 @@
-"""The tasks, listed explicitly: `task=NAME` runs `colbert_swap.tasks.NAME.run(cfg) -> int` (the exit status).
+"""The tasks, listed explicitly: `task=NAME` runs `colbert_swap.tasks.NAME.run(cfg) -> int` (the exit status; the
+module is `Task.module_name` where NAME is a Python keyword: task=import is tasks/import_.py).
 
 To add a task: write `colbert_swap/tasks/NAME.py` with a module docstring (its first line is the task's
 one-line summary in `--help`; the rest is `task=NAME --help`) and a `run(cfg)`, then add a `Task` line here.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 class Task:
     name: str
     summary: str
+    module_name: str = ""  # its module under colbert_swap/tasks/ where that is not its name (`import` is a keyword)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -24,7 +26,7 @@ class Task:
         return tuple(o.name for o in task_options(self.name))
 
     def module(self):
-        return importlib.import_module(f"colbert_swap.tasks.{self.name}")
+        return importlib.import_module(f"colbert_swap.tasks.{self.module_name or self.name}")
 
     def doc(self) -> str:
         return (self.module().__doc__ or self.summary).strip()
@@ -47,9 +49,13 @@ TASKS = {t.name: t for t in [
          "its index, file for file?"),
     Task("env_capture", "capture in one environment of conf/env/ (one per Hydra job: sweeps over a cluster)"),
     Task("repair", "compute a run's missing or damaged blob files again, each checked against its recorded hash"),
-    Task("verify", "check every manifest and blob of the store against its hash; change nothing"),
+    Task("verify", "check every manifest and blob of the store against its hash; change nothing (but roll back an "
+         "import that was killed)"),
     Task("gc", "remove blob files no run points at"),
     Task("rm", "remove a run from the store (an incomplete one, or any with force=true)"),
+    Task("export", "write a run (and the runs derived from it) into one zip file that carries it to another machine"),
+    Task("import", "bring the runs of a bundle that task=export wrote into this store, every file checked first",
+         module_name="import_"),
 ]}
 
 

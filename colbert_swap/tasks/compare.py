@@ -39,7 +39,12 @@ def verdict(comparison: RunComparison, whole: WholeRun) -> str:
            f"its input artifacts are identical in both runs, and the runs' configs differ in {'; '.join(keys)}, "
            f"which the stage reads: the difference is the config's, not the environment's" if keys else
            "its input artifacts are identical in both runs, so the stage itself depends on the environment")
-    return (f"{len(left)} of {n} artifacts {proof.differ(len(left))} between {comparison.a} and {comparison.b}. The "
+    unread = [r.name for r in comparison.results if r.status == Status.UNREAD]
+    unread_text = (f"{proof.plural(len(unread), 'artifact')} of them {'was' if len(unread) == 1 else 'were'} not "
+                   f"compared, {proof.describe(unread)}: their hashes differ, but the bytes of one run are not in "
+                   "this store (left out of the bundle it was imported from). " if unread else "")
+    return (f"{len(left)} of {n} artifacts {proof.differ(len(left))} between {comparison.a} and {comparison.b}. "
+            f"{unread_text}The "
             f"first divergence "
             f"is {proof.describe(first)} (stage `{stage.name}`): {why}. To test whether it explains everything "
             f"downstream: `python -m colbert_swap inject={stage.outputs[0].removesuffix('.N')} "

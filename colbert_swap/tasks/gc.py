@@ -1,6 +1,9 @@
 """task=gc: remove blob files no run points at (left by deleted runs or interrupted writes).
 
     python -m colbert_swap task=gc
+
+An import that was killed is rolled back first; while an import is running, gc refuses (the import's blobs are
+on disk before its manifests name them).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from pathlib import Path
 
 from colbert_swap.errors import UserError
 from colbert_swap.core.store import Store
+from colbert_swap.core.store.bundle import imports_paused
 from colbert_swap.tasks.verify import problems
 
 
@@ -27,6 +31,9 @@ def _no_run_being_written(store: Store, stack: ExitStack) -> None:
 def run(cfg) -> int:
     store = Store(cfg.store.root)
     with ExitStack() as stack:
+        removed = stack.enter_context(imports_paused(store))  # an import's blobs are on disk before its manifest
+        if removed is not None:
+            print(f"an interrupted import was rolled back: {removed} files removed")
         _no_run_being_written(store, stack)
         _, orphans, _ = problems(store)
         freed = 0

@@ -12,7 +12,8 @@ computed first. What is not computed again, with why: an artifact computed in an
 there: the same command in that environment), one injected from another run (repair that run), one whose
 stage needs a generator state that is lost too, and one whose recomputation gives other bits (the stage does
 not repeat itself here: `task=determinism run=NAME` says which). Exit 0 when every lost file is back, 1 when
-some are not, and the report says which and why.
+some are not, and the report says which and why. The artifacts a bundle left out of a run imported from it
+(task=export artifacts=index) are not lost: they are not in this store by choice, and not computed again.
 """
 
 from __future__ import annotations
@@ -33,17 +34,21 @@ from colbert_swap.proof.report.tables import table
 from colbert_swap.runs.execute import Policy, RunSpec, Write, execute
 from colbert_swap.runs.replay import run_config
 from colbert_swap.tasks.common import finish, progress_printer
+from colbert_swap.tasks.verify import by_choice
 
 SCRATCH = ".repair"  # NAME.repair: the scratch run the stages compute in
 
 
 def lost(store: Store, run: RunManifest) -> dict[str, str]:
-    """Artifact -> 'missing' or 'damaged' for every artifact of `run` whose blob file is not its content."""
+    """Artifact -> 'missing' or 'damaged' for every artifact of `run` whose blob file is not its content (not those
+    the bundle it was imported from left out: `Store.left_out`)."""
     out = {}
+    absent = store.left_out(run.label)
     for name, record in run.artifacts.items():
         path = store.blobs.path(record.ref)
         if not path.exists():
-            out[name] = "missing"
+            if name not in absent:
+                out[name] = "missing"
             continue
         try:
             store.blobs.get(record.ref, what=f"run {run.label!r} artifact {name!r}")
@@ -128,6 +133,8 @@ def run(cfg) -> int:
             raise UserError(f"run {label!r} is incomplete: the command that made it resumes it (a repair is for "
                             "complete runs)")
         results.append(repair(cfg, store, manifest, progress))
+    for line in by_choice(store, labels):
+        print(f"not computed again: {line}")
     damaged = [r for r in results if r.lost]
     left = {r.run: r.not_refilled for r in damaged if r.not_refilled}
     if not damaged:

@@ -5,7 +5,8 @@
 Problems: a manifest that cannot be read or was edited, a blob that is missing or does not match its
 hash (`task=repair run=NAME` computes it again), a run that never finished (resume it with the same command, or remove it with `task=rm run=NAME`),
 a run folder without a manifest. Unreferenced blob files are listed too (not a problem: `task=gc`
-removes them).
+removes them), and the artifacts of runs imported from a bundle that left their bytes out (task=export
+artifacts=index): not in this store by choice, not a problem. An import that was killed is rolled back first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.core.store import Store
+from colbert_swap.core.store.bundle import recover_interrupted_import
 from colbert_swap.tasks.common import finish
 
 SHOWN = 20  # unreferenced files listed by name; the rest counted
@@ -32,7 +34,10 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
         except UserError as exc:
             found.append(str(exc))
             continue
+        absent = store.left_out(label)
         for name, record in manifest.artifacts.items():
+            if name in absent and not store.blobs.path(record.ref).exists():
+                continue  # not in this store by choice (by_choice)
             refs[record.ref.hash] = record.ref
             try:
                 store.blobs.get(record.ref, what=f"run {label!r} artifact {name!r}")
@@ -52,6 +57,28 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
     known = {store.blobs.path(ref) for ref in referenced.values()}
     orphans = [str(p) for p in store.blob_files() if p not in known]
     return found, orphans, len(refs)
+
+
+def absent_by_choice(store: Store, label: str) -> list[str]:
+    """The artifacts of run `label` whose files are not here because the bundle it was imported from left them out."""
+    absent = store.left_out(label)
+    try:
+        artifacts = store.load(label).artifacts if absent else {}
+    except UserError:
+        return []  # a problem of its own
+    return sorted(n for n in absent if n in artifacts and not store.blobs.path(artifacts[n].ref).exists())
+
+
+def by_choice(store: Store, labels: list[str] | None = None) -> list[str]:
+    """One line per run imported without some artifacts' bytes: which, and from which bundle."""
+    out = []
+    for label in store.runs() if labels is None else labels:
+        if missing := absent_by_choice(store, label):
+            bundle = (store.imported(label) or {}).get("bundle", "a bundle")
+            out.append(f"run {label!r}: {proof.plural(len(missing), 'artifact')} not in this store by choice "
+                       f"(imported from {bundle} without them): {', '.join(missing[:10])}"
+                       + (f" and {len(missing) - 10:,} more" if len(missing) > 10 else ""))
+    return out
 
 
 def leftovers(store: Store) -> list[Path]:
@@ -78,9 +105,15 @@ class VerifyData(ReportData):
 
 def run(cfg) -> int:
     store = Store(cfg.store.root)
+    removed = recover_interrupted_import(store)
+    if removed is not None:
+        print(f"an interrupted import was rolled back: {removed} files removed")
     found, orphans, checked = problems(store)
+    chosen = by_choice(store)
     for line in found:
         print(f"problem: {line}")
+    for line in chosen:
+        print(f"by choice: {line}")
     for path in orphans[:SHOWN]:
         print(f"unreferenced: {path}")
     if len(orphans) > SHOWN:
@@ -90,7 +123,8 @@ def run(cfg) -> int:
                + (" (task=gc removes them)" if orphans else ""))
     report = Report("verify", f"verify {store.root}", verdict, [
         "## Problems\n\n" + ("\n".join(f"- {p}" for p in found) or "None."),
-        "## Unreferenced files\n\n" + ("\n".join(f"- `{p}`" for p in orphans) or "None.")],
+        "## Unreferenced files\n\n" + ("\n".join(f"- `{p}`" for p in orphans) or "None."),
+        *(["## Not in this store by choice\n\n" + "\n".join(f"- {line}" for line in chosen)] if chosen else [])],
         VerifyData(store=str(store.root.resolve()), problems=found, unreferenced=orphans, blobs_checked=checked,
                    runs=store.runs()))
     finish(proof.out_dir(cfg, "verify"), report)

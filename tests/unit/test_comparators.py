@@ -135,7 +135,7 @@ def test_status_prints_and_serializes_as_its_plain_word():
     from colbert_swap.proof.compare.comparators import SAME, Comparison, Status
     from colbert_swap.proof.report.tables import table
 
-    words = ["equal", "order_only", "allclose", "diverged", "missing"]
+    words = ["equal", "order_only", "allclose", "diverged", "unread", "missing"]
     assert [s.value for s in Status] == words
     for s, word in zip(Status, words):
         assert s == word and str(s) == word and f"{s}" == word and f"{s:>10}" == f"{word:>10}" and "%s" % s == word

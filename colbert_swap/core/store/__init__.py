@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,11 @@ from colbert_swap.errors import UserError
 from colbert_swap.core.store.blobs import BlobRef, BlobStore
 from colbert_swap.core.store.manifest import ArtifactRecord, RunManifest
 
-__all__ = ["Store", "BlobRef", "ArtifactRecord", "RunManifest", "check_label"]
+__all__ = ["Store", "BlobRef", "ArtifactRecord", "RunManifest", "check_label", "blob_refs", "IMPORTED"]
+
+# runs/<label>/imported.json: written by an import (core/store/bundle.py): the bundle, the machine it was exported
+# on, and `left_out`, the artifacts whose bytes the bundle did not carry (not in this store by choice)
+IMPORTED = "imported.json"
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@-]*$")
 
@@ -29,6 +34,15 @@ def derived(label: str) -> bool:
     """Runs made from other runs carry their origin in their name: replays and isolates (`A+...`), drills
     (`A+drill`, `A+ops.MODULE`) and searches (`A.search-...`)."""
     return "+" in label or ".search-" in label
+
+
+def blob_refs(manifest: RunManifest) -> Iterator[tuple[str | None, BlobRef]]:
+    """Every blob a manifest points at: (artifact name, its blob), then (None, a generator state's blob)."""
+    for name, record in manifest.artifacts.items():
+        yield name, record.ref
+    for state in manifest.rng.values():
+        for kind, digest in state.items():
+            yield None, BlobRef(hash=digest, kind="tensor" if kind == "torch" else "json")
 
 
 class Store:
@@ -81,7 +95,13 @@ class Store:
     def get(self, manifest: RunManifest, artifact: str) -> Any:
         if artifact not in manifest.artifacts:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
-        return self.blobs.get(manifest.artifacts[artifact].ref, what=f"run {manifest.label!r} artifact {artifact!r}")
+        ref = manifest.artifacts[artifact].ref
+        if artifact in self.left_out(manifest.label) and not self.blobs.path(ref).exists():
+            bundle = (self.imported(manifest.label) or {}).get("bundle")
+            raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its bytes are not in this store (the bundle "
+                            f"{bundle} it was imported from left them out): import a bundle that carries them "
+                            f"(`task=export run=... artifacts=all` where it was made)")
+        return self.blobs.get(ref, what=f"run {manifest.label!r} artifact {artifact!r}")
 
     def _lock_path(self, label: str) -> Path:
         return self.root / "runs" / f".{check_label(label)}.lock"
@@ -117,15 +137,20 @@ class Store:
 
     def referenced(self) -> dict[str, BlobRef]:
         """Every blob some run's manifest points at (artifacts and generator states), by hash."""
-        refs: dict[str, BlobRef] = {}
-        for label in self.runs():
-            manifest = self.load(label)
-            for record in manifest.artifacts.values():
-                refs[record.ref.hash] = record.ref
-            for state in manifest.rng.values():
-                for kind, digest in state.items():
-                    refs[digest] = BlobRef(hash=digest, kind="tensor" if kind == "torch" else "json")
-        return refs
+        return {ref.hash: ref for label in self.runs() for _, ref in blob_refs(self.load(label))}
+
+    def imported(self, label: str) -> dict | None:
+        """What the import that brought run `label` recorded (IMPORTED), or None: a run made here, or unreadable."""
+        path = self.run_dir(label) / IMPORTED
+        try:
+            record = json.loads(path.read_text()) if path.exists() else None
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def left_out(self, label: str) -> set[str]:
+        """The artifacts of run `label` whose bytes the bundle it was imported from did not carry (empty when none)."""
+        return {str(n) for n in ((self.imported(label) or {}).get("left_out") or [])}
 
     def blob_files(self) -> list[Path]:
         return sorted(p for p in self.blobs.root.glob("*/*") if p.is_file()) if self.blobs.root.exists() else []

@@ -216,7 +216,7 @@ class _Pair:
 def analyze(store: Store, a: RunManifest, b: RunManifest, comparison: RunComparison,
             names: list[str] | None = None) -> list[Explanation]:
     """One explanation per diverging artifact (restricted to `names` when given), in pipeline order."""
-    wanted = [r for r in comparison.results if not r.same and r.status != Status.MISSING
+    wanted = [r for r in comparison.results if not r.same and r.status not in (Status.MISSING, Status.UNREAD)
               and (names is None or r.name in names)]
     if not wanted:
         return []

@@ -10,7 +10,9 @@ Statuses (`Status`, a str: JSON, f-strings, tables and `== "diverged"` see the p
 `equal` (bitwise, same dtype and shape), `order_only` (same elements per segment where order carries no
 meaning, e.g. embedding ids per centroid), `allclose` (torch.allclose with the comparison's `Tolerance`:
 `assert_close`'s per-dtype pairs unless configured otherwise; the pair used is kept in the result),
-`diverged`, `missing` (absent from one side). `SAME`: the two that leave nothing to explain.
+`diverged`, `unread` (the two hashes differ, so not bitwise equal, but one side's bytes are not in this store: a
+run imported from a bundle without them; not compared), `missing` (absent from one side). `SAME`: the two that
+leave nothing to explain.
 
 Which comparator compares an artifact follows from the facts its stage declares (core/dag.py `Facts`, read
 with `DAG.facts(name)`): `comparator(facts)` is the first of `COMPARATORS` whose `applies(facts)` holds, and
@@ -50,6 +52,7 @@ class Status(str, Enum):
     ORDER_ONLY = "order_only"
     ALLCLOSE = "allclose"
     DIVERGED = "diverged"
+    UNREAD = "unread"  # the hashes differ (not bitwise equal); the values are not in this store: not compared
     MISSING = "missing"
 
     def __str__(self) -> str:

@@ -201,6 +201,10 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         facts = DAG.facts(name)
         chosen = comparator(facts)
         reads = chosen.reads(facts)
+        absent = _left_out(store, (a, b), (name, *reads))
+        if absent and ra is not None and rb is not None:
+            results.append(unread(name, ra.ref, rb.ref, stage, absent))
+            continue
         key = (*_memo_key(name, stage, ra, rb, a, b, reads), tol.key()) if memo is not None and ra and rb else None
         if key is not None and key in memo:
             results.append(memo[key])
@@ -213,6 +217,26 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
             memo[key] = results[-1]
     return RunComparison(a.label, b.label, tuple(results), tol,
                          tuple(config_differences(_how_free(a.config), _how_free(b.config))))
+
+
+def _left_out(store: Store, runs: tuple[RunManifest, ...], names: tuple[str, ...]) -> list[str]:
+    """'RUN's `NAME`' for each of `names` whose bytes a run was imported without (its bundle left them out)."""
+    return [f"{run.label}'s `{n}`" for run in runs for n in sorted(store.left_out(run.label) & set(names))
+            if n in run.artifacts and not store.blobs.path(run.artifacts[n].ref).exists()]
+
+
+def unread(name: str, a: BlobRef, b: BlobRef, stage: str, absent: list[str]) -> Comparison:
+    """Two blobs of other hashes (not bitwise equal) whose values are not all in this store: not compared."""
+    shape = "x".join(map(str, a.shape or ())) if a.shape == b.shape else \
+        f"{'x'.join(map(str, a.shape or ()))} vs {'x'.join(map(str, b.shape or ()))}"
+    numel = 1
+    for n in a.shape or ():
+        numel *= n
+    return Comparison(name=name, status=Status.UNREAD, stage=stage,
+                      dtype=(a.dtype or "json") if a.dtype == b.dtype else f"{a.dtype} vs {b.dtype}", shape=shape,
+                      numel=numel if a.kind == "tensor" else 1,
+                      note=f"not compared: the bytes of {', '.join(absent)} are not in this store (left out of the "
+                           "bundle it was imported from); the hashes differ, so they are not bitwise equal")
 
 
 def _load(store: Store, run: RunManifest, names: tuple[str, ...]) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from colbert_swap.proof.compare.comparators import Status
 
 STATUS_COLORS = {Status.EQUAL: "#4daf4a", Status.ORDER_ONLY: "#a6d96a", Status.ALLCLOSE: "#fee08b",
-                 Status.DIVERGED: "#d73027", Status.MISSING: "#bbbbbb", "injected": "#4393c3", "": "#ffffff"}
+                 Status.DIVERGED: "#d73027", Status.UNREAD: "#fdb863", Status.MISSING: "#bbbbbb", "injected": "#4393c3", "": "#ffffff"}
 _LAYER = re.compile(r"^bert\.(embeddings|encoder\.layer\.\d+)$|^linear$|^colbert\.doc$")
 
 

@@ -20,7 +20,7 @@ from colbert_swap.core.store.blobs import atomic_write
 
 # per status (report.json holds the plain words, equal to the Status members), and the inject task's own mark
 COLORS = {Status.EQUAL: "#b7e1b0", Status.ORDER_ONLY: "#d9f0a3", Status.ALLCLOSE: "#fee391",
-          Status.DIVERGED: "#f4a582", Status.MISSING: "#dddddd", "injected": "#92c5de", "": "#ffffff"}
+          Status.DIVERGED: "#f4a582", Status.UNREAD: "#fee0b6", Status.MISSING: "#dddddd", "injected": "#92c5de", "": "#ffffff"}
 
 
 def read_report(path: Path) -> Report:
