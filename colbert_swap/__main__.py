@@ -28,11 +28,8 @@ JSON = "--json"  # the verdict as one JSON object on stdout; everything else the
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def _hydra_main(cfg: Config) -> int:
     status, error = 0, None
-    main_pid = os.environ.get(MAIN_PID, str(os.getpid()))
-    if main_pid != str(os.getpid()):  # a worker process of a parallel sweep (joblib/loky): it ends with the command
-        end_with_parent()
-        if str(os.getppid()) != main_pid:  # the command had ended before that took hold
-            sys.exit(130)
+    if os.environ.get(MAIN_PID) == str(os.getppid()):  # a job in a child of the command (a joblib worker, a
+        end_with_parent()                               # submitit_local job): it ends with the command
     try:
         with _stdout_to_stderr(_JSON_MODE):
             status = run(cfg)

@@ -215,6 +215,10 @@ class MatrixConfig:
 class EnvCaptureConfig:
     environment: Optional[str] = option(None, "the one environment spec of conf/env/ to capture in",
                                         short="environment")
+    export_to: Optional[str] = option(None, "then write the run (and its searches) as a bundle into this folder, "
+                                            "DIR/NAME.colbert-swap.zip: jobs without a shared file system each "
+                                            "capture into their own store, and `task=import bundle=DIR` gathers "
+                                            "them", short="export_to")
 
 
 @dataclass
@@ -238,8 +242,9 @@ class TransferConfig:
                                    "written from, and every JSON artifact) or a list, artifacts=[centroids,embs] "
                                    "(embs: every chunk); the manifests name every artifact's hash either way",
                             short="artifacts", tasks=("export",))
-    bundle: Optional[str] = option(None, "the bundle to import: a .zip that task=export wrote", short="bundle",
-                                   tasks=("import",))
+    bundle: Any = option(None, "the bundle to import: a .zip that task=export wrote, a folder of them "
+                               "(every *.colbert-swap.zip in it), or a list, bundle=[a.zip,b.zip]", short="bundle",
+                         tasks=("import",))
     label: Optional[str] = option(None, "import the bundle's run (and the runs derived from it: NAME+drill, ...) "
                                         "under this name", short="as", tasks=("import",))
 

@@ -4,18 +4,25 @@ One environment per Hydra job, so a launcher spreads a version matrix over proce
 
     python -m colbert_swap -m task=env_capture environment=torch-2.0.1,torch-2.1.0 hydra/launcher=joblib
     python -m colbert_swap task=matrix envs=[torch-2.0.1,torch-2.1.0]    # then: compare and locate
+
+Jobs that share no file system (cloud containers, nodes without a shared disk) each capture into a store of their
+own and export: `env_capture.export_to=DIR` writes DIR/NAME.colbert-swap.zip; `task=import bundle=DIR` gathers the
+bundles into one store, where task=matrix compares them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from colbert_swap.errors import UserError
 from colbert_swap.study.matrix import Study
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.core.store import Store
+from colbert_swap.core.store.bundle import export_bundle
 from colbert_swap.tasks.common import progress_printer
+from colbert_swap.tasks.export import SUFFIX, derived_from
 
 
 @dataclass(frozen=True)
@@ -47,4 +54,10 @@ def run(cfg) -> int:
     if not ok:
         raise UserError(verdict)
     print(verdict)
+    if cfg.env_capture.export_to:
+        store = Store(cfg.store.root)
+        out = Path(str(cfg.env_capture.export_to)).expanduser() / f"{name}{SUFFIX}"
+        summary = export_bundle(store, [name, *derived_from(store, name)], out, progress=progress_printer())
+        print(f"bundle: {summary.path.resolve()} ({summary.size / 2**20:.1f} MiB): `python -m colbert_swap task=import "
+              f"bundle={out.parent}` gathers the jobs' bundles into one store")
     return 0

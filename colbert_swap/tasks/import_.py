@@ -17,7 +17,6 @@ import shlex
 from pathlib import Path
 
 from colbert_swap.config import run_overrides
-
 from colbert_swap.core.store import Store, derived
 from colbert_swap.core.store.bundle import import_bundle
 from colbert_swap.env.provenance import default_run_label
@@ -25,6 +24,7 @@ from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.reproduce import PROGRAM
 from colbert_swap.tasks.common import progress_printer
+from colbert_swap.tasks.export import SUFFIX
 
 
 def machine(facts: dict) -> str:
@@ -33,12 +33,48 @@ def machine(facts: dict) -> str:
     return ", ".join(str(p) for p in parts if p and "None" not in str(p)) or "not recorded"
 
 
+def bundles(value) -> list[Path]:
+    """bundle=: a file, a folder (every *.zip in it, sorted) or a list of them."""
+    out: list[Path] = []
+    for item in ([value] if isinstance(value, (str, Path)) else list(value or [])):
+        path = Path(str(item)).expanduser()
+        if path.is_dir():
+            found = sorted(path.glob("*.zip"))
+            if not found:
+                raise UserError(f"bundle={item}: the folder holds no .zip file (task=export writes NAME{SUFFIX})")
+            out += found
+        else:
+            out.append(path)
+    if not out:
+        raise UserError("task=import needs bundle=FILE (the .zip that task=export wrote), a folder of them, or a list")
+    return out
+
+
 def run(cfg) -> int:
-    if not cfg.transfer.bundle:
-        raise UserError("task=import needs bundle=FILE (the .zip that task=export wrote)")
+    paths = bundles(cfg.transfer.bundle)
+    if cfg.transfer.label and len(paths) > 1:
+        raise UserError(f"as={cfg.transfer.label} renames the run of one bundle; bundle= names {len(paths)}")
     store = Store(cfg.store.root)
-    summary = import_bundle(store, Path(str(cfg.transfer.bundle)).expanduser(), rename=cfg.transfer.label,
-                            progress=progress_printer())
+    main: list[str] = []
+    for path in paths:
+        main += [label for label in _import(store, path, cfg.transfer.label) if not derived(label)]
+    if len(main) == 1:
+        here = default_run_label()  # this machine's run, as a capture here names it by default
+        here = here if here != main[0] else f"{here}-here"
+        captured = store.has_run(here)
+        if not captured:
+            args = [f"run={here}", *run_overrides(store.load(main[0]).config)]
+            print(f"capture the same config here: {PROGRAM} {' '.join(shlex.quote(a) for a in args)}")
+        print(f"{'compare' if captured else 'then compare'}: {PROGRAM} task=compare source={main[0]} target={here}")
+    elif main:
+        print(f"compare them: {PROGRAM} task=compare source={main[0]} target={main[1]}, or every neighbour with "
+              f"task=matrix envs=[{','.join(main)}] where they are environments of conf/env/")
+    return 0
+
+
+def _import(store: Store, path: Path, label: str | None) -> list[str]:
+    """Import one bundle and say what it did: the labels of its runs here."""
+    summary = import_bundle(store, path, rename=label, progress=progress_printer())
     theirs = {here: there for there, here in summary.labels.items()}
 
     def named(label: str) -> str:
@@ -54,13 +90,4 @@ def run(cfg) -> int:
     for label, left in summary.left_out.items():
         print(f"run {label!r}: the bundle left out the bytes of {proof.plural(len(left), 'artifact')} "
               f"({', '.join(left[:8])}{' ...' if len(left) > 8 else ''}): not in this store by choice")
-    main = [label for label in summary.labels.values() if not derived(label)]
-    if main:
-        here = default_run_label()  # this machine's run, as a capture here names it by default
-        here = here if here not in summary.labels.values() else f"{here}-here"
-        captured = store.has_run(here)
-        if not captured:
-            args = [f"run={here}", *run_overrides(store.load(main[0]).config)]
-            print(f"capture the same config here: {PROGRAM} {' '.join(shlex.quote(a) for a in args)}")
-        print(f"{'compare' if captured else 'then compare'}: {PROGRAM} task=compare source={main[0]} target={here}")
-    return 0
+    return list(summary.labels.values())

@@ -42,3 +42,35 @@ def test_env_capture_runs_one_submitit_job_per_environment_into_one_store(tmp_pa
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert "run 'here' is captured in environment 'here'" in logs
     assert "run 'here-kmeans-seed' is captured in environment 'here-kmeans-seed'" in logs
+
+
+def test_jobs_without_a_shared_store_export_and_one_import_gathers_them_for_the_matrix(tmp_path):
+    """The recipe for machines that share no file system: each submitit job captures into a store of its own and
+    exports a bundle; one import gathers the bundles; task=matrix compares what the jobs captured, capturing nothing."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    cli = lambda *args, timeout=900: subprocess.run([sys.executable, "-m", "colbert_swap", *args, *TINY],  # noqa: E731
+                                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    sweep = cli("-m", "task=env_capture", "environment=here,here-kmeans-seed", "hydra/launcher=submitit_local",
+                "hydra.launcher.timeout_min=30", f"store.root={tmp_path}/store-" + "${env_capture.environment}",
+                f"env_capture.export_to={tmp_path}/bundles", f"env_cache={tmp_path}/envs",
+                f"hydra.sweep.dir={tmp_path}/sweep")
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
+    for name in ("here", "here-kmeans-seed"):  # each job's own store holds its run alone
+        assert Store(tmp_path / f"store-{name}").runs() == [name]
+    assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == [
+        "here-kmeans-seed.colbert-swap.zip", "here.colbert-swap.zip"]
+
+    gathered = cli("task=import", f"bundle={tmp_path}/bundles", f"store.root={tmp_path}/gathered")
+    assert gathered.returncode == 0, gathered.stderr[-3000:]
+    assert "imported run 'here'" in gathered.stdout and "imported run 'here-kmeans-seed'" in gathered.stdout
+    store = Store(tmp_path / "gathered")
+    for name in ("here", "here-kmeans-seed"):  # the very manifests the jobs wrote
+        assert store.manifest_path(name).read_bytes() == Store(tmp_path / f"store-{name}").manifest_path(name).read_bytes()
+
+    matrix = cli("task=matrix", "envs=[here,here-kmeans-seed]", "matrix.retrieval=false",
+                 f"store.root={tmp_path}/gathered", f"env_cache={tmp_path}/envs", f"out_dir={tmp_path}/matrix")
+    assert matrix.returncode == 0, matrix.stdout[-2000:] + matrix.stderr[-3000:]
+    assert "run 'here' is in the store already" in matrix.stderr
+    assert "run 'here-kmeans-seed' is in the store already" in matrix.stderr
+    assert "prenorm_centroids" in (tmp_path / "matrix" / "report.md").read_text()  # the seed's k-means, located
