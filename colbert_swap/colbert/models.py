@@ -32,9 +32,56 @@ def minilm_dir() -> Path:
     return Path(next(iter(found.submodule_search_locations))) / "model"
 
 
+# How the seeded weights are drawn: 2 = `exact_weights` (the same bits on every CPU and torch); 1, before it, drew
+# them with torch's normal_, whose vectorized kernels give other last bits on other CPUs (AVX512 vs the default
+# kernels: 17 of 40 tensors differed), so two machines built two models. Part of the checkpoint's folder name: a
+# store's checkpoints of build 1 are never taken for build 2.
+BUILD = 2
+
+
 def spec_hash(spec: ModelConfig) -> str:
     fields = {k: getattr(spec, k) for k in ("kind", "layers", "hidden", "heads", "intermediate", "dim", "seed")}
+    fields["build"] = BUILD
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def exact_normal(numel: int, std: float, seed: list[int], chunk: int = 1 << 20) -> torch.Tensor:
+    """`numel` float32 values with mean 0 and standard deviation `std` that are the same bits on every machine:
+    PCG64's raw 64-bit words (numpy's bit generator, stable by contract) split into 24-bit uniforms, twelve summed
+    per value as integers (Irwin-Hall: close to normal; exact), scaled by a power of two in float64, then one
+    correctly rounded multiply and one correctly rounded cast. No transcendental function, no vectorized
+    kernel whose last bits depend on the CPU."""
+    import numpy as np
+
+    bits = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed))).bit_generator
+    out = np.empty(numel, dtype=np.float32)
+    for start in range(0, numel, chunk):
+        n = min(chunk, numel - start)
+        raw = bits.random_raw(n * 6)
+        total = ((raw >> np.uint64(40)) + ((raw >> np.uint64(8)) & np.uint64(0xFFFFFF))).reshape(n, 6).sum(axis=1)
+        z = total.astype(np.float64) / 2.0**24 - 6.0  # integers below 2^28: exact in float64
+        out[start:start + n] = (z * std).astype(np.float32)
+    return torch.from_numpy(out)
+
+
+def exact_weights(model: torch.nn.Module, seed: int, std: float, only: tuple[str, ...] | None = None) -> None:
+    """Draw every Linear and Embedding weight of `model` (or those named in `only`) again with `exact_normal` at
+    `std` (what transformers' init draws with normal_), each from the seed and its parameter's name; an embedding's
+    padding row stays zero. Biases and LayerNorm keep their constant init (exact everywhere)."""
+    import zlib
+
+    for name, module in model.named_modules():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            continue
+        key = f"{name}.weight"
+        if only is not None and key not in only:
+            continue
+        weight = module.weight
+        values = exact_normal(weight.numel(), std, [seed, zlib.crc32(key.encode())]).reshape(weight.shape)
+        with torch.no_grad():
+            weight.copy_(values.to(weight.dtype))
+            if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+                weight[module.padding_idx].zero_()
 
 
 def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike, progress=lambda message: None) -> str:
@@ -53,6 +100,28 @@ def checkpoint_path(spec: ModelConfig, models_root: str | os.PathLike, progress=
         progress(f"building the seeded checkpoint model={spec.name} once into {dest}")
         _build(spec, dest)
     return str(dest.resolve())
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digest(path: Path) -> str:
+    """xxh3-128 over a file's bytes, or over a folder's files (each relative name, then its bytes, in sorted order);
+    kept per process while no file's size or mtime changes."""
+    import xxhash
+
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    key = (str(path), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _DIGESTS:
+        h = xxhash.xxh3_128()
+        for f in files:
+            if path.is_dir():
+                h.update(f"{f.relative_to(path).as_posix()}\0".encode())
+            with open(f, "rb") as stream:
+                while block := stream.read(1 << 24):
+                    h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def hidden_size(checkpoint: str | os.PathLike) -> int | None:
@@ -90,8 +159,10 @@ def _build(spec: ModelConfig, dest: Path) -> None:
             torch.manual_seed(spec.seed)
             if spec.kind == "random_bert":
                 model = hf_colbert(bert_cfg, colbert_config=colbert_cfg)
+                exact_weights(model, spec.seed, bert_cfg.initializer_range)
             else:  # pretrained encoder; only the ColBERT linear layer is new, drawn from the seed
                 model = hf_colbert.from_pretrained(source, colbert_config=colbert_cfg)
+                exact_weights(model, spec.seed, model.config.initializer_range, only=("linear.weight",))
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(minilm_dir())).save_pretrained(tmp)
         _write_artifact_metadata(colbert_cfg, tmp)
@@ -108,5 +179,6 @@ def _write_artifact_metadata(colbert_cfg, directory: Path) -> None:
     """What `ColBERTConfig.save_for_checkpoint` writes, minus its git/host/time `meta` (not reproducible,
     and its git probe crashes inside a repository without commits)."""
     args = colbert_cfg.export()
+    args["name"] = "colbert_swap"  # ColBERTConfig's default is the time it was made: not a fact of the model
     args["meta"] = {"version": "colbert-v0.4", "built_by": "colbert_swap"}
     (directory / "artifact.metadata").write_text(json.dumps(args, indent=4) + "\n")

@@ -24,7 +24,7 @@ from colbert_swap.colbert import infra
 from colbert_swap.colbert import tokenizer_pool
 from colbert_swap.config import IndexConfig, PerturbConfig, SearchConfig
 from colbert_swap.colbert.corpus import Corpus, load_corpus
-from colbert_swap.colbert.models import checkpoint_path
+from colbert_swap.colbert.models import checkpoint_path, content_digest
 from colbert_swap.colbert.retrieval import query_set
 from colbert_swap.core.code import CodeScope
 from colbert_swap.core.dag import declare
@@ -87,6 +87,11 @@ class Resources:
     def checkpoint_path(self) -> str:
         with infra.quiet(self.log):
             return checkpoint_path(self.cfg.model, self.store.root / "models", self.progress)
+
+    def input_digests(self) -> dict[str, str]:
+        """The content of the checkpoint (every file of its folder) and of the collection file, as xxh3-128 digests:
+        what a run reads besides its config (models.py builds the seeded checkpoints to the same bits everywhere)."""
+        return {"checkpoint": content_digest(Path(self.checkpoint_path)), "collection": content_digest(Path(self.corpus.path))}
 
     @cached_property
     def colbert_config(self):

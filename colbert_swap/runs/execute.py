@@ -94,6 +94,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         resources = Resources(cfg, store, store.run_dir(run.label), progress)
         if before is not None:
             before(resources)
+        writer.set_inputs(resources.input_digests())  # the checkpoint and collection it computes from, here
         engine = Engine(writer, resources, progress)
         the_plan = _plan(writer, engine, cfg, targets)
         for name in policy.replace:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from colbert_swap.proof.compare.comparators import Status
-from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, whole_run
+from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, inputs_sentence, whole_run
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.meaning import meaning
 from colbert_swap.proof.report.report import Report, ReportData
@@ -70,8 +70,9 @@ class RunsCompared:
 
     @property
     def verdict(self) -> str:
-        return environment_differences(self.source.provenance, self.target.provenance,
-                                       (self.source.label, self.target.label)) + verdict(self.artifacts, self.whole)
+        return (inputs_sentence(self.source, self.target) + environment_differences(
+            self.source.provenance, self.target.provenance, (self.source.label, self.target.label))
+                + verdict(self.artifacts, self.whole))
 
 
 def compare(cfg, store: Store) -> RunsCompared:

@@ -59,8 +59,10 @@ def run(cfg) -> int:
     for path in paths:
         main += [label for label in _import(store, path, cfg.transfer.label) if not derived(label)]
     if len(main) == 1:
+        config = store.load(main[0]).config_hash
+        same = [r for r in store.runs() if r != main[0] and not derived(r) and _config_hash(store, r) == config]
         here = default_run_label()  # this machine's run, as a capture here names it by default
-        here = here if here != main[0] else f"{here}-here"
+        here = same[0] if same else here if here != main[0] else f"{here}-here"
         captured = store.has_run(here)
         if not captured:
             args = [f"run={here}", *run_overrides(store.load(main[0]).config)]
@@ -70,6 +72,13 @@ def run(cfg) -> int:
         print(f"compare them: {PROGRAM} task=compare source={main[0]} target={main[1]}, or every neighbour with "
               f"task=matrix envs=[{','.join(main)}] where they are environments of conf/env/")
     return 0
+
+
+def _config_hash(store: Store, label: str) -> str | None:
+    try:
+        return store.load(label).config_hash
+    except UserError:  # a damaged manifest: task=verify names it
+        return None
 
 
 def _import(store: Store, path: Path, label: str | None) -> list[str]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from colbert_swap.proof.compare.comparators import Status
-from colbert_swap.proof.compare.runs import RunComparison, WholeRun, check_comparable, compare_runs, whole_run
+from colbert_swap.proof.compare.runs import (RunComparison, WholeRun, check_comparable, compare_runs, inputs_sentence,
+                                             whole_run)
 from colbert_swap.study.determinism import PROCESSES, REPRODUCIBLE, RUN_TO_RUN, THREADS, NoiseCheck, locate_checks
 from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
@@ -156,6 +157,10 @@ def _prune(cfg, store, source, target, groups: list[list[str]], progress, memo: 
 
 
 def verdict(result: Location) -> str:
+    return inputs_sentence(result.source, result.target) + _verdict(result)
+
+
+def _verdict(result: Location) -> str:
     if result.goal:
         return goal_verdict(result)
     source, target, minimal = result.source.label, result.target.label, result.minimal

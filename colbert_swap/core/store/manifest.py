@@ -51,6 +51,10 @@ class RunManifest:
     # what the run computes: {"num_chunks": n, "phases": [...], "options": [...]} (colbert_swap/runs/execute.py
     # `Plan`), set once num_chunks is known; None in runs written before it was kept
     plan: dict | None = None
+    # the content of what the run read besides its config: {"checkpoint": digest, "collection": digest}
+    # (colbert_swap/colbert/resources.py `input_digests`): two runs of one config on two machines read the same
+    # model only if these are equal; None in runs written before it was kept
+    inputs: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.origin, Origin):  # as read from JSON
@@ -65,6 +69,7 @@ class RunManifest:
             "rng": self.rng, "environments": self.environments,
             **({"loaded": self.loaded} if self.loaded is not None else {}),
             **({"plan": self.plan} if self.plan is not None else {}),
+            **({"inputs": self.inputs} if self.inputs is not None else {}),
         }
 
     @classmethod
@@ -72,7 +77,8 @@ class RunManifest:
         return cls(label=d["label"], config=d["config"], config_hash=d["config_hash"], provenance=d["provenance"],
                    origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
                    rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""),
-                   environments=d.get("environments", {}), loaded=d.get("loaded"), plan=d.get("plan"))
+                   environments=d.get("environments", {}), loaded=d.get("loaded"), plan=d.get("plan"),
+                   inputs=d.get("inputs"))
 
     @property
     def env(self) -> str:

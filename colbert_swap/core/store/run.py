@@ -91,6 +91,10 @@ class RunWriter:
         """The run's plan (num_chunks, phases, options: colbert_swap/runs/execute.py), kept in its manifest."""
         self.manifest.plan = dict(plan)
 
+    def set_inputs(self, digests: dict) -> None:
+        """The content digests of what the run reads besides its config (checkpoint, collection), in its manifest."""
+        self.manifest.inputs = dict(digests)
+
     def record_loaded(self) -> None:
         """Add what this process has loaded (colbert_swap/env/loaded.py) to the run's manifest: at the end of the
         computation, so that every library a stage loaded is mapped; a resumed run adds its own process's."""

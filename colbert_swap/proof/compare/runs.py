@@ -121,13 +121,36 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def check_comparable(a: RunManifest, b: RunManifest, force: bool) -> list[str]:
-    """Runs of different models, collections or index settings are refused unless forced."""
+    """Runs of different models, collections or index settings, or of one config that read different checkpoint or
+    collection files (two machines' own copies), are refused unless forced."""
     diffs = config_differences(_what(a.config), _what(b.config))
     if diffs and not force:
         raise UserError(f"runs {a.label!r} and {b.label!r} were made from different configs "
                         f"({'; '.join(diffs[:6])}); their artifacts answer different questions. "
                         "Pass force=true to compare them anyway")
+    inputs = input_differences(a, b)
+    if inputs and not force:
+        raise UserError(f"runs {a.label!r} and {b.label!r} read different files under one config: "
+                        f"{'; '.join(inputs)}; every difference of their artifacts may come from that. Give both the "
+                        "same files (a checkpoint of model.kind=path copied from one machine to the other), or pass "
+                        "force=true to compare them anyway")
     return diffs
+
+
+def input_differences(a: RunManifest, b: RunManifest) -> list[str]:
+    """'the checkpoint's content (digest 24ee7fb2d1a0 vs 5c1d...)' for each input the two runs recorded with other
+    content (RunManifest.inputs); none where a run recorded none (written before it was kept)."""
+    if not a.inputs or not b.inputs:
+        return []
+    return [f"the {key}'s content (digest {a.inputs[key][:12]} vs {b.inputs[key][:12]})"
+            for key in sorted(set(a.inputs) & set(b.inputs)) if a.inputs[key] != b.inputs[key]]
+
+
+def inputs_sentence(a: RunManifest, b: RunManifest) -> str:
+    """A verdict's first sentence where the runs read different files (compared with force=true), else ''."""
+    inputs = input_differences(a, b)
+    return (f"Runs {a.label} and {b.label} read different files: {'; '.join(inputs)}: any difference below may come "
+            "from them. " if inputs else "")
 
 
 def _what(config: dict) -> dict:
