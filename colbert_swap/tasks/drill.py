@@ -126,6 +126,12 @@ def run_in_hint(run: RunManifest, args: list[str], cfg=None) -> str:
              and k[4:] in os.environ]  # set here, not in the run: `env -u`
     prefix = (["env", *(f"-u {k}" for k in unset)] if unset else []) + [f"{k}={shlex.quote(v)}" for k, v in
                                                                        variables.items()]
+    imported = Store(cfg.store.root).imported(run.label) if cfg is not None else None
+    if imported:  # made on another machine: record there, in the store it was exported from, and bring it here
+        args = [a for a in args if not a.startswith("store.root=")]
+        where += (f" (on the machine run {run.label} came from, in its store there: it came in bundle "
+                  f"{imported.get('bundle')}; then `python -m colbert_swap task=export run={run.label}` there and "
+                  f"`python -m colbert_swap task=import bundle=... store.root={cfg.store.root}` here)")
     command = " ".join([*prefix, python, "-m", "colbert_swap", *(shlex.quote(a) for a in args)])
     return f"`{command}`{where}"
 

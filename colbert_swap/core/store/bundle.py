@@ -181,6 +181,9 @@ def _export(store: Store, labels: list[str], out: Path, keep: Optional[set[str]]
                      "colbert_swap": _version(), "machine": environment(), "store": str(store.root.resolve()),
                      "primary": manifests[0].label, "runs": runs, "members": members}
             zf.writestr(INDEX, json.dumps(index, indent=1, default=str) + "\n", zipfile.ZIP_DEFLATED)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is the owner's alone; a bundle is made to be shared
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
