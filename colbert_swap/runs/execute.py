@@ -84,7 +84,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         if writer.done:
             progress(f"run {run.label!r} is already captured with this config; nothing to do" if noun == "run" else
                      f"{noun} {run.label!r} already in the store")
-            gone = [n for n, r in writer.manifest.artifacts.items() if not store.blobs.path(r.ref).exists()]
+            gone = list(store.lost(writer.manifest, read=False))
             if gone:
                 progress(f"but {len(gone)} of its artifact files are missing from the store ({', '.join(gone[:3])}"
                          f"{', ...' if len(gone) > 3 else ''}): python -m colbert_swap task=repair run={run.label}")

@@ -42,19 +42,8 @@ SCRATCH = ".repair"  # NAME.repair: the scratch run the stages compute in
 def lost(store: Store, run: RunManifest) -> dict[str, str]:
     """Artifact -> 'missing' or 'damaged' for every artifact of `run` whose blob file is not its content (not those
     the bundle it was imported from left out: `Store.left_out`)."""
-    out = {}
-    absent = store.left_out(run.label)
-    for name, record in run.artifacts.items():
-        path = store.blobs.path(record.ref)
-        if not path.exists():
-            if name not in absent:
-                out[name] = "missing"
-            continue
-        try:
-            store.blobs.get(record.ref, what=f"run {run.label!r} artifact {name!r}")
-        except UserError:
-            out[name] = "damaged"
-    return out
+    return {name: "missing" if why.endswith("is missing from the store") else "damaged"
+            for name, why in store.lost(run).items()}
 
 
 def why_not_here(store: Store, run: RunManifest, name: str) -> str | None:

@@ -34,15 +34,10 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
         except UserError as exc:
             found.append(str(exc))
             continue
-        absent = store.left_out(label)
-        for name, record in manifest.artifacts.items():
-            if name in absent and not store.blobs.path(record.ref).exists():
-                continue  # not in this store by choice (by_choice)
-            refs[record.ref.hash] = record.ref
-            try:
-                store.blobs.get(record.ref, what=f"run {label!r} artifact {name!r}")
-            except UserError as exc:
-                found.append(f"{exc}: `python -m colbert_swap task=repair run={label}` computes it again")
+        absent = set(absent_by_choice(store, label))  # not in this store by choice (by_choice)
+        refs.update({r.ref.hash: r.ref for n, r in manifest.artifacts.items() if n not in absent})
+        found += [f"{why}: `python -m colbert_swap task=repair run={label}` computes it again"
+                  for why in store.lost(manifest).values()]
         if not manifest.complete:
             kind = manifest.origin.kind
             found.append(f"run {label!r} is incomplete (a {kind} that stopped): run the same command to resume it, "

@@ -152,5 +152,23 @@ class Store:
         """The artifacts of run `label` whose bytes the bundle it was imported from did not carry (empty when none)."""
         return {str(n) for n in ((self.imported(label) or {}).get("left_out") or [])}
 
+    def lost(self, manifest: RunManifest, read: bool = True) -> dict[str, str]:
+        """Artifact -> why its file is not its content, for every artifact of `manifest` that the store cannot give:
+        the message of a file that is missing or (with `read`: each file read and checked against its hash) does
+        not match. Not those the bundle the run was imported from left out (`left_out`): absent by choice."""
+        out: dict[str, str] = {}
+        absent = self.left_out(manifest.label)
+        for name, record in manifest.artifacts.items():
+            path = self.blobs.path(record.ref)
+            if not path.exists() and not self.blobs.unwritten(record.ref):
+                if name not in absent:
+                    out[name] = f"run {manifest.label!r} artifact {name!r}: file {path} is missing from the store"
+            elif read:
+                try:
+                    self.blobs.get(record.ref, what=f"run {manifest.label!r} artifact {name!r}")
+                except UserError as exc:
+                    out[name] = str(exc)
+        return out
+
     def blob_files(self) -> list[Path]:
         return sorted(p for p in self.blobs.root.glob("*/*") if p.is_file()) if self.blobs.root.exists() else []
