@@ -94,8 +94,11 @@ def _import(store: Store, path: Path, label: str | None) -> list[str]:
     for label in summary.skipped:
         print(f"run {named(label)}: already there, the same manifest: skipped")
     print(f"from {summary.bundle.name}, exported on: {machine(summary.machine)}")
-    print(f"blobs: {summary.blobs_written:,} written, {summary.blobs_present:,} already in the store "
-          f"({summary.bytes_written / 2**20:.1f} MiB written in {summary.seconds:.1f} s)")
+    if summary.imported:
+        print(f"blobs: {summary.blobs_written:,} written, {summary.blobs_present:,} already in the store "
+              f"({summary.bytes_written / 2**20:.1f} MiB written in {summary.seconds:.1f} s)")
+    else:
+        print("nothing written: every run of the bundle is in the store already")
     for label, left in summary.left_out.items():
         print(f"run {label!r}: the bundle left out the bytes of {proof.plural(len(left), 'artifact')} "
               f"({', '.join(left[:8])}{' ...' if len(left) > 8 else ''}): not in this store by choice")
