@@ -339,7 +339,7 @@ def announce_extensions(what: str, device: str, log: Path, progress) -> None:
 
     names = EXTENSIONS[f"{what}-{'cuda' if device == 'cuda' else 'cpu'}"]
     clear_stale_locks(names, progress)
-    missing = []
+    missing, stale = [], []
     for name in names:
         try:
             folder = Path(_get_build_directory(name, verbose=False))
@@ -347,8 +347,34 @@ def announce_extensions(what: str, device: str, log: Path, progress) -> None:
             return
         if not any(folder.glob("*.so")):
             missing.append(name)
+        elif stale_build(folder):
+            stale.append((name, stale_build(folder)))
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(_get_build_directory(names[0], verbose=False)).parent)
     if missing:
-        root = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(_get_build_directory(missing[0], verbose=False)).parent)
         progress(f"compiling colbert-ai's C++ extension{'s' if len(missing) > 1 else ''} {', '.join(missing)} (once per "
                  f"torch version, ~30-60 s each; cached in {root}, set TORCH_EXTENSIONS_DIR to keep them elsewhere); "
                  f"compiler output: {log}")
+    for name, why in stale:
+        progress(f"compiling colbert-ai's C++ extension {name} again (~30-60 s): the build in {root} was made by "
+                 f"{why}, and torch rebuilds it for this one (give each torch installation its own "
+                 f"TORCH_EXTENSIONS_DIR to keep both); compiler output: {log}")
+
+
+def stale_build(folder: Path) -> str | None:
+    """Why torch will compile extension `folder` again although its library is there: its build.ninja was
+    written for another torch installation (torch's include path differs, and ninja then rebuilds: a folder shared
+    by two venvs of one torch version is compiled again at every switch, issue 33); None when it was not."""
+    import re
+
+    from torch.utils.cpp_extension import include_paths
+
+    try:
+        text = (folder / "build.ninja").read_text(errors="replace")
+    except OSError:
+        return None
+    here = include_paths()[0]
+    if here in text:
+        return None
+    found = re.search(r"-isystem (\S+?)/include\b", text)
+    return f"another torch installation ({found.group(1) if found else 'another include path'}; this one: " \
+           f"{here.removesuffix('/include')})"
