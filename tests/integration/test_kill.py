@@ -78,8 +78,10 @@ def test_an_interrupt_is_one_line_and_leaves_no_process_behind(tmp_path, how):
             *[o for o in TINY if not o.startswith("collection.num_passages=")], "collection.num_passages=480",
             "index.tokenizer_processes=2", "index.chunksize=30"]
     manifest = tmp_path / "runs" / "ctrl-c" / "manifest.json"
+    # SIGINT as a terminal's process has it: a test run started in the background by a shell without job control
+    # (`pytest &`, CI runners) ignores SIGINT and passes that on, and Python then leaves it ignored
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     workers: list[int] = []
     while proc.poll() is None and time.monotonic() < deadline and not (artifacts_stored(manifest) >= 3 and workers):
