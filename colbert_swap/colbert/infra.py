@@ -347,8 +347,8 @@ def announce_extensions(what: str, device: str, log: Path, progress) -> None:
             return
         if not any(folder.glob("*.so")):
             missing.append(name)
-        elif stale_build(folder):
-            stale.append((name, stale_build(folder)))
+        elif why := stale_build(folder):
+            stale.append((name, why))
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(_get_build_directory(names[0], verbose=False)).parent)
     if missing:
         progress(f"compiling colbert-ai's C++ extension{'s' if len(missing) > 1 else ''} {', '.join(missing)} (once per "

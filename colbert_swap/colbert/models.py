@@ -111,7 +111,7 @@ def content_digest(path: Path) -> str:
     import xxhash
 
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    key = (str(path), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    key = (str(path), *((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),)))
     if key not in _DIGESTS:
         h = xxhash.xxh3_128()
         for f in files:

@@ -117,8 +117,7 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
         if ((a.dtype, a.kind) != (b.dtype, b.kind) or not same_width) and not cfg.force:
             raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
-    absent = sorted(n for n in store.left_out(source.label) & set(injected)
-                    if not store.blobs.path(source.artifacts[n].ref).exists())
+    absent = sorted(store.absent_by_choice(source, injected))
     if absent:
         raise UserError(f"cannot inject {', '.join(absent)} from run {source.label!r}: it was imported from a bundle "
                         f"that left out their bytes ({(store.imported(source.label) or {}).get('bundle')}); import one "

@@ -34,7 +34,7 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
         except UserError as exc:
             found.append(str(exc))
             continue
-        absent = set(absent_by_choice(store, label))  # not in this store by choice (by_choice)
+        absent = store.absent_by_choice(manifest)  # not in this store by choice (by_choice)
         refs.update({r.ref.hash: r.ref for n, r in manifest.artifacts.items() if n not in absent})
         found += [f"{why}: `python -m colbert_swap task=repair run={label}` computes it again"
                   for why in store.lost(manifest).values()]
@@ -56,12 +56,12 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
 
 def absent_by_choice(store: Store, label: str) -> list[str]:
     """The artifacts of run `label` whose files are not here because the bundle it was imported from left them out."""
-    absent = store.left_out(label)
+    if not store.left_out(label):
+        return []
     try:
-        artifacts = store.load(label).artifacts if absent else {}
+        return sorted(store.absent_by_choice(store.load(label)))
     except UserError:
         return []  # a problem of its own
-    return sorted(n for n in absent if n in artifacts and not store.blobs.path(artifacts[n].ref).exists())
 
 
 def by_choice(store: Store, labels: list[str] | None = None) -> list[str]:

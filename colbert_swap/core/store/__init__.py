@@ -7,7 +7,7 @@ import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from colbert_swap.core.console import console
 from colbert_swap.errors import UserError
@@ -96,7 +96,7 @@ class Store:
         if artifact not in manifest.artifacts:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
         ref = manifest.artifacts[artifact].ref
-        if artifact in self.left_out(manifest.label) and not self.blobs.path(ref).exists():
+        if self.absent_by_choice(manifest, (artifact,)):
             bundle = (self.imported(manifest.label) or {}).get("bundle")
             raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its bytes are not in this store (the bundle "
                             f"{bundle} it was imported from left them out): import a bundle that carries them "
@@ -152,17 +152,25 @@ class Store:
         """The artifacts of run `label` whose bytes the bundle it was imported from did not carry (empty when none)."""
         return {str(n) for n in ((self.imported(label) or {}).get("left_out") or [])}
 
+    def absent_by_choice(self, manifest: RunManifest, names: Iterable[str] | None = None) -> set[str]:
+        """The artifacts of `manifest` (of `names`, when given) whose files are not here because the bundle the run
+        was imported from left their bytes out (`left_out`): not in this store by choice, not lost."""
+        chosen = self.left_out(manifest.label)
+        return {n for n in (chosen if names is None else chosen & set(names))
+                if n in manifest.artifacts and not self.blobs.path(manifest.artifacts[n].ref).exists()}
+
     def lost(self, manifest: RunManifest, read: bool = True) -> dict[str, str]:
         """Artifact -> why its file is not its content, for every artifact of `manifest` that the store cannot give:
         the message of a file that is missing or (with `read`: each file read and checked against its hash) does
-        not match. Not those the bundle the run was imported from left out (`left_out`): absent by choice."""
+        not match. Not those absent by choice (`absent_by_choice`)."""
         out: dict[str, str] = {}
-        absent = self.left_out(manifest.label)
+        absent = self.absent_by_choice(manifest)
         for name, record in manifest.artifacts.items():
             path = self.blobs.path(record.ref)
+            if name in absent:
+                continue
             if not path.exists() and not self.blobs.unwritten(record.ref):
-                if name not in absent:
-                    out[name] = f"run {manifest.label!r} artifact {name!r}: file {path} is missing from the store"
+                out[name] = f"run {manifest.label!r} artifact {name!r}: file {path} is missing from the store"
             elif read:
                 try:
                     self.blobs.get(record.ref, what=f"run {manifest.label!r} artifact {name!r}")

@@ -135,10 +135,9 @@ def _export(store: Store, labels: list[str], out: Path, keep: Optional[set[str]]
     blobs: dict[str, BlobRef] = {}
     whose: dict[str, tuple[str, str]] = {}  # blob hash -> the run and what of it points at it, for messages
     for manifest in manifests:
-        absent = store.left_out(manifest.label)  # imported here without their bytes: none to pass on
+        absent = store.absent_by_choice(manifest)  # imported here without their bytes: none to pass on
         for name, ref in blob_refs(manifest):
-            if name is None or ((keep is None or name in keep)
-                                and not (name in absent and not store.blobs.path(ref).exists())):
+            if name is None or ((keep is None or name in keep) and name not in absent):
                 blobs[ref.hash] = ref
                 whose.setdefault(ref.hash, (manifest.label, f"artifact {name!r}" if name else "a generator state"))
     left = {m.label: sorted(n for n, r in m.artifacts.items() if r.ref.hash not in blobs) for m in manifests}

@@ -212,6 +212,7 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
     names = names if names is not None else shared_artifacts(store, a, b)
     results = []
     said = time.perf_counter()
+    absent = {run.label: store.absent_by_choice(run) for run in (a, b)}  # imported without their bytes
     for i, name in enumerate(names):
         if progress is not None and time.perf_counter() - said >= PROGRESS_EVERY:
             progress(f"comparing {a.label!r} with {b.label!r}: {i}/{len(names)} artifacts, now {name}")
@@ -224,9 +225,9 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         facts = DAG.facts(name)
         chosen = comparator(facts)
         reads = chosen.reads(facts)
-        absent = _left_out(store, (a, b), (name, *reads))
-        if absent and ra is not None and rb is not None:
-            results.append(unread(name, ra.ref, rb.ref, stage, absent))
+        unreadable = [f"{run.label}'s `{n}`" for run in (a, b) for n in sorted(absent[run.label] & {name, *reads})]
+        if unreadable and ra is not None and rb is not None:
+            results.append(unread(name, ra.ref, rb.ref, stage, unreadable))
             continue
         key = (*_memo_key(name, stage, ra, rb, a, b, reads), tol.key()) if memo is not None and ra and rb else None
         if key is not None and key in memo:
@@ -240,12 +241,6 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
             memo[key] = results[-1]
     return RunComparison(a.label, b.label, tuple(results), tol,
                          tuple(config_differences(_how_free(a.config), _how_free(b.config))))
-
-
-def _left_out(store: Store, runs: tuple[RunManifest, ...], names: tuple[str, ...]) -> list[str]:
-    """'RUN's `NAME`' for each of `names` whose bytes a run was imported without (its bundle left them out)."""
-    return [f"{run.label}'s `{n}`" for run in runs for n in sorted(store.left_out(run.label) & set(names))
-            if n in run.artifacts and not store.blobs.path(run.artifacts[n].ref).exists()]
 
 
 def unread(name: str, a: BlobRef, b: BlobRef, stage: str, absent: list[str]) -> Comparison:
