@@ -34,6 +34,7 @@ from colbert_swap.core.engine import Engine
 from colbert_swap.core.store import ArtifactRecord, RunManifest, Store
 from colbert_swap.core.store.origin import Origin
 from colbert_swap.core.store.run import RunWriter, Write, open_run
+from colbert_swap.errors import UserError
 
 __all__ = ["Overrides", "Plan", "Policy", "RunSpec", "Write", "execute", "plan"]
 
@@ -94,7 +95,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
         resources = Resources(cfg, store, store.run_dir(run.label), progress)
         if before is not None:
             before(resources)
-        writer.set_inputs(resources.input_digests())  # the checkpoint and collection it computes from, here
+        _record_inputs(writer, resources.input_digests())
         engine = Engine(writer, resources, progress)
         the_plan = _plan(writer, engine, cfg, targets)
         for name in policy.replace:
@@ -116,6 +117,22 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
             writer.save()
             return writer.manifest
         return writer.finish()
+
+
+def _record_inputs(writer: RunWriter, digests: dict) -> None:
+    """The checkpoint and collection the run computes from, here: kept in a new run; a run resumed or extended (a
+    search added to it) must read the very files it recorded, or its artifacts would come from two models."""
+    recorded = writer.manifest.inputs
+    if recorded is None:
+        writer.set_inputs(digests)
+        return
+    differ = [key for key in sorted(set(recorded) & set(digests)) if recorded[key] != digests[key]]
+    if differ:
+        raise UserError(f"run {writer.manifest.label!r} was computed from other files than this store holds (the "
+                        + "; ".join(f"{key}'s content: digest {recorded[key][:12]} recorded, {digests[key][:12]} here"
+                                    for key in differ)
+                        + "): its artifacts would come from two models or collections. Capture it here under another "
+                          "name (run=NAME), or give this store the files it was made from")
 
 
 def _code_policy(store: Store, run: RunSpec, policy: Policy, progress) -> Policy:

@@ -63,3 +63,21 @@ def test_runs_that_read_other_files_under_one_config_are_refused_unless_forced(t
         compare(cfg("task=compare", "source=a", "target=b"), store)
     forced = compare(cfg("task=compare", "source=a", "target=b", "force=true"), store)
     assert forced.verdict.startswith("Runs a and b read different files: the checkpoint's content")
+
+
+def test_a_run_is_not_extended_from_other_files_than_it_recorded(tmp_path):
+    """A search added to a complete run (or a resume) reads the checkpoint again: from other files than the run
+    recorded, its new artifacts would come from another model, so it is refused and the record kept."""
+    from colbert_swap.tasks import run
+
+    root = tmp_path / "store"
+    cfg = lambda *o: make_cfg(f"store.root={root}", *TINY, f"out_dir={tmp_path / 'out'}", *o)  # noqa: E731
+    capture(cfg("run=c"), progress=quiet_progress)
+    store = Store(root)
+    recorded = store.load("c")
+    recorded.inputs = {**recorded.inputs, "checkpoint": "0" * 32}  # as if made from another machine's checkpoint
+    store.save(recorded)
+    with pytest.raises(UserError, match=r"run 'c' was computed from other files than this store holds \(the "
+                                        r"checkpoint's content: digest 000000000000 recorded, [0-9a-f]{12} here\)"):
+        run(cfg("task=search", "run=c", "search.num_queries=4"))
+    assert store.load("c").inputs["checkpoint"] == "0" * 32 and "ranked_pids" not in store.load("c").artifacts
