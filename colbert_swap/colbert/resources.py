@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from colbert_swap.colbert import infra
 from colbert_swap.colbert import tokenizer_pool
+from colbert_swap.colbert.extensions import share_builds
 from colbert_swap.config import IndexConfig, PerturbConfig, SearchConfig
 from colbert_swap.colbert.corpus import Corpus, load_corpus
 from colbert_swap.colbert.models import checkpoint_path, content_digest
@@ -102,7 +103,7 @@ class Resources:
     @cached_property
     def _model(self):
         amp = self.index.amp if self.perturb.autocast is None else self.perturb.autocast
-        infra.announce_extensions("capture", self.device, self.log, self.progress)
+        share_builds("capture", self.log, self.progress)
         self.progress("building the model (colbert-ai's Checkpoint)")
         return infra.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
                                            self.cfg.seed, self.device, self.log, self.perturb)

@@ -389,10 +389,35 @@ def extensions_dir(spec: EnvSpec, python: str) -> Path:
     torch, py = runtime_versions(spec, python)
     key = f"torch-{torch or 'none'}-py{py}"
     if spec.python == "current":
-        default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
-        return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default) / key
+        return torch_extensions_here() / key
     folder = Path(python).parent.parent
     return folder.parent / "torch_extensions" / key / folder.name
+
+
+SHARED_EXTENSIONS = "COLBERT_SWAP_SHARED_EXTENSIONS"  # colbert/extensions.py's shared builds
+
+
+def shared_extensions_dir(spec: EnvSpec, python: str) -> Path:
+    """Where the extensions built in one venv are kept for every venv of the same torch build, Python and compiler
+    (colbert/extensions.py `share_builds`; the folders inside name the three): `<env cache>/torch_extensions/shared`,
+    and for `python: current` this process's (`shared_extensions_here`)."""
+    if spec.python == "current":
+        return shared_extensions_here()
+    return Path(python).parent.parent.parent / "torch_extensions" / "shared"
+
+
+def shared_extensions_here() -> Path:
+    """This process's shared extension builds: $COLBERT_SWAP_SHARED_EXTENSIONS (a study's command sets it to the
+    env cache's), else `shared` inside $TORCH_EXTENSIONS_DIR (or torch's default, ~/.cache/torch_extensions)."""
+    if os.environ.get(SHARED_EXTENSIONS):
+        return Path(os.environ[SHARED_EXTENSIONS])
+    return torch_extensions_here() / "shared"
+
+
+def torch_extensions_here() -> Path:
+    """torch's extension folder in this process: $TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch_extensions"
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default)
 
 
 def command_env(spec: EnvSpec, python: Optional[str] = None) -> dict:
@@ -413,6 +438,7 @@ def command_env(spec: EnvSpec, python: Optional[str] = None) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     if python:
         env["TORCH_EXTENSIONS_DIR"] = str(extensions_dir(spec, python))
+        env[SHARED_EXTENSIONS] = str(shared_extensions_dir(spec, python))
     env.update({k: str(v) for k, v in spec.env.items()})
     env["HF_HUB_OFFLINE"] = "1"
     env["COLBERT_SWAP_ENV"] = spec.name  # a run names the spec it was computed in (provenance "environment")

@@ -76,12 +76,12 @@ def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message
 
 def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
     """Add the search artifacts to `run` (replacing others), computed here by the engine."""
-    from colbert_swap.colbert import infra
+    from colbert_swap.colbert.extensions import share_builds
     from colbert_swap.runs.execute import Policy, RunSpec, Write, execute, plan
     from colbert_swap.runs.replay import run_config
 
     def starting(resources) -> None:
-        infra.announce_extensions("search", resources.device, resources.log, progress)
+        share_builds("search", resources.log, progress)
         progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
                  f"{resources.log})")
 
