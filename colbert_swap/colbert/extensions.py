@@ -48,16 +48,15 @@ def clear_stale_locks(names: Iterable[str], progress: Callable[[str], None], now
     return removed
 
 
-# colbert-ai's modules that compile an extension (each does `from torch.utils.cpp_extension import load`), by what
-# needs them: a capture (the model; the codec on a GPU) and a search (the scorer and its strided tensors too).
-MODULES = {"capture": ("colbert.modeling.colbert", "colbert.indexing.codecs.residual"),
-           "search": ("colbert.modeling.colbert", "colbert.indexing.codecs.residual", "colbert.search.index_storage",
-                      "colbert.search.strided_tensor")}
+# colbert-ai's modules that compile an extension (each does `from torch.utils.cpp_extension import load`): the model,
+# the codec (on a GPU), the search's scorer and its strided tensors. A capture that searches loads all of them
+# (the modeling module imports the search ones already).
+MODULES = ("colbert.modeling.colbert", "colbert.indexing.codecs.residual", "colbert.search.index_storage",
+           "colbert.search.strided_tensor")
 
 
-def share_builds(what: str, log: Path, progress: Callable[[str], None]) -> None:
-    """Make colbert-ai's extensions (those a `what` = capture | search loads) compile once per torch build, Python
-    and compiler, and load from `shared_extensions_here()` in every venv that has the same three (issue 33).
+def share_builds(log: Path, progress: Callable[[str], None]) -> None:
+    """Make colbert-ai's extensions compile once per torch build, Python and compiler, and load from `shared_extensions_here()` in every venv that has the same three (issue 33).
 
     torch compiles an extension in a folder of its own and compiles again whenever the build command changes,
     and the command holds the venv's own paths (its torch include folder, colbert-ai's source): a venv of the
@@ -69,7 +68,7 @@ def share_builds(what: str, log: Path, progress: Callable[[str], None]) -> None:
     import importlib
 
     _ANNOUNCE[:] = [progress, log]
-    for name in MODULES[what]:
+    for name in MODULES:
         module = importlib.import_module(name)
         if not isinstance(module.load, SharedLoad):
             module.load = SharedLoad(module.load)

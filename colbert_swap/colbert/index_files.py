@@ -12,10 +12,51 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import ujson
+
+from colbert_swap.core.dag import template
+from colbert_swap.errors import UserError
+
+# The artifacts colbert-ai's index files are written from: every `get(...)` of `write_index` below
+# (tests/unit/test_bundle.py reads that function and holds this list to it). A bundle of `artifacts=index` carries
+# their bytes, and a capture of `store.keep=index` keeps them.
+INDEX_ARTIFACTS = ("num_passages", "num_partitions", "num_embeddings_est", "avg_doclen_est", "centroids",
+                   "avg_residual", "bucket_cutoffs", "bucket_weights", "codes.N", "residuals.N", "doclens.N",
+                   "ivf_pid", "ivf_pid_lengths", "num_embeddings")
+SMALL_BYTES = 1 << 20  # store.keep=index keeps every tensor up to this size too: they cost nothing to keep
+
+
+def index_artifact(name: str, kind: str) -> bool:
+    """One of the index's artifacts (INDEX_ARTIFACTS), or a JSON artifact (a count, a list of ids)."""
+    return template(name) in INDEX_ARTIFACTS or kind == "json"
+
+
+def keeper(value, known: Iterable[str]) -> Callable[[str, object], bool] | None:
+    """store.keep as a capture's predicate over (artifact name, value): None keeps every artifact's bytes (`all`);
+    `index` keeps the index's artifacts, every JSON one and every tensor of at most SMALL_BYTES, and a list
+    (keep=[index,embs]) keeps the artifacts it names beside those (embs: every embs.N). `known`: the artifact
+    templates the stages make (a name none of them makes is refused, with the close ones)."""
+    import difflib
+
+    names = [str(value)] if isinstance(value, str) else [str(v) for v in value or []]
+    if not names or "all" in names:
+        return None
+    known = {template(n).removesuffix(".N") for n in known}
+    more = {n.removesuffix(".N") for n in names if n != "index"}
+    for name in sorted(more - known):
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"store.keep={name!r}: no stage makes an artifact of that name.{hint} Use all, index or "
+                        "artifact names (`python -m colbert_swap task=stages` lists them)")
+
+    def keep(name: str, value) -> bool:
+        if not isinstance(value, torch.Tensor) or index_artifact(name, "tensor"):
+            return True
+        return template(name).removesuffix(".N") in more or value.numel() * value.element_size() <= SMALL_BYTES
+    return keep
 
 def write_index(dest: Path, get: Callable[[str], object], colbert_config, num_chunks: int) -> Path:
     """`get(name)` returns an artifact; chunks are read one at a time. The directory appears whole."""

@@ -103,7 +103,7 @@ class Resources:
     @cached_property
     def _model(self):
         amp = self.index.amp if self.perturb.autocast is None else self.perturb.autocast
-        share_builds("capture", self.log, self.progress)
+        share_builds(self.log, self.progress)
         self.progress("building the model (colbert-ai's Checkpoint)")
         return infra.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
                                            self.cfg.seed, self.device, self.log, self.perturb)

@@ -103,9 +103,11 @@ class Engine:
         """`other` ran this node on the very same inputs (by hash), with the same config and starting random
         state, in this very environment, with the very code this process runs for its stage (the code hash its
         records keep): its outputs are this node's outputs. Outputs computed elsewhere, by other code or by code
-        not recorded (runs written before it was kept), are never reused."""
+        not recorded (runs written before it was kept), are never reused; nor are outputs whose bytes are not in
+        the store (a capture that kept their hash only, store.keep): a later stage could not read them."""
         return self._same_but_code(node, other, rng_states) and \
-            all(other.artifacts[o].code == self.code(node) for o in node.outputs)
+            all(other.artifacts[o].code == self.code(node) for o in node.outputs) and \
+            not self.store.absent_by_choice(other, node.outputs)
 
     def _same_but_code(self, node: Node, other: RunManifest | None, rng_states: dict | None) -> bool:
         """`reusable` but for the code: same inputs, config, starting random state and environment."""

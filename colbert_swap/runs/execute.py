@@ -21,7 +21,7 @@ its manifest: `plan(store, manifest)` (colbert_swap/colbert/plan.py) reads it. E
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from colbert_swap.colbert.index_files import write_index
 from colbert_swap.colbert.plan import Plan, plan
@@ -66,6 +66,7 @@ class Policy:
     rng: dict | None = field(default=None, hash=False)  # node -> generator state at its start
     index: bool = True  # write colbert-ai's index files when an indexing node computed
     replace: Sequence[str] = ()  # Write.EXTEND: artifacts (and their nodes' generator states) removed first
+    keep: Callable[[str, Any], bool] | None = field(default=None, hash=False)  # store.keep: (name, value) -> its bytes
 
 
 def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, overrides: Overrides | None = None,
@@ -92,6 +93,7 @@ def execute(cfg, store: Store, run: RunSpec, targets: Iterable[str] = INDEXING, 
             return writer.manifest
         if writer.resumed and policy.write is not Write.EXTEND:
             progress(f"resuming {noun} {run.label!r}: {len(writer.manifest.artifacts)} artifact(s) already stored")
+        writer.keep = policy.keep
         resources = Resources(cfg, store, store.run_dir(run.label), progress)
         if before is not None:
             before(resources)
@@ -214,3 +216,16 @@ def _nodes(the_plan: Plan, targets: Sequence[str]) -> list[Node]:
         wanted = set(DAG.expand(names, the_plan.num_chunks, the_plan.options))
         nodes += [n for n in the_plan.nodes(PHASES) if wanted & set(n.outputs) and n not in nodes]
     return nodes
+
+
+def run_config(cfg, manifest: RunManifest):
+    """This invocation's config with the run's own model/collection/index/perturb/seed (a knob a run recorded
+    before it existed, perturb.threads, is the run's null, not this command line's)."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(cfg, manifest.config)
+    recorded = manifest.config.get("perturb") or {}
+    for knob in ("threads", "noise"):
+        if knob not in recorded and OmegaConf.select(merged, f"perturb.{knob}", default=None) is not None:
+            merged.perturb[knob] = None
+    return merged

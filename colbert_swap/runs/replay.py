@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import difflib
 
-from omegaconf import OmegaConf
-
 from colbert_swap.colbert.stages import DAG
 from colbert_swap.colbert.stages.search import searched
 from colbert_swap.config import capture_options
@@ -19,7 +17,8 @@ from colbert_swap.core.store import RunManifest, Store, check_label
 from colbert_swap.core.store.origin import Replay
 from colbert_swap.env.provenance import describe_changes, env_id, run_environment
 from colbert_swap.errors import UserError
-from colbert_swap.runs.execute import Overrides, Policy, RunSpec, execute, plan
+from colbert_swap.runs.execute import Overrides, Policy, RunSpec, execute, plan, run_config
+from colbert_swap.runs.recompute import materialize
 
 
 def as_names(inject) -> list[str]:
@@ -81,17 +80,6 @@ def replay_label(target: str, names: list[str], source: str) -> str:
     return check_label(f"{target}+{'+'.join(names)}@{source}")
 
 
-def run_config(cfg, manifest: RunManifest):
-    """This invocation's config with the run's own model/collection/index/perturb/seed (a knob a run recorded
-    before it existed, perturb.threads, is the run's null, not this command line's)."""
-    merged = OmegaConf.merge(cfg, manifest.config)
-    recorded = manifest.config.get("perturb") or {}
-    for knob in ("threads", "noise"):
-        if knob not in recorded and OmegaConf.select(merged, f"perturb.{knob}", default=None) is not None:
-            merged.perturb[knob] = None
-    return merged
-
-
 def _missing(run: RunManifest, name: str) -> str:
     """Why `run` lacks artifact `name`, with what makes it."""
     if DAG.producer(name).phase == "search" and not searched(run):
@@ -117,6 +105,11 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
         if ((a.dtype, a.kind) != (b.dtype, b.kind) or not same_width) and not cfg.force:
             raise UserError(f"cannot inject {name!r}: source {source.label!r} has {a.dtype} {list(a.shape or [])}, "
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
+    needed = _read_from_target(target, injected, num_chunks)
+    for run, names_read in ((source, injected), (target, needed)):
+        for name, why in materialize(cfg, store, run, names_read, progress).items():
+            raise UserError(f"cannot replay: run {run.label!r} kept only the hash of {name!r} (store.keep), and its "
+                            f"bytes cannot be computed again here: {why}")
     absent = sorted(store.absent_by_choice(source, injected))
     if absent:
         raise UserError(f"cannot inject {', '.join(absent)} from run {source.label!r}: it was imported from a bundle "
@@ -128,6 +121,14 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
         progress(note)
     label = label or replay_label(target.label, names, source.label)
     return _replay(cfg, store, target, source, injected, names, num_chunks, label, progress)
+
+
+def _read_from_target(target: RunManifest, injected: list[str], num_chunks: int) -> set[str]:
+    """The target's artifacts that the stages a replay recomputes read (the inputs of the stages downstream of
+    `injected` that none of them makes): their bytes must be in the store."""
+    nodes = DAG.downstream_of(injected, num_chunks, phases(target), options(target))
+    made = {o for n in nodes for o in n.outputs}
+    return {i for n in nodes for i in n.input_names()} - made - set(injected)
 
 
 def phases(run: RunManifest) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ def check_environment(run: RunManifest) -> None:
 
 def ensure_searched(cfg, store: Store, run: RunManifest, progress=lambda message: None) -> RunManifest:
     """`run` with search artifacts for this invocation's search settings (computed as the run was made)."""
-    from colbert_swap.runs.replay import run_config
+    from colbert_swap.runs.execute import run_config
     from colbert_swap.colbert.resources import Resources
 
     wanted = _query_texts(Resources(run_config(cfg, run), store, store.run_dir(run.label)))
@@ -78,10 +78,10 @@ def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
     """Add the search artifacts to `run` (replacing others), computed here by the engine."""
     from colbert_swap.colbert.extensions import share_builds
     from colbert_swap.runs.execute import Policy, RunSpec, Write, execute, plan
-    from colbert_swap.runs.replay import run_config
+    from colbert_swap.runs.execute import run_config
 
     def starting(resources) -> None:
-        share_builds("search", resources.log, progress)
+        share_builds(resources.log, progress)
         progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
                  f"{resources.log})")
 
@@ -94,7 +94,7 @@ def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
 def _synthetic(cfg, store: Store, run: RunManifest, stored: dict) -> bool:
     """`stored` are the synthetic queries of this run's collection and seed (search.num_queries of them)."""
     from colbert_swap.colbert.resources import Resources
-    from colbert_swap.runs.replay import run_config
+    from colbert_swap.runs.execute import run_config
 
     config = run_config(cfg, run)
     config.search.num_queries = len(stored["texts"])
@@ -132,7 +132,7 @@ def _search_elsewhere(cfg, store: Store, run: RunManifest, exc: ElsewhereError, 
 def retrieval_between(cfg, store: Store, a: RunManifest, b: RunManifest):
     """The retrieval verdict of b against a (colbert_swap.colbert.retrieval.RetrievalVerdict), when both runs were
     searched with the same queries at the same depth; None otherwise."""
-    from colbert_swap.runs.replay import run_config
+    from colbert_swap.runs.execute import run_config
     from colbert_swap.colbert.resources import Resources
     from colbert_swap.colbert.retrieval import effectiveness, retrieval_verdict
 

@@ -67,7 +67,7 @@ class Rerunner:
 
     def __init__(self, cfg, store: Store, run: RunManifest, progress: Callable[[str], None] = lambda m: None):
         from colbert_swap.core.engine import Engine
-        from colbert_swap.runs.replay import run_config
+        from colbert_swap.runs.execute import run_config
         from colbert_swap.colbert.resources import Resources
         from colbert_swap.core.store.run import RunWriter
 

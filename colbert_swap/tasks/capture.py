@@ -1,6 +1,7 @@
 """task=capture (the default): run the whole indexing DAG in-process and keep every artifact.
 
     python -m colbert_swap run=a        # then run=b: identical hashes in one environment
+    python -m colbert_swap run=a keep=index   # every hash, but bytes only of the index's and the small artifacts
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from colbert_swap.colbert.index_files import keeper
 from colbert_swap.colbert.resources import Resources
+from colbert_swap.colbert.stages import DAG
 from colbert_swap.config import Config, config_hash, result_config
 from colbert_swap.core.dag import INDEXING
 from colbert_swap.core.store import RunManifest, Store, check_label
@@ -38,7 +41,9 @@ def capture(cfg: Config, progress=None) -> RunManifest:
 
     return execute(cfg, store, RunSpec(label, Capture(), result, config_hash(result)),
                    targets=(*INDEXING, "search") if searching else INDEXING,
-                   policy=Policy(write=Write.NEW, force=cfg.force), progress=progress, before=starting)
+                   policy=Policy(write=Write.NEW, force=cfg.force,
+                                 keep=keeper(cfg.store.keep, DAG.artifact_templates())),
+                   progress=progress, before=starting)
 
 
 def _check_inputs(resources: Resources) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from colbert_swap.runs.recompute import readable
 from colbert_swap.proof.compare.comparators import Status
 from colbert_swap.proof.compare.runs import RunComparison, WholeRun, compare_runs, inputs_sentence, whole_run
 from colbert_swap.proof.report import proof
@@ -78,6 +79,7 @@ class RunsCompared:
 def compare(cfg, store: Store) -> RunsCompared:
     source = source_run(cfg, store)
     target = store.load(target_label(cfg))
+    readable(cfg, store, source, target, progress_printer())
     artifacts = compare_runs(store, source, target, force=cfg.force, tol=tolerance(cfg),
                              progress=progress_printer())
     return RunsCompared(source, target, artifacts, whole_run(store, artifacts, source, target))

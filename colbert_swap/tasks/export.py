@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from colbert_swap.colbert.index_files import index_artifact
 from colbert_swap.core.dag import template
 from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.core.store.bundle import export_bundle
@@ -23,12 +24,6 @@ from colbert_swap.core.store.origin import Drill, Ops, Search
 from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
 from colbert_swap.tasks.common import progress_printer
-
-# The artifacts colbert-ai's index files are written from: every `get(...)` of colbert/index_files.py write_index
-# (tests/unit/test_bundle.py reads that function and holds this list to it).
-INDEX_ARTIFACTS = ("num_passages", "num_partitions", "num_embeddings_est", "avg_doclen_est", "centroids",
-                   "avg_residual", "bucket_cutoffs", "bucket_weights", "codes.N", "residuals.N", "doclens.N",
-                   "ivf_pid", "ivf_pid_lengths", "num_embeddings")
 SUFFIX = ".colbert-swap.zip"
 
 
@@ -54,8 +49,7 @@ def kept(value, runs: list[RunManifest]) -> set[str] | None:
     out: set[str] = set()
     for name in names:
         if name == "index":
-            out |= {n for run in runs for n, record in run.artifacts.items()
-                    if template(n) in INDEX_ARTIFACTS or record.ref.kind == "json"}
+            out |= {n for run in runs for n, record in run.artifacts.items() if index_artifact(n, record.ref.kind)}
             continue
         found = {n for n in present if n == name or template(n) == f"{name}.N"}
         if not found:

@@ -18,25 +18,17 @@ some are not, and the report says which and why. The artifacts a bundle left out
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 from colbert_swap.core.store import RunManifest, Store
-from colbert_swap.colbert.plan import plan
-from colbert_swap.core.dag import PHASES
-from colbert_swap.core.store.blobs import BlobRef
-from colbert_swap.core.store.origin import Repair
-from colbert_swap.env.provenance import env_id, run_environment
 from colbert_swap.errors import UserError
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.report import Report, ReportData
 from colbert_swap.proof.report.tables import table
-from colbert_swap.runs.execute import Policy, RunSpec, Write, execute
-from colbert_swap.runs.replay import run_config
+from colbert_swap.runs.recompute import SCRATCH, recompute, why_not_here
 from colbert_swap.tasks.common import finish, progress_printer
 from colbert_swap.tasks.verify import by_choice
 
-SCRATCH = ".repair"  # NAME.repair: the scratch run the stages compute in
 
 
 def lost(store: Store, run: RunManifest) -> dict[str, str]:
@@ -44,24 +36,6 @@ def lost(store: Store, run: RunManifest) -> dict[str, str]:
     the bundle it was imported from left out: `Store.left_out`)."""
     return {name: "missing" if why.endswith("is missing from the store") else "damaged"
             for name, why in store.lost(run).items()}
-
-
-def why_not_here(store: Store, run: RunManifest, name: str) -> str | None:
-    """Why artifact `name` of `run` cannot be computed again here, or None."""
-    record = run.artifacts[name]
-    if record.stage.startswith("inject:"):
-        return f"injected from run {record.stage.split(':', 1)[1]!r}: repair that run"
-    here = env_id(run_environment(run.config))
-    if record.env is not None and record.env != here:
-        return (f"computed in environment {record.env}, this is {here}: run the same command there "
-                "(its bits are that environment's)")
-    node = next(n for n in plan(store, run).nodes(PHASES) if name in n.outputs)
-    if "rng" in node.stage.resources:
-        state = run.rng.get(node.name) or {}
-        refs = [BlobRef(hash=h, kind="tensor" if k == "torch" else "json") for k, h in state.items()]
-        if not refs or any(not store.blobs.path(ref).exists() for ref in refs):
-            return "its stage draws random numbers and the generator state it started from is lost too"
-    return None
 
 
 @dataclass(frozen=True)
@@ -84,22 +58,7 @@ def repair(cfg, store: Store, run: RunManifest, progress) -> Repaired:
     refilled, differ = [], {}
     if wanted:
         progress(f"computing again {proof.describe(wanted)} of run {run.label!r} ({len(wanted)} lost file(s))")
-        scratch = run.label + SCRATCH
-        try:
-            again = execute(run_config(cfg, run), store,
-                            RunSpec(scratch, Repair(source=run.label), run.config, run.config_hash),
-                            targets=wanted, policy=Policy(write=Write.FRESH, base=run, rng=dict(run.rng),
-                                                          index=False, replace=wanted), progress=progress)
-            for name in wanted:
-                theirs, ours = run.artifacts[name].ref.hash, again.artifacts[name].ref.hash
-                if theirs == ours:
-                    refilled.append(name)
-                else:
-                    differ[name] = (f"computed again here it gives other bits ({ours[:12]} where the run recorded "
-                                    f"{theirs[:12]}): its stage does not repeat itself here "
-                                    f"(python -m colbert_swap task=determinism run={run.label})")
-        finally:
-            shutil.rmtree(store.run_dir(run.label + SCRATCH), ignore_errors=True)
+        refilled, differ = recompute(cfg, store, run, wanted, progress)
     return Repaired(run.label, gone, refilled, {**refused, **differ})
 
 

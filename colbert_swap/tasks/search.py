@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from colbert_swap.proof.compare.runs import RunComparison, compare_runs
 from colbert_swap.errors import UserError
-from colbert_swap.runs.replay import as_names, replay, run_config
+from colbert_swap.runs.execute import run_config
+from colbert_swap.runs.replay import as_names, replay
 from colbert_swap.proof.report import proof
 from colbert_swap.proof.report.plots import retrieval_per_query
 from colbert_swap.proof.report.report import Report, ReportData

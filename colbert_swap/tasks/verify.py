@@ -54,25 +54,32 @@ def problems(store: Store) -> tuple[list[str], list[str], int]:
     return found, orphans, len(refs)
 
 
-def absent_by_choice(store: Store, label: str) -> list[str]:
-    """The artifacts of run `label` whose files are not here because the bundle it was imported from left them out."""
-    if not store.left_out(label):
-        return []
+def absent_by_choice(store: Store, label: str) -> tuple[list[str], list[str]]:
+    """The artifacts of run `label` whose files are not here by choice: (those its capture kept only the hash of,
+    those the bundle it was imported from left out)."""
     try:
-        return sorted(store.absent_by_choice(store.load(label)))
+        manifest = store.load(label)
     except UserError:
-        return []  # a problem of its own
+        return [], []  # a problem of its own
+    absent = store.absent_by_choice(manifest)
+    return sorted(absent & set(manifest.hash_only)), sorted(absent - set(manifest.hash_only))
 
 
 def by_choice(store: Store, labels: list[str] | None = None) -> list[str]:
-    """One line per run imported without some artifacts' bytes: which, and from which bundle."""
+    """One line per run with artifacts whose bytes are not here by choice: which, and why (store.keep, a bundle)."""
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:10]) + (f" and {len(names) - 10:,} more" if len(names) > 10 else "")
+
     out = []
     for label in store.runs() if labels is None else labels:
-        if missing := absent_by_choice(store, label):
+        hashed, left = absent_by_choice(store, label)
+        if hashed:
+            out.append(f"run {label!r}: {proof.plural(len(hashed), 'artifact')} kept as their hash only (its capture's "
+                       f"store.keep; computed again when a comparison or replay reads them): {listed(hashed)}")
+        if left:
             bundle = (store.imported(label) or {}).get("bundle", "a bundle")
-            out.append(f"run {label!r}: {proof.plural(len(missing), 'artifact')} not in this store by choice "
-                       f"(imported from {bundle} without them): {', '.join(missing[:10])}"
-                       + (f" and {len(missing) - 10:,} more" if len(missing) > 10 else ""))
+            out.append(f"run {label!r}: {proof.plural(len(left), 'artifact')} not in this store by choice "
+                       f"(imported from {bundle} without them): {listed(left)}")
     return out
 
 

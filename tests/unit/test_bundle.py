@@ -14,7 +14,7 @@ from colbert_swap.colbert.index_files import write_index
 from colbert_swap.core.store import Store
 from colbert_swap.core.store.bundle import JOURNAL, imports_paused, recover_interrupted_import
 from colbert_swap.errors import UserError
-from colbert_swap.tasks.export import INDEX_ARTIFACTS
+from colbert_swap.colbert.index_files import INDEX_ARTIFACTS
 
 
 def test_the_index_artifacts_are_those_write_index_reads():

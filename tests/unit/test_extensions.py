@@ -73,7 +73,7 @@ import hashlib, sys
 from pathlib import Path
 import torch
 from colbert_swap.colbert.extensions import share_builds
-share_builds("capture", Path(sys.argv[1]), lambda line: print("SAID", line))
+share_builds(Path(sys.argv[1]), lambda line: print("SAID", line))
 from colbert.modeling.colbert import ColBERT
 ColBERT.try_load_torch_extensions(False)
 scores = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))

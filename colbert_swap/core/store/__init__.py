@@ -96,6 +96,10 @@ class Store:
         if artifact not in manifest.artifacts:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
         ref = manifest.artifacts[artifact].ref
+        if self.absent_by_choice(manifest, (artifact,)) and artifact in manifest.hash_only:
+            raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its capture kept only its hash "
+                            f"(store.keep); a comparison or replay computes its bytes again where the run was "
+                            f"computed (colbert_swap/runs/recompute.py `materialize`)")
         if self.absent_by_choice(manifest, (artifact,)):
             bundle = (self.imported(manifest.label) or {}).get("bundle")
             raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its bytes are not in this store (the bundle "
@@ -154,8 +158,9 @@ class Store:
 
     def absent_by_choice(self, manifest: RunManifest, names: Iterable[str] | None = None) -> set[str]:
         """The artifacts of `manifest` (of `names`, when given) whose files are not here because the bundle the run
-        was imported from left their bytes out (`left_out`): not in this store by choice, not lost."""
-        chosen = self.left_out(manifest.label)
+        was imported from left their bytes out (`left_out`) or its capture kept only their hash (`hash_only`,
+        store.keep): not in this store by choice, not lost."""
+        chosen = self.left_out(manifest.label) | set(manifest.hash_only)
         return {n for n in (chosen if names is None else chosen & set(names))
                 if n in manifest.artifacts and not self.blobs.path(manifest.artifacts[n].ref).exists()}
 

@@ -115,13 +115,16 @@ class BlobStore:
         ext = "safetensors" if ref.kind == "tensor" else "json"
         return self.root / ref.hash[:2] / f"{ref.hash}.{ext}"
 
-    def put(self, value: Any, behind: bool = False) -> BlobRef:
+    def put(self, value: Any, behind: bool = False, write: bool = True) -> BlobRef:
         """Store `value`, return its address. With `behind`, a tensor's file is written by the store's writer
-        thread while the caller goes on (the address is known at once; `unwritten` says until when)."""
+        thread while the caller goes on (the address is known at once; `unwritten` says until when). Without
+        `write`, only its address (a capture that keeps the hash alone: store.keep)."""
         if isinstance(value, torch.Tensor):
             cpu = value.detach().to("cpu").contiguous()
             ref = BlobRef(hash=tensor_hash(cpu), kind="tensor", dtype=str(cpu.dtype).removeprefix("torch."),
                           shape=tuple(cpu.shape), device=value.device.type)
+            if not write:
+                return ref
             path = self.path(ref)
             with self._lock:
                 if str(path) in self._writing or path.exists():
@@ -136,7 +139,7 @@ class BlobStore:
             self._failed.pop(str(path), None)
             return ref
         ref = BlobRef(hash=json_hash(value), kind="json")
-        if not self.path(ref).exists():
+        if write and not self.path(ref).exists():
             atomic_write(self.path(ref), json_bytes(value))
         return ref
 

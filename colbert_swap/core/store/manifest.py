@@ -55,6 +55,9 @@ class RunManifest:
     # (colbert_swap/colbert/resources.py `input_digests`): two runs of one config on two machines read the same
     # model only if these are equal; None in runs written before it was kept
     inputs: dict | None = None
+    # the artifacts whose bytes the capture did not keep, only their hash (store.keep=index or a list): computed
+    # again, and checked against the hash, when a comparison or replay reads them (colbert_swap/runs/recompute.py)
+    hash_only: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if not isinstance(self.origin, Origin):  # as read from JSON
@@ -70,6 +73,7 @@ class RunManifest:
             **({"loaded": self.loaded} if self.loaded is not None else {}),
             **({"plan": self.plan} if self.plan is not None else {}),
             **({"inputs": self.inputs} if self.inputs is not None else {}),
+            **({"hash_only": sorted(set(self.hash_only) - without)} if set(self.hash_only) - without else {}),
         }
 
     @classmethod
@@ -78,7 +82,7 @@ class RunManifest:
                    origin=d["origin"], artifacts={k: ArtifactRecord.from_json(v) for k, v in d["artifacts"].items()},
                    rng=d.get("rng", {}), complete=d.get("complete", False), created=d.get("created", ""),
                    environments=d.get("environments", {}), loaded=d.get("loaded"), plan=d.get("plan"),
-                   inputs=d.get("inputs"))
+                   inputs=d.get("inputs"), hash_only=list(d.get("hash_only") or []))
 
     @property
     def env(self) -> str:
@@ -98,6 +102,8 @@ class RunManifest:
                                               record.code)
         if env not in self.environments:
             self.environments[env] = origin.environments.get(env, origin.provenance)
+        if name in origin.hash_only and name not in self.hash_only:  # its bytes are where they were: nowhere
+            self.hash_only.append(name)
 
     def code_hashes(self) -> dict[str, str]:
         """Node -> the code hash of the stage that computed its artifacts (colbert_swap/core/code.py), for the nodes

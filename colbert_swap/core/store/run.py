@@ -46,13 +46,19 @@ class RunWriter:
         if not done:
             manifest.environments.setdefault(self.env, here)
         self.wrote = False
-        self.recorded = False  # whether this process's snapshot of what it loaded is in the manifest
+        self.recorded = False
+        self.keep: Callable[[str, Any], bool] | None = None  # (name, value) -> keep its bytes (None: all; store.keep)  # whether this process's snapshot of what it loaded is in the manifest
 
     def put(self, name: str, value: Any, stage: str, inputs: dict[str, str] | Iterable[str] = (),
             seconds: float = 0.0, code: str | None = None) -> ArtifactRecord:
         """Store `value` as artifact `name`, made by `stage` from `inputs` (artifact names of this run, or
         name -> blob hash), computed here by code of hash `code` (colbert_swap/core/code.py)."""
-        ref = self.store.blobs.put(value, behind=True)  # its file is written while the next stage computes
+        keep = self.keep is None or self.keep(name, value)
+        ref = self.store.blobs.put(value, behind=True, write=keep)  # written while the next stage computes
+        if keep and name in self.manifest.hash_only:
+            self.manifest.hash_only.remove(name)
+        elif not keep and name not in self.manifest.hash_only:
+            self.manifest.hash_only.append(name)
         hashes = inputs if isinstance(inputs, dict) else {n: self.manifest.artifacts[n].ref.hash for n in inputs}
         record = ArtifactRecord(ref=ref, stage=stage, inputs=dict(hashes), seconds=seconds, env=self.env, code=code)
         self.manifest.artifacts[name] = record
@@ -69,9 +75,11 @@ class RunWriter:
 
     def save(self) -> None:
         """Save the manifest with the artifacts whose files are on disk (a crash then resumes after them); raise
-        if a file could not be written."""
+        if a file could not be written. Until the run is complete, an artifact this capture keeps only the hash
+        of (store.keep) is left out too: a resumed run has no bytes to go on from, and computes it again."""
         blobs = self.store.blobs
-        unwritten = frozenset(n for n, r in self.manifest.artifacts.items() if blobs.unwritten(r.ref))
+        unwritten = frozenset(n for n, r in self.manifest.artifacts.items() if blobs.unwritten(r.ref)
+                              or (not self.manifest.complete and n in self.manifest.hash_only))
         self.store.save(self.manifest, unwritten)
         blobs.check()
 

@@ -212,7 +212,7 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
     names = names if names is not None else shared_artifacts(store, a, b)
     results = []
     said = time.perf_counter()
-    absent = {run.label: store.absent_by_choice(run) for run in (a, b)}  # imported without their bytes
+    absent = {run.label: store.absent_by_choice(run) for run in (a, b)}  # bytes left out of a bundle, or hash only
     for i, name in enumerate(names):
         if progress is not None and time.perf_counter() - said >= PROGRESS_EVERY:
             progress(f"comparing {a.label!r} with {b.label!r}: {i}/{len(names)} artifacts, now {name}")
@@ -225,7 +225,8 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         facts = DAG.facts(name)
         chosen = comparator(facts)
         reads = chosen.reads(facts)
-        unreadable = [f"{run.label}'s `{n}`" for run in (a, b) for n in sorted(absent[run.label] & {name, *reads})]
+        unreadable = [f"{run.label}'s `{n}` ({'its capture kept only the hash' if n in run.hash_only else 'left out of the bundle it was imported from'})"
+                      for run in (a, b) for n in sorted(absent[run.label] & {name, *reads})]
         if unreadable and ra is not None and rb is not None:
             results.append(unread(name, ra.ref, rb.ref, stage, unreadable))
             continue
@@ -253,8 +254,8 @@ def unread(name: str, a: BlobRef, b: BlobRef, stage: str, absent: list[str]) -> 
     return Comparison(name=name, status=Status.UNREAD, stage=stage,
                       dtype=(a.dtype or "json") if a.dtype == b.dtype else f"{a.dtype} vs {b.dtype}", shape=shape,
                       numel=numel if a.kind == "tensor" else 1,
-                      note=f"not compared: the bytes of {', '.join(absent)} are not in this store (left out of the "
-                           "bundle it was imported from); the hashes differ, so they are not bitwise equal")
+                      note=f"not compared: the bytes of {', '.join(absent)} are not in this store; the hashes "
+                           "differ, so they are not bitwise equal")
 
 
 def _load(store: Store, run: RunManifest, names: tuple[str, ...]) -> dict:
