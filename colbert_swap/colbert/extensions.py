@@ -55,7 +55,7 @@ MODULES = ("colbert.modeling.colbert", "colbert.indexing.codecs.residual", "colb
            "colbert.search.strided_tensor")
 
 
-def share_builds(log: Path, progress: Callable[[str], None]) -> None:
+def share_builds(log: Path, progress: Callable[[str], None], searching: bool = False) -> None:
     """Make colbert-ai's extensions compile once per torch build, Python and compiler, and load from `shared_extensions_here()` in every venv that has the same three (issue 33).
 
     torch compiles an extension in a folder of its own and compiles again whenever the build command changes,
@@ -64,7 +64,8 @@ def share_builds(log: Path, progress: Callable[[str], None]) -> None:
     ABI), the Python ABI, the compiler, the sources and flags, not on those paths: `build_key` names them all.
     colbert-ai's `load` calls go through `SharedLoad`, which imports the shared library when there is one and
     otherwise lets torch build it (said so, with the reason), then keeps a copy. Only colbert-ai's module globals
-    named `load` are replaced; what the extensions compute is colbert-ai's C++ code, unchanged."""
+    named `load` are replaced; what the extensions compute is colbert-ai's C++ code, unchanged. For a run that
+    `searching` on the CPU, the missing ones are compiled side by side first (`prebuild`)."""
     import importlib
 
     _ANNOUNCE[:] = [progress, log]
@@ -72,6 +73,53 @@ def share_builds(log: Path, progress: Callable[[str], None]) -> None:
         module = importlib.import_module(name)
         if not isinstance(module.load, SharedLoad):
             module.load = SharedLoad(module.load)
+    if searching:
+        prebuild(log, progress)
+
+
+# colbert-ai's classes whose `try_load_torch_extensions(use_gpu)` compiles on the CPU, and what each compiles
+LOADERS = (("colbert.modeling.colbert", "ColBERT", ("segmented_maxsim_cpp",)),
+           ("colbert.search.index_storage", "IndexScorer", ("filter_pids_cpp", "decompress_residuals_cpp")),
+           ("colbert.search.strided_tensor", "StridedTensor", ("segmented_lookup_cpp",)))
+PREBUILD = """import importlib, sys
+from pathlib import Path
+from colbert_swap.colbert.extensions import share_builds
+share_builds(Path(sys.argv[3]), lambda line: None)
+getattr(importlib.import_module(sys.argv[1]), sys.argv[2]).try_load_torch_extensions(False)
+"""
+
+
+def prebuild(log: Path, progress: Callable[[str], None]) -> list[str]:
+    """Compile the CPU extensions that a capture and its search load and that are not shared yet, side by side:
+    one process per colbert-ai loader (LOADERS), where colbert-ai would compile them one after another as it
+    reaches them (4 x ~20-30 s on 2 cores for a new torch). Each process goes through `SharedLoad`, so the
+    libraries land in the shared folder, and this process then only loads them; one that fails leaves its
+    extension to be compiled (and announced) when colbert-ai loads it. The extensions compiled."""
+    import subprocess
+
+    prefix = build_prefix()
+    missing = [(module, cls, names) for module, cls, names in LOADERS
+               if not all(any(shared_extensions_here().glob(f"{n}/{prefix}-*/*.so")) for n in names)]
+    if len(missing) < 2:  # nothing to overlap: colbert-ai's own load compiles it, announced
+        return []
+    names = [n for _, _, group in missing for n in group]
+    progress(f"compiling colbert-ai's C++ extensions {', '.join(names)} side by side ({len(missing)} processes, "
+             f"~30-60 s): none is shared yet for this torch, Python and compiler in {shared_extensions_here()}; "
+             f"every venv with the same three will use them; compiler output: {log}")
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        jobs = [subprocess.Popen([sys.executable, "-c", PREBUILD, module, cls, str(log)], stdout=out,
+                                 stderr=subprocess.STDOUT, env=env) for module, cls, _ in missing]
+        try:
+            for job in jobs:
+                job.wait()
+        finally:
+            for job in jobs:
+                if job.poll() is None:
+                    job.kill()
+    return names
 
 
 _ANNOUNCE: list = [lambda line: None, Path(os.devnull)]  # (progress, log) of the run that loads next
@@ -100,17 +148,22 @@ def build_key(sources, kwargs: dict) -> str:
     """What the library depends on, as a folder name: `torch-<version>-<git>-<python ABI>-<compiler>-<sources
     and flags>`, the last two hashed (the compiler's `--version` line; with .cu sources, nvcc's too)."""
     import hashlib
-    import torch
 
     digest = hashlib.sha256()
     for source in sources:
         digest.update(Path(source).read_bytes())
     digest.update(repr(sorted((k, v) for k, v in kwargs.items() if k != "verbose")).encode())
-    cuda = any(str(s).endswith(".cu") for s in sources)
+    return f"{build_prefix(any(str(s).endswith('.cu') for s in sources))}-{digest.hexdigest()[:12]}"
+
+
+def build_prefix(cuda: bool = False) -> str:
+    """`build_key` but the sources and flags: the torch build, the Python ABI and the compiler."""
+    import hashlib
+    import torch
+
     python = f"{sys.implementation.cache_tag}{getattr(sys, 'abiflags', '')}"
     git = (getattr(torch.version, "git_version", None) or "nogit")[:8]
-    return (f"torch-{torch.__version__}-{git}-{python}-cc{hashlib.sha256(compiler(cuda).encode()).hexdigest()[:8]}"
-            f"-{digest.hexdigest()[:12]}")
+    return f"torch-{torch.__version__}-{git}-{python}-cc{hashlib.sha256(compiler(cuda).encode()).hexdigest()[:8]}"
 
 
 _COMPILERS: dict[bool, str] = {}

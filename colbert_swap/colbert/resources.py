@@ -103,7 +103,8 @@ class Resources:
     @cached_property
     def _model(self):
         amp = self.index.amp if self.perturb.autocast is None else self.perturb.autocast
-        share_builds(self.log, self.progress)
+        share_builds(self.log, self.progress,
+                     searching=self.device == "cpu" and bool(self.search.capture or self.search.queries))
         self.progress("building the model (colbert-ai's Checkpoint)")
         return infra.load_checkpoint(self.checkpoint_path, self.colbert_config, amp,
                                            self.cfg.seed, self.device, self.log, self.perturb)

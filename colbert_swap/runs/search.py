@@ -81,7 +81,7 @@ def search_here(cfg, store: Store, run: RunManifest, progress) -> RunManifest:
     from colbert_swap.runs.execute import run_config
 
     def starting(resources) -> None:
-        share_builds(resources.log, progress)
+        share_builds(resources.log, progress, searching=resources.device == "cpu")
         progress(f"searching run {run.label!r}: {len(resources.queries.texts)} queries, k={cfg.search.k} (log: "
                  f"{resources.log})")
 

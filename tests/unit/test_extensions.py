@@ -105,3 +105,21 @@ def test_a_venv_with_an_empty_extension_folder_loads_the_shared_build_without_co
 
     assert second == [first[-1]] and first[-1].endswith(" 2")  # no announcement, the same two scores
     assert not list(empty.rglob("*.so")) and not list(empty.rglob("build.ninja"))  # torch compiled nothing there
+
+
+def test_the_extensions_a_search_needs_are_built_side_by_side_into_the_shared_folder(tmp_path, monkeypatch):
+    """A capture that searches needs four extensions, which colbert-ai compiles one after another as it reaches them;
+    the ones not shared yet are built first, one process per colbert-ai loader, and kept in the shared folder.
+    Once they are there, nothing is built again."""
+    from colbert_swap.colbert.extensions import LOADERS, prebuild
+
+    monkeypatch.setenv("COLBERT_SWAP_SHARED_EXTENSIONS", str(tmp_path / "shared"))
+    said = []
+
+    built = prebuild(tmp_path / "log", said.append)
+
+    names = [n for _, _, group in LOADERS for n in group]
+    assert sorted(built) == sorted(names) and len(names) == 4
+    assert all(len(list((tmp_path / "shared" / n).glob("*/*.so"))) == 1 for n in names)
+    assert len(said) == 1 and f"side by side ({len(LOADERS)} processes" in said[0]
+    assert prebuild(tmp_path / "log", said.append) == [] and len(said) == 1
