@@ -8,6 +8,7 @@
 #   bash benchmarks/h200.sh kmeans | encoder | graphs | 5k | 100k | locate-profile (after 100k) | ab | 50k
 #   bash benchmarks/h200.sh flash      # index.kmeans_backend=flash: its tests, and the k-means bench at 638k
 #   bash benchmarks/h200.sh flash-vs-faiss   # 5,000 passages, BERT-base: faiss's and flash's captures compared, searched
+#   KEEP_PASSAGES=100000 bash benchmarks/h200.sh keep   # capture with keep=all and keep=index: seconds, bytes stored
 #   XM_MODULES="M1 M2" bash benchmarks/h200.sh xmachine   # the default run, its drill (and the operations inside
 #                                      # modules M1, M2), exported to $OUT/xmachine/h200.colbert-swap.zip
 # Results go to $OUT/<name>; .site and .ext_cache stay in the tree between calls on a warm machine.
@@ -62,6 +63,19 @@ for step in "$@"; do
          python3 -m colbert_swap task=drill run=h200 store.root=$s 2>&1 | tail -1
          for m in ${XM_MODULES:-}; do python3 -m colbert_swap task=drill run=h200 module=$m store.root=$s 2>&1 | tail -1; done
          python3 -m colbert_swap task=export run=h200 out="$OUT/xmachine/h200.colbert-swap.zip" store.root=$s 2>&1 | tail -4 ;;
+    keep) for k in all index; do s=/tmp/keep-$k; mkdir -p $s/../keep-shared/models $s/../keep-shared/collections   # issue 33:
+          ln -sfn /tmp/keep-shared/models $s/models; ln -sfn /tmp/keep-shared/collections $s/collections  # bytes kept
+          python3 -m colbert_swap run=warm model=base collection.num_passages=${KEEP_PASSAGES:-100000} \
+            index.kmeans_backend=torch store.root=$s > /dev/null 2>&1; rm -rf $s/runs/warm $s/blobs         # builds model,
+          /usr/bin/time -f "keep=$k: %e s, peak host RSS %M KB" python3 -m colbert_swap run=k model=base \
+            collection.num_passages=${KEEP_PASSAGES:-100000} index.kmeans_backend=torch keep=$k store.root=$s \
+            2>&1 | tail -1                                                                                # collection
+          du -sb $s/blobs $s/runs/k/index; done 2>&1 | tee "$OUT/h200-keep.txt" ;;
+    1m) s=/tmp/m1; mkdir -p $s    # issue 33: a million passages, keep=index (every hash, the index's bytes)
+        timeout ${M1_TIMEOUT:-540} /usr/bin/time -f "1M keep=index: %e s wall, peak host RSS %M KB" python3 -m colbert_swap \
+          run=m model=base collection.num_passages=1000000 index.kmeans_backend=torch keep=index store.root=$s 2>&1 \
+          | grep -v 'passage/s\|Warning' | grep '^\[\|keep=\|rror\|run ' | tail -45 | tee "$OUT/h200-1m-keep-index.txt"
+        du -sb $s/blobs $s/runs/m/index $s/collections 2>&1 | tee -a "$OUT/h200-1m-keep-index.txt" ;;
     50k) python3 benchmarks/run.py --passages 50000 --model base --steps capture \
            --out "$OUT/h200-50k" --store /tmp/bench-50k 2>&1 | tail -10 ;;
   esac

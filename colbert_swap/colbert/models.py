@@ -35,8 +35,10 @@ def minilm_dir() -> Path:
 # How the seeded weights are drawn: 2 = `exact_weights` (the same bits on every CPU and torch); 1, before it, drew
 # them with torch's normal_, whose vectorized kernels give other last bits on other CPUs (AVX512 vs the default
 # kernels: 17 of 40 tensors differed), so two machines built two models. Part of the checkpoint's folder name: a
-# store's checkpoints of build 1 are never taken for build 2.
-BUILD = 2
+# store's checkpoints of build 1 are never taken for build 2. 3: artifact.metadata without `root` and `gpus`, which
+# ColBERTConfig fills from the machine (the working directory, the GPUs it sees): an H200 and a CPU machine built
+# checkpoints with other digests, and a comparison of their runs was refused as reading different files.
+BUILD = 3
 
 
 def spec_hash(spec: ModelConfig) -> str:
@@ -175,10 +177,15 @@ def _build(spec: ModelConfig, dest: Path) -> None:
         raise
 
 
+MACHINE_SETTINGS = ("root", "gpus")  # ColBERTConfig: os.getcwd()/experiments, and the GPUs torch sees
+
+
 def _write_artifact_metadata(colbert_cfg, directory: Path) -> None:
     """What `ColBERTConfig.save_for_checkpoint` writes, minus its git/host/time `meta` (not reproducible,
-    and its git probe crashes inside a repository without commits)."""
-    args = colbert_cfg.export()
+    and its git probe crashes inside a repository without commits) and the two settings it takes from the machine
+    that builds it (MACHINE_SETTINGS): the checkpoint is the same files everywhere, and where it is read, those two
+    are that machine's defaults, as without a checkpoint."""
+    args = {k: v for k, v in colbert_cfg.export().items() if k not in MACHINE_SETTINGS}
     args["name"] = "colbert_swap"  # ColBERTConfig's default is the time it was made: not a fact of the model
     args["meta"] = {"version": "colbert-v0.4", "built_by": "colbert_swap"}
     (directory / "artifact.metadata").write_text(json.dumps(args, indent=4) + "\n")

@@ -30,16 +30,20 @@ def test_exact_normal_is_pinned_bit_for_bit():
     assert abs(float(values.mean())) < 2e-4 and abs(float(values.std()) - 0.02) < 2e-4
 
 
-def test_the_seeded_checkpoint_is_the_same_under_other_cpu_kernels(tmp_path):
-    """Built here and in a process with torch's plainest kernels (ATEN_CPU_CAPABILITY=default): the same files, and
-    the runs record the same input digests."""
-    code = ("import sys; from colbert_swap.config import ModelConfig; from colbert_swap.colbert.models import "
-            "checkpoint_path; print(checkpoint_path(ModelConfig(), sys.argv[1]))")
+def test_the_seeded_checkpoint_is_the_same_under_other_cpu_kernels_folders_and_gpus(tmp_path):
+    """Built here and in a process with torch's plainest kernels (ATEN_CPU_CAPABILITY=default), another working
+    directory and a GPU in sight (colbert-ai's config takes its `root` and `gpus` from those, and an H200's build
+    had another digest than a CPU machine's): the same files, so runs record the same input digests."""
+    code = ("import sys, torch; torch.cuda.device_count = (lambda: 1) if sys.argv[2] == 'gpu' else "
+            "torch.cuda.device_count; from colbert_swap.config import ModelConfig; from colbert_swap.colbert.models "
+            "import checkpoint_path; print(checkpoint_path(ModelConfig(), sys.argv[1]))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     folders = []
-    for name, extra in (("here", {}), ("default", {"ATEN_CPU_CAPABILITY": "default"})):
-        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], env={**env, **extra},
-                              capture_output=True, text=True, timeout=600)
+    (tmp_path / "elsewhere").mkdir()
+    for name, extra, cwd, gpu in (("here", {}, None, "no"),
+                                  ("default", {"ATEN_CPU_CAPABILITY": "default"}, tmp_path / "elsewhere", "gpu")):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), gpu], env={**env, **extra},
+                              capture_output=True, text=True, timeout=600, cwd=cwd)
         assert done.returncode == 0, done.stderr[-2000:]
         folders.append(Path(done.stdout.strip().splitlines()[-1]))
     a, b = folders
