@@ -294,7 +294,10 @@ class ModuleDrill:
             text = (f"The first module whose output differs between {s} and {t} is `{first.module}` "
                     f"({first.mismatches:,} of {first.numel:,} elements, max abs {proof.num(first.max_abs)}, "
                     f"max ULP {first.max_ulp:,} (bits)); every module before it is bitwise equal. Its operations: ")
-            if self.next_steps:
+            if self.next_steps and not self.next_steps[0]:
+                text += (f"{s}'s are recorded in the store (`{ops_label(s, first.module)}`): run "
+                         f"{self.next_steps[1]} in {t}'s environment.")
+            elif self.next_steps:
                 text += f"run {self.next_steps[0]} in {s}'s environment, then {self.next_steps[1]} in {t}'s."
             else:
                 text += (f"`python -m colbert_swap task=drill run={s} module={first.module}` in {s}'s environment, "
@@ -404,8 +407,10 @@ def drill(cfg, store: Store, progress=None) -> ModuleDrill:
     target = capture_drill(cfg, store, target_run, progress, probes=a.origin.probes, bsizes=list(a.origin.bsizes))
     result = replace(compare_drills(store, a, target), warnings=tuple(warnings))
     if result.first:
+        label = ops_label(s, result.first.module)  # recorded in the source's environment (there, or brought here)
+        recorded = store.has_run(label) and recorded_in_run_environment(source, store.load(label))
         result = replace(result, next_steps=(
-            run_in_hint(source, drill_args(cfg, f"run={s}", module=result.first.module), cfg),
+            "" if recorded else run_in_hint(source, drill_args(cfg, f"run={s}", module=result.first.module), cfg),
             run_in_hint(target_run, drill_args(cfg, f"source={s}", f"target={t}", module=result.first.module), cfg)))
     return result
 

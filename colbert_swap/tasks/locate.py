@@ -32,6 +32,7 @@ from colbert_swap.core.store import RunManifest, Store
 from colbert_swap.tasks.common import environments_section, finish, progress_printer, source_run, tolerance
 from colbert_swap.tasks.inject import ensure_target
 from colbert_swap.colbert.plan import plan
+from colbert_swap.core.dag import template
 
 
 def _groups(names: list[str]) -> list[list[str]]:
@@ -235,7 +236,14 @@ def tokens_sentence(result: Location) -> str:
     """Whether an encoder output named as root cause was computed from equal tokens (the model differs) or
     the tokens themselves are the cause (the tokenizer differs)."""
     named = [n for g in result.minimal for n in g]
-    if any(DAG.facts(n).together for n in named):
+    tokenized = [n for n in named if DAG.facts(n).together]
+    if tokenized:
+        differ = [n for n in tokenized if n in result.source.artifacts and n in result.target.artifacts
+                  and result.source.artifacts[n].ref.hash != result.target.artifacts[n].ref.hash]
+        if differ and all(template(n).split(".")[0].endswith("_order") for n in differ):
+            orders = proof.describe(compact(differ, result.num_chunks))
+            return (f" The tokens are equal; only colbert-ai's length sort put passages of equal length in another "
+                    f"order ({orders}: torch.sort is not stable; see What this means).")
         return " The tokenizer's output differs: the passages are split into other tokens (see What this means)."
     inputs = [DAG.together_inputs(n)[0] for n in named if DAG.together_inputs(n)]  # the ids each was encoded from
     if not inputs or not all(n in r.artifacts for n in inputs for r in (result.source, result.target)):

@@ -107,7 +107,12 @@ def test_every_hint_spells_out_the_run_environment(runs, tiny_cfg, store_root, t
     out = cli(store_root, "task=drill", f"run={RUN}", f"target={HERE}")
     [next_command] = hints(out.split("Next, ", 1)[1])
     assert VAR in next_command and f"task=drill source={RUN} target={HERE}" in next_command
-    # the comparison's next step: the source's operations, in the source's environment
+    # the comparison's next step: the source's operations, in the source's environment (none recorded yet)
+    import shutil
+
+    for label in Store(store_root).runs():
+        if label.startswith(f"{RUN}+ops."):
+            shutil.rmtree(Store(store_root).run_dir(label))
     drill.run(tiny_cfg("task=drill", f"source={RUN}", f"target={HERE}", f"out_dir={tmp_path}"))
     report = json.loads((tmp_path / "report.json").read_text())
     module = report["first_module"]
@@ -117,6 +122,10 @@ def test_every_hint_spells_out_the_run_environment(runs, tiny_cfg, store_root, t
     assert source_step in report["verdict"] and target_step in report["verdict"]
     shell(hints(source_step)[0])  # as spelled: the source's trace, in its environment
     assert runs.load(f"{RUN}+ops.{module}").origin.env == runs.load(RUN).env
+    # now recorded: the comparison says so instead of asking for it again
+    drill.run(tiny_cfg("task=drill", f"source={RUN}", f"target={HERE}", f"out_dir={tmp_path / 'again'}"))
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["next_steps"][0] == "" and f"recorded in the store (`{RUN}+ops.{module}`)" in again["verdict"]
     drill.run(tiny_cfg("task=drill", f"source={RUN}", f"target={HERE}", f"module={module}",
                        f"out_dir={tmp_path / 'ops'}"))
     assert json.loads((tmp_path / "ops" / "report.json").read_text())["warnings"] == []

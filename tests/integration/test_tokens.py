@@ -156,3 +156,28 @@ def test_slow_and_fast_tokenizers_where_they_differ(tiny_cfg, tmp_path):
     result = locate(cfg, store, progress=quiet_progress)
     assert [n for g in result.minimal for n in compact(g, result.num_chunks)] == ["sample_tokens", "tokens"]
     assert result.whole.index == {}
+
+
+def test_a_difference_of_the_length_sort_alone_is_not_called_a_tokenizer_difference(token_runs):
+    """An H200 and a CPU machine tokenized every passage alike but sorted passages of equal length in another order
+    (torch.sort is not stable): the verdict said the passages were split into other tokens. Only the order differs
+    here, so it says that; where the ids differ too, it says the tokenizer's output differs."""
+    import copy
+    import dataclasses
+    from types import SimpleNamespace
+
+    from colbert_swap.tasks.locate import tokens_sentence
+
+    base, planted = token_runs["base"], token_runs["planted"]
+    reordered = copy.deepcopy(base)
+    for name in ("sample_token_order", "token_order.0"):
+        record = reordered.artifacts[name]
+        reordered.artifacts[name] = dataclasses.replace(record, ref=dataclasses.replace(record.ref, hash="0" * 32))
+    groups = [["sample_tokens", "sample_token_masks", "sample_token_order"], ["tokens.0", "token_masks.0", "token_order.0"]]
+
+    order_only = tokens_sentence(SimpleNamespace(minimal=groups, source=reordered, target=base, num_chunks=1))
+    tokens_differ = tokens_sentence(SimpleNamespace(minimal=groups, source=planted, target=base, num_chunks=1))
+
+    assert "The tokens are equal; only colbert-ai's length sort" in order_only and "other tokens" not in order_only
+    assert "`sample_token_order`" in order_only
+    assert tokens_differ.startswith(" The tokenizer's output differs")
