@@ -77,10 +77,13 @@ def share_builds(log: Path, progress: Callable[[str], None], searching: bool = F
         prebuild(log, progress)
 
 
-# colbert-ai's classes whose `try_load_torch_extensions(use_gpu)` compiles on the CPU, and what each compiles
-LOADERS = (("colbert.modeling.colbert", "ColBERT", ("segmented_maxsim_cpp",)),
-           ("colbert.search.index_storage", "IndexScorer", ("filter_pids_cpp", "decompress_residuals_cpp")),
-           ("colbert.search.strided_tensor", "StridedTensor", ("segmented_lookup_cpp",)))
+# The extensions colbert-ai compiles on the CPU, each with the class whose `try_load_torch_extensions(use_gpu)`
+# compiles it (IndexScorer compiles two, one after the other)
+LOADERS = (("colbert.modeling.colbert", "ColBERT", "segmented_maxsim_cpp"),
+           ("colbert.search.index_storage", "IndexScorer", "filter_pids_cpp"),
+           ("colbert.search.index_storage", "IndexScorer", "decompress_residuals_cpp"),
+           ("colbert.search.strided_tensor", "StridedTensor", "segmented_lookup_cpp"))
+ONLY = "COLBERT_SWAP_BUILD_ONLY"  # in a `prebuild` process: the one extension it builds (the others are skipped)
 PREBUILD = """import importlib, sys
 from pathlib import Path
 from colbert_swap.colbert.extensions import share_builds
@@ -89,20 +92,29 @@ getattr(importlib.import_module(sys.argv[1]), sys.argv[2]).try_load_torch_extens
 """
 
 
+class _Skipped:
+    """What `SharedLoad` gives a `prebuild` process for an extension another process builds: colbert-ai only
+    takes an attribute of it, and the process ends."""
+
+    def __getattr__(self, name):
+        return None
+
+
 def prebuild(log: Path, progress: Callable[[str], None]) -> list[str]:
     """Compile the CPU extensions that a capture and its search load and that are not shared yet, side by side:
-    one process per colbert-ai loader (LOADERS), where colbert-ai would compile them one after another as it
-    reaches them (4 x ~20-30 s on 2 cores for a new torch). Each process goes through `SharedLoad`, so the
-    libraries land in the shared folder, and this process then only loads them; one that fails leaves its
-    extension to be compiled (and announced) when colbert-ai loads it. The extensions compiled."""
+    one process per extension (LOADERS; each calls colbert-ai's loader, and `SharedLoad` skips the extensions
+    the others build), where colbert-ai would compile them one after another as it reaches them (4 x ~20-30 s
+    on 2 cores for a new torch). The libraries land in the shared folder, and this process then only loads them;
+    one that fails leaves its extension to be compiled (and announced) when colbert-ai loads it. The extensions
+    compiled."""
     import subprocess
 
     prefix = build_prefix()
-    missing = [(module, cls, names) for module, cls, names in LOADERS
-               if not all(any(shared_extensions_here().glob(f"{n}/{prefix}-*/*.so")) for n in names)]
+    missing = [(module, cls, name) for module, cls, name in LOADERS
+               if not any(shared_extensions_here().glob(f"{name}/{prefix}-*/*.so"))]
     if len(missing) < 2:  # nothing to overlap: colbert-ai's own load compiles it, announced
         return []
-    names = [n for _, _, group in missing for n in group]
+    names = [name for _, _, name in missing]
     progress(f"compiling colbert-ai's C++ extensions {', '.join(names)} side by side ({len(missing)} processes, "
              f"~30-60 s): none is shared yet for this torch, Python and compiler in {shared_extensions_here()}; "
              f"every venv with the same three will use them; compiler output: {log}")
@@ -111,7 +123,7 @@ def prebuild(log: Path, progress: Callable[[str], None]) -> list[str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         jobs = [subprocess.Popen([sys.executable, "-c", PREBUILD, module, cls, str(log)], stdout=out,
-                                 stderr=subprocess.STDOUT, env=env) for module, cls, _ in missing]
+                                 stderr=subprocess.STDOUT, env={**env, ONLY: name}) for module, cls, name in missing]
         try:
             for job in jobs:
                 job.wait()
@@ -132,6 +144,8 @@ class SharedLoad:
         self.torch_load = torch_load
 
     def __call__(self, name: str, sources, **kwargs):
+        if os.environ.get(ONLY, name) != name:
+            return _Skipped()
         folder = shared_extensions_here() / name / build_key(sources, kwargs)
         built = sorted(folder.glob("*.so"))
         if built:

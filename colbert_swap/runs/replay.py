@@ -107,7 +107,9 @@ def replay(cfg, store: Store, target: RunManifest, source: RunManifest, names: l
                             f"target {target.label!r} has {b.dtype} {list(b.shape or [])}; pass force=true to try")
     needed = _read_from_target(target, injected, num_chunks)
     for run, names_read in ((source, injected), (target, needed)):
-        for name, why in materialize(cfg, store, run, names_read, progress).items():
+        failed = materialize(cfg, store, run, names_read, progress)
+        if failed:
+            name, why = next(iter(failed.items()))
             raise UserError(f"cannot replay: run {run.label!r} kept only the hash of {name!r} (store.keep), and its "
                             f"bytes cannot be computed again here: {why}")
     absent = sorted(store.absent_by_choice(source, injected))

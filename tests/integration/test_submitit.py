@@ -35,10 +35,12 @@ def test_env_capture_runs_one_submitit_job_per_environment_into_one_store(tmp_pa
     # Each environment ran as a submitit job of its own (a process with its own job id): a result and a log each.
     results = sorted((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))
     assert len({p.parent for p in results}) == 2
-    # colbert-ai's extension was compiled in the folder of this interpreter's torch and Python, once for both jobs.
+    # colbert-ai's extension was compiled in the folder of this interpreter's torch and Python, once for both jobs,
+    # and kept in the shared folder, where every venv with this torch, Python and compiler finds it.
     key = f"torch-{version('torch')}-py{sys.version_info.major}.{sys.version_info.minor}"
-    assert [p.name for p in (tmp_path / "ext").iterdir()] == [key]
+    assert sorted(p.name for p in (tmp_path / "ext").iterdir()) == sorted([key, "shared"])
     assert (tmp_path / "ext" / key / "segmented_maxsim_cpp" / "build.ninja").exists()
+    assert len(list((tmp_path / "ext" / "shared" / "segmented_maxsim_cpp").glob("*/segmented_maxsim_cpp.so"))) == 1
     logs = "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert "run 'here' is captured in environment 'here'" in logs
     assert "run 'here-kmeans-seed' is captured in environment 'here-kmeans-seed'" in logs

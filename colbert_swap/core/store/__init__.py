@@ -96,11 +96,12 @@ class Store:
         if artifact not in manifest.artifacts:
             raise UserError(f"run {manifest.label!r} has no artifact {artifact!r}")
         ref = manifest.artifacts[artifact].ref
-        if self.absent_by_choice(manifest, (artifact,)) and artifact in manifest.hash_only:
+        absent = self.absent_by_choice(manifest, (artifact,))
+        if absent and artifact in manifest.hash_only:
             raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its capture kept only its hash "
                             f"(store.keep); a comparison or replay computes its bytes again where the run was "
                             f"computed (colbert_swap/runs/recompute.py `materialize`)")
-        if self.absent_by_choice(manifest, (artifact,)):
+        if absent:
             bundle = (self.imported(manifest.label) or {}).get("bundle")
             raise UserError(f"run {manifest.label!r} artifact {artifact!r}: its bytes are not in this store (the bundle "
                             f"{bundle} it was imported from left them out): import a bundle that carries them "
