@@ -46,8 +46,8 @@ class RunWriter:
         if not done:
             manifest.environments.setdefault(self.env, here)
         self.wrote = False
-        self.recorded = False
-        self.keep: Callable[[str, Any], bool] | None = None  # (name, value) -> keep its bytes (None: all; store.keep)  # whether this process's snapshot of what it loaded is in the manifest
+        self.recorded = False  # whether this process's snapshot of what it loaded is in the manifest
+        self.keep: Callable[[str, Any], bool] | None = None  # (name, value) -> keep its bytes (None: all; store.keep)
 
     def put(self, name: str, value: Any, stage: str, inputs: dict[str, str] | Iterable[str] = (),
             seconds: float = 0.0, code: str | None = None) -> ArtifactRecord:
