@@ -252,8 +252,8 @@ class TransferConfig:
 @dataclass
 class StoreConfig:
     root: str = option("outputs", "the store: runs, blobs, models, collections", main=True)
-    keep: Any = option("all", "the artifacts whose bytes a capture keeps: all; index (the index's artifacts, every "
-                              "JSON one and every tensor up to 1 MiB), or a list of more beside those, "
+    keep: Any = option("all", "the artifacts whose bytes a capture keeps: all; index (the index's artifacts and what "
+                              "a search reads, every JSON one and every tensor up to 1 MiB), or a list of more beside those, "
                               "keep=[embs]. Of the others only the hash is kept: a comparison or replay that "
                               "reads one computes it again, checked against that hash", short="keep",
                        tasks=("capture",))

@@ -34,9 +34,10 @@ def index_artifact(name: str, kind: str) -> bool:
     return template(name) in INDEX_ARTIFACTS or kind == "json"
 
 
-def keeper(value, known: Iterable[str]) -> Callable[[str, object], bool] | None:
+def keeper(value, known: Iterable[str], searched: Iterable[str] = ()) -> Callable[[str, object], bool] | None:
     """store.keep as a capture's predicate over (artifact name, value): None keeps every artifact's bytes (`all`);
-    `index` keeps the index's artifacts, every JSON one and every tensor of at most SMALL_BYTES, and a list
+    `index` keeps the index's artifacts, those a search reads (`searched`: `half_centroids`; a search of the run
+    later reads them from the store), every JSON one and every tensor of at most SMALL_BYTES, and a list
     (keep=[index,embs]) keeps the artifacts it names beside those (embs: every embs.N). `known`: the artifact
     templates the stages make (a name none of them makes is refused, with the close ones)."""
     import difflib
@@ -45,7 +46,7 @@ def keeper(value, known: Iterable[str]) -> Callable[[str, object], bool] | None:
     if not names or "all" in names:
         return None
     known = {template(n).removesuffix(".N") for n in known}
-    more = {n.removesuffix(".N") for n in names if n != "index"}
+    more = {n.removesuffix(".N") for n in names if n != "index"} | {template(n).removesuffix(".N") for n in searched}
     for name in sorted(more - known):
         close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

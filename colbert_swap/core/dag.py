@@ -241,6 +241,13 @@ class Dag:
     def artifact_templates(self) -> list[str]:
         return [o for s in self.stages for o in s.outputs]
 
+    def read_by(self, phase: str) -> list[str]:
+        """The artifact templates the stages of `phase` read that other phases make (a search: the index's)."""
+        stages = [s for s in self.stages if s.phase == phase]
+        made = {o for s in stages for o in s.outputs}
+        return sorted({name for s in stages for _, source in s.inputs
+                       for name in (source if isinstance(source, tuple) else (source,)) if name not in made})
+
     def producer(self, artifact: str) -> Stage:
         return self._producer[template(artifact)]
 

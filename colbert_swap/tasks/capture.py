@@ -42,7 +42,7 @@ def capture(cfg: Config, progress=None) -> RunManifest:
     return execute(cfg, store, RunSpec(label, Capture(), result, config_hash(result)),
                    targets=(*INDEXING, "search") if searching else INDEXING,
                    policy=Policy(write=Write.NEW, force=cfg.force,
-                                 keep=keeper(cfg.store.keep, DAG.artifact_templates())),
+                                 keep=keeper(cfg.store.keep, DAG.artifact_templates(), DAG.read_by("search"))),
                    progress=progress, before=starting)
 
 
