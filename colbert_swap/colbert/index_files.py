@@ -46,12 +46,13 @@ def keeper(value, known: Iterable[str], searched: Iterable[str] = ()) -> Callabl
     if not names or "all" in names:
         return None
     known = {template(n).removesuffix(".N") for n in known}
-    more = {n.removesuffix(".N") for n in names if n != "index"} | {template(n).removesuffix(".N") for n in searched}
+    more = {n.removesuffix(".N") for n in names if n != "index"}
     for name in sorted(more - known):
         close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UserError(f"store.keep={name!r}: no stage makes an artifact of that name.{hint} Use all, index or "
                         "artifact names (`python -m colbert_swap task=stages` lists them)")
+    more |= {template(n).removesuffix(".N") for n in searched}
 
     def keep(name: str, value) -> bool:
         if not isinstance(value, torch.Tensor) or index_artifact(name, "tensor"):

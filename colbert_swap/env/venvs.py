@@ -391,7 +391,7 @@ def extensions_dir(spec: EnvSpec, python: str) -> Path:
     if spec.python == "current":
         return torch_extensions_here() / key
     folder = Path(python).parent.parent
-    return folder.parent / "torch_extensions" / key / folder.name
+    return _cache_extensions(python) / key / folder.name
 
 
 SHARED_EXTENSIONS = "COLBERT_SWAP_SHARED_EXTENSIONS"  # colbert/extensions.py's shared builds
@@ -403,7 +403,12 @@ def shared_extensions_dir(spec: EnvSpec, python: str) -> Path:
     and for `python: current` this process's (`shared_extensions_here`)."""
     if spec.python == "current":
         return shared_extensions_here()
-    return Path(python).parent.parent.parent / "torch_extensions" / "shared"
+    return _cache_extensions(python) / "shared"
+
+
+def _cache_extensions(python: str) -> Path:
+    """`<env cache>/torch_extensions` of the venv whose interpreter is `python` (the cache is the venv's parent)."""
+    return Path(python).parent.parent.parent / "torch_extensions"
 
 
 def shared_extensions_here() -> Path:

@@ -135,7 +135,7 @@ def _export(store: Store, labels: list[str], out: Path, keep: Optional[set[str]]
     blobs: dict[str, BlobRef] = {}
     whose: dict[str, tuple[str, str]] = {}  # blob hash -> the run and what of it points at it, for messages
     for manifest in manifests:
-        absent = store.absent_by_choice(manifest)  # imported here without their bytes: none to pass on
+        absent = store.absent_by_choice(manifest)  # hash only, or imported without their bytes: none to pass on
         for name, ref in blob_refs(manifest):
             if name is None or ((keep is None or name in keep) and name not in absent):
                 blobs[ref.hash] = ref

@@ -225,8 +225,8 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
         facts = DAG.facts(name)
         chosen = comparator(facts)
         reads = chosen.reads(facts)
-        unreadable = [f"{run.label}'s `{n}` ({'its capture kept only the hash' if n in run.hash_only else 'left out of the bundle it was imported from'})"
-                      for run in (a, b) for n in sorted(absent[run.label] & {name, *reads})]
+        unreadable = [f"{run.label}'s `{n}` ({why_absent(run, n)})" for run in (a, b)
+                      for n in sorted(absent[run.label] & {name, *reads})]
         if unreadable and ra is not None and rb is not None:
             results.append(unread(name, ra.ref, rb.ref, stage, unreadable))
             continue
@@ -242,6 +242,11 @@ def compare_runs(store: Store, a: RunManifest, b: RunManifest, names: list[str] 
             memo[key] = results[-1]
     return RunComparison(a.label, b.label, tuple(results), tol,
                          tuple(config_differences(_how_free(a.config), _how_free(b.config))))
+
+
+def why_absent(run: RunManifest, name: str) -> str:
+    """Why an artifact absent by choice (Store.absent_by_choice) is: a capture that kept its hash, or a bundle."""
+    return "its capture kept only the hash" if name in run.hash_only else "left out of the bundle it was imported from"
 
 
 def unread(name: str, a: BlobRef, b: BlobRef, stage: str, absent: list[str]) -> Comparison:
